@@ -1,0 +1,26 @@
+"""sercli: speech emotion recognition for any audio or video file, segment by segment.
+
+    import sercli
+    model = sercli.load_model()               # the shipped model, or a name or .pt path
+    result = sercli.analyze("talk.mp3", model=model)
+    for segment in result.segments:
+        print(segment.start_s, segment.end_s, segment.label, segment.probs)
+    print(result.summary.label)
+"""
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__", "load_model", "analyze", "AnalysisError", "ModelError"]
+
+
+def __getattr__(name):
+    # Keep `import sercli` (and so `sercli --help`) free of torch until something needs it.
+    if name == "load_model" or name == "ModelError":
+        from . import weights
+
+        return getattr(weights, name)
+    if name in ("analyze", "AnalysisError", "FileResult", "SegmentResult", "Summary"):
+        from . import predict
+
+        return getattr(predict, name)
+    raise AttributeError(f"module 'sercli' has no attribute {name!r}")

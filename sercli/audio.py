@@ -1,0 +1,182 @@
+"""Decoding any media file ffmpeg can read into 16 kHz mono float32 PCM, streamed in chunks."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import ffmpeg
+import numpy as np
+
+SAMPLE_RATE = 16000  # Hz
+CHUNK_SAMPLES = 30 * SAMPLE_RATE  # samples, 30 s per read from the ffmpeg pipe
+BYTES_PER_SAMPLE = 4  # float32
+
+MEDIA_EXTENSIONS = frozenset(
+    ".wav .flac .mp3 .m4a .aac .ogg .oga .opus .wma .aif .aiff .amr .ac3 .mka "
+    ".mp4 .m4v .mkv .webm .mov .avi .wmv .flv .mpg .mpeg .ts .mts .m2ts .3gp .vob".split()
+)
+
+
+class AudioError(Exception):
+    """A file could not be decoded; the message names the cause in one line."""
+
+
+@dataclass
+class DecodeReport:
+    """Filled in while a file streams; complete once the stream is exhausted."""
+
+    samples: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples / SAMPLE_RATE
+
+
+def ffmpeg_binary() -> str:
+    """The ffmpeg to run: $SERCLI_FFMPEG, else `ffmpeg` on PATH, else the imageio-ffmpeg one."""
+    override = os.environ.get("SERCLI_FFMPEG")
+    if override:
+        return override
+    on_path = shutil.which("ffmpeg")
+    if on_path:
+        return on_path
+    try:
+        import imageio_ffmpeg
+    except ImportError as exc:  # pragma: no cover - a dependency, present in any install
+        raise AudioError("no ffmpeg found: install ffmpeg or the imageio-ffmpeg package") from exc
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def _decode_command(path: str, audio_stream: int) -> list[str]:
+    # "file:" keeps a name such as "a:b.wav" from being read as a protocol.
+    stream = ffmpeg.input("file:" + os.path.abspath(path), nostdin=None, hide_banner=None)
+    out = stream.output(
+        "pipe:",
+        map=f"0:a:{audio_stream}",
+        format="f32le",
+        acodec="pcm_f32le",
+        ac=1,
+        ar=SAMPLE_RATE,
+        loglevel="error",
+    )
+    return out.compile(cmd=ffmpeg_binary())
+
+
+def _explain(stderr: str, path: str, audio_stream: int) -> str:
+    """Turn ffmpeg's stderr into one line a user can act on."""
+    text = stderr.strip()
+    lowered = text.lower()
+    if "matches no streams" in lowered:
+        if audio_stream == 0:
+            return "no audio stream"
+        return f"no audio stream #{audio_stream} (streams are counted from 0)"
+    if "moov atom not found" in lowered:
+        return "truncated or incomplete file (mp4 index missing), nothing decodable"
+    if "invalid data found" in lowered or "could not find codec parameters" in lowered:
+        return "not a media file ffmpeg can read (invalid data)"
+    if "permission denied" in lowered:
+        return "permission denied"
+    lines = [line for line in text.splitlines() if line.strip()]
+    last = lines[-1] if lines else "ffmpeg failed without a message"
+    return f"ffmpeg: {last.split(': ', 1)[-1].strip() if path in last else last}"
+
+
+def _check_readable(path: str) -> None:
+    if not os.path.exists(path):
+        raise AudioError("no such file")
+    if os.path.isdir(path):
+        raise AudioError("is a directory")
+    if not os.access(path, os.R_OK):
+        raise AudioError("permission denied")
+    if os.path.getsize(path) == 0:
+        raise AudioError("empty file")
+
+
+def stream_audio(
+    path: str, audio_stream: int = 0, chunk_samples: int = CHUNK_SAMPLES, report: DecodeReport | None = None
+) -> Iterator[np.ndarray]:
+    """Yield the file's audio as float32 chunks of `chunk_samples` (the last may be shorter).
+
+    One ffmpeg process decodes, downmixes and resamples to 16 kHz mono; memory stays at one
+    chunk whatever the input's length. Raises AudioError when nothing is decodable. When
+    ffmpeg fails part-way (truncated or corrupt data) the audio decoded so far is kept and
+    the failure is added to `report.warnings`.
+    """
+    report = report if report is not None else DecodeReport()
+    _check_readable(path)
+    command = _decode_command(path, audio_stream)
+    try:
+        process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    except OSError as exc:
+        raise AudioError(f"cannot run ffmpeg ({command[0]}): {exc.strerror}") from exc
+
+    stderr_chunks: list[bytes] = []
+    drain = threading.Thread(target=lambda: stderr_chunks.append(process.stderr.read()), daemon=True)
+    drain.start()
+    chunk_bytes = chunk_samples * BYTES_PER_SAMPLE
+    pending = b""
+    try:
+        while True:
+            data = process.stdout.read(chunk_bytes - len(pending))
+            if not data:
+                break
+            pending += data
+            if len(pending) == chunk_bytes:
+                chunk = np.frombuffer(pending, dtype=np.float32)
+                pending = b""
+                report.samples += chunk.size
+                yield chunk
+        usable = len(pending) - len(pending) % BYTES_PER_SAMPLE
+        if usable:
+            chunk = np.frombuffer(pending[:usable], dtype=np.float32)
+            report.samples += chunk.size
+            yield chunk
+    finally:
+        if process.poll() is None:
+            process.stdout.close()
+            process.kill()
+        process.wait()
+        drain.join()
+        process.stdout.close()
+        process.stderr.close()
+
+    stderr = b"".join(stderr_chunks).decode("utf-8", "replace")
+    if process.returncode != 0 or stderr.strip():
+        cause = _explain(stderr, path, audio_stream)
+        if report.samples == 0:
+            raise AudioError(cause)
+        report.warnings.append(
+            f"decoding stopped with an error after {report.duration_s:.2f} s ({cause}); "
+            "the decoded part was analysed"
+        )
+    if report.samples == 0:
+        raise AudioError("the audio stream is empty (0 samples)")
+
+
+def load_audio(path: str, audio_stream: int = 0) -> np.ndarray:
+    """The whole file as one float32 array at 16 kHz (for short files and the Python API)."""
+    return np.concatenate(list(stream_audio(path, audio_stream)))
+
+
+def resample(samples: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Resample a mono float32 signal to 16 kHz with ffmpeg's resampler."""
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    if sample_rate == SAMPLE_RATE:
+        return samples
+    command = (
+        ffmpeg.input("pipe:", format="f32le", ac=1, ar=sample_rate)
+        .output("pipe:", format="f32le", ac=1, ar=SAMPLE_RATE, loglevel="error")
+        .compile(cmd=ffmpeg_binary())
+    )
+    result = subprocess.run(command, input=samples.tobytes(), capture_output=True)
+    if result.returncode != 0:
+        raise AudioError(_explain(result.stderr.decode("utf-8", "replace"), "pipe:", 0))
+    return np.frombuffer(result.stdout, dtype=np.float32).copy()

@@ -1,0 +1,280 @@
+"""`sercli`: the command line. Thin: validate options, load the model once, loop, report."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import click
+
+from . import __version__
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+ANALYZE_EXAMPLES = """
+\b
+Examples:
+  sercli analyze interview.mp3                  CSV on stdout
+  sercli analyze movie.mkv --format json -o movie.json
+  sercli analyze -r media/ --output-dir out/    one file per input, mirrored tree
+  find media -name '*.mp4' | sercli analyze - --output-dir out/ --skip-existing
+  sercli analyze talk.wav --segmentation fixed  consecutive 3 s windows
+"""
+
+
+def _say(console, kind: str, message: str) -> None:
+    if console is not None:
+        console.print(f"sercli: {kind}: {message}", markup=False, highlight=False)
+    else:
+        click.echo(f"sercli: {kind}: {message}", err=True)
+
+
+def _media_in(folder: Path, recursive: bool) -> Iterator[Path]:
+    from .audio import MEDIA_EXTENSIONS
+
+    if recursive:
+        for root, dirs, names in os.walk(folder):
+            dirs.sort()
+            for name in sorted(names):
+                if Path(name).suffix.lower() in MEDIA_EXTENSIONS:
+                    yield Path(root) / name
+    else:
+        for path in sorted(folder.iterdir()):
+            if path.is_file() and path.suffix.lower() in MEDIA_EXTENSIONS:
+                yield path
+
+
+def _inputs(paths: tuple[str, ...], recursive: bool) -> Iterator[tuple[str, str]]:
+    """(path to decode, name relative to its root for --output-dir) for every input, lazily."""
+    for given in paths:
+        if given == "-":
+            for line in sys.stdin:
+                line = line.rstrip("\r\n")
+                if line.strip():
+                    yield line, Path(line).name
+        elif Path(given).is_dir():
+            for path in _media_in(Path(given), recursive):
+                yield str(path), str(path.relative_to(given))
+        else:
+            yield given, Path(given).name
+
+
+class _OutputNames:
+    """Maps inputs to --output-dir files: the input's name (relative to its folder argument)
+    plus the format's extension; a second input claiming the same name gets a hash of its
+    absolute path added, so names stay stable from run to run."""
+
+    def __init__(self, folder: Path, fmt: str) -> None:
+        self.folder, self.fmt, self.owners = folder, fmt, {}
+
+    def __call__(self, path: str, relative: str) -> Path:
+        owner = os.path.abspath(path)
+        name = f"{relative}.{self.fmt}"
+        if self.owners.setdefault(name, owner) != owner:
+            tag = hashlib.sha1(owner.encode()).hexdigest()[:8]
+            name = f"{relative}~{tag}.{self.fmt}"
+            self.owners.setdefault(name, owner)
+        return self.folder / name
+
+
+def _progress(quiet: bool):
+    if quiet or not sys.stderr.isatty():
+        return None
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.fields[total_files]} files"),
+        TextColumn("{task.fields[hours]:.2f} h audio"), TextColumn("{task.fields[speed]:.0f}x realtime"),
+        TimeElapsedColumn(), console=Console(stderr=True), transient=False)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, "--version", prog_name="sercli")
+def main() -> None:
+    """Which emotion is expressed in the speech of any audio or video file, segment by segment."""
+
+
+@main.command(epilog=ANALYZE_EXAMPLES)
+@click.argument("paths", nargs=-1, required=True, metavar="PATH...")
+@click.option("-m", "--model", "model_name", default=None, metavar="NAME|PATH",
+              help="Installed model name (see `sercli models`) or checkpoint path. Default: the shipped model.")
+@click.option("-f", "--format", "fmt", type=click.Choice(["csv", "json", "jsonl"]), default="csv",
+              show_default=True, help="Output format.")
+@click.option("-o", "--output", default="-", metavar="FILE", show_default=True,
+              help="Write all results to FILE (atomically); - is stdout.")
+@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Write one output per input into DIR, named after the input.")
+@click.option("-r", "--recursive", is_flag=True, help="Look for media in subfolders of folder arguments.")
+@click.option("--skip-existing", is_flag=True,
+              help="With --output-dir: skip inputs whose output already exists (resume a batch).")
+@click.option("--segmentation", type=click.Choice(["speech", "fixed"]), default="speech", show_default=True,
+              help="speech: voice-activity regions cut into near-equal parts; fixed: consecutive windows.")
+@click.option("--max-segment", type=click.FloatRange(0.5, 3.0), default=3.0, show_default=True,
+              metavar="SECONDS", help="Longest segment (the paper's T).")
+@click.option("--audio-stream", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Which audio stream of each input to analyse, counted from 0.")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
+              help="Where the model runs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Segments per forward pass; lower it if the GPU runs out of memory.")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+              help="auto: bf16 where the hardware runs it fast (AMX CPUs, recent GPUs), else fp32.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bar, warnings or summary on stderr; errors only.")
+@click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
+def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing, segmentation, max_segment,
+            audio_stream, device, batch_size, precision, quiet, debug) -> None:
+    """Label every stretch of speech (at most 3 s) in PATH... with an emotion.
+
+    PATH is a media file, a folder (its media files; -r for subfolders) or - to read one
+    path per line from stdin. Output goes to stdout as CSV unless -o, --output-dir or
+    --format say otherwise; messages go to stderr. Exit status: 0 all inputs analysed,
+    1 some input failed, 2 usage or model error.
+    """
+    if skip_existing and output_dir is None:
+        raise click.UsageError("--skip-existing needs --output-dir")
+    if output_dir is not None and output != "-":
+        raise click.UsageError("give either -o/--output or --output-dir, not both")
+
+    from .predict import DeviceOutOfMemory, FileFailure, Pipeline
+    from .segment import SegmentationConfig
+    from .weights import ModelError, load_model
+    from .writers import WRITERS, AtomicFile, write_one
+
+    try:
+        model = load_model(model_name, device=device, precision=precision)
+    except ModelError as exc:
+        _say(None, "error", str(exc))
+        sys.exit(EXIT_USAGE)
+    pipeline = Pipeline(model, SegmentationConfig(mode=segmentation, max_segment_s=max_segment),
+                        batch_size, audio_stream)
+
+    progress = _progress(quiet)
+    console = progress.console if progress is not None else None
+    stats = {"files": 0, "failed": 0, "skipped": 0, "audio_s": 0.0}
+    started = time.monotonic()
+    task = None
+    if progress is not None:
+        progress.start()
+        task = progress.add_task("analysing", total=None, total_files="?", hours=0.0, speed=0.0)
+
+    def on_audio(seconds: float) -> None:
+        stats["audio_s"] += seconds
+        if progress is not None:
+            elapsed = max(time.monotonic() - started, 1e-6)
+            progress.update(task, hours=stats["audio_s"] / 3600, speed=stats["audio_s"] / elapsed)
+
+    targets: dict[str, Path] = {}
+    names = _OutputNames(output_dir, fmt) if output_dir is not None else None
+
+    def sources() -> Iterator[str]:
+        seen = set()
+        for path, relative in _inputs(paths, recursive):
+            if path in seen:
+                continue
+            seen.add(path)
+            if names is not None:
+                target = names(path, relative)
+                if skip_existing and target.exists():
+                    stats["skipped"] += 1
+                    continue
+                targets[path] = target
+            yield path
+
+    combined = None
+    writer = None
+    if output_dir is None:
+        combined = None if output == "-" else AtomicFile(output)
+        stream = sys.stdout if combined is None else combined.handle
+        writer = WRITERS[fmt](stream, model.labels)
+
+    exit_code = EXIT_OK
+    try:
+        for result in pipeline.run(sources(), on_audio):
+            stats["files"] += 1
+            if progress is not None:
+                progress.update(task, advance=1)
+            if isinstance(result, FileFailure):
+                stats["failed"] += 1
+                _say(console, "error", f"{result.file}: {result.error}")
+                if debug and result.detail:
+                    click.echo(result.detail, err=True)
+                continue
+            if not quiet:
+                for warning in result.warnings:
+                    _say(console, "warning", f"{result.file}: {warning}")
+            if names is not None:
+                try:
+                    write_one(targets.pop(result.file), result, fmt)
+                except OSError as exc:
+                    stats["failed"] += 1
+                    _say(console, "error", f"{result.file}: cannot write output: {exc}")
+            else:
+                writer.write(result)
+        if writer is not None:
+            writer.close()
+        if combined is not None:
+            combined.commit()
+    except DeviceOutOfMemory as exc:
+        _say(console, "error", str(exc))
+        exit_code = EXIT_FAILED
+    except KeyboardInterrupt:
+        _say(console, "error", "interrupted; outputs already completed are kept")
+        exit_code = EXIT_INTERRUPTED
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (| head): stop quietly
+        exit_code = EXIT_FAILED
+    except OSError as exc:
+        _say(console, "error", f"cannot write output: {exc}")
+        exit_code = EXIT_FAILED
+    finally:
+        if combined is not None:
+            combined.discard()
+        if progress is not None:
+            progress.stop()
+    if exit_code != EXIT_OK:
+        sys.exit(exit_code)
+
+    elapsed = time.monotonic() - started
+    if not quiet:
+        speed = stats["audio_s"] / max(elapsed, 1e-6)
+        line = (f"analysed {stats['files'] - stats['failed']} of {stats['files']} file(s), "
+                f"{stats['audio_s'] / 60:.1f} min of audio in {elapsed:.1f} s ({speed:.0f}x realtime)")
+        if stats["skipped"]:
+            line += f", skipped {stats['skipped']} with existing output"
+        if stats["failed"]:
+            line += f"; {stats['failed']} failed"
+        click.echo(f"sercli: {line}", err=True)
+    sys.exit(EXIT_FAILED if stats["failed"] else EXIT_OK)
+
+
+@main.command()
+def models() -> None:
+    """List the installed models with their cross-validation metrics."""
+    from .weights import DEFAULT_MODEL, ModelError, installed_models, model_dirs, read_checkpoint
+
+    found = installed_models()
+    if not found:
+        click.echo("no models installed (searched: " + ", ".join(str(d) for d in model_dirs()) + ")")
+        return
+    for name, path in found.items():
+        try:
+            checkpoint = read_checkpoint(path)
+            meta, config = checkpoint["meta"], checkpoint["config"]
+        except ModelError as exc:
+            click.echo(f"{name}\tunusable: {exc}")
+            continue
+        metrics = meta.get("metrics", {})
+        scores = ", ".join(f"{k} {v:.1%}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
+                           if not isinstance(v, dict)) or "no metrics recorded"
+        default = " (default)" if name == DEFAULT_MODEL else ""
+        click.echo(f"{name}{default}\t{config['topology']}, {config['grid_hz']} Hz grid, "
+                   f"{config['window_ms']} ms window\t{scores}\t{path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""The paper's normalised linear-frequency log-spectrogram (section 3.1), batched with torch.stft."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE
+
+LOG_EPS = 1e-10  # power floor before the log, -100 dB
+SILENCE_DB = -90.0  # dB re full scale: a segment whose level is below this is all floor
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Spectrogram settings; defaults are the paper's best (10 Hz grid, 40 ms window)."""
+
+    grid_hz: int = 10  # frequency resolution: 10 Hz (DFT 1600, 400 bins) or 20 Hz (DFT 800, 200 bins)
+    window_ms: int = 40  # Hamming window length: 40 or 20 ms
+    hop_ms: int = 10  # frame shift
+    max_hz: int = 4000  # only 0-4 kHz is kept
+    n_frames: int = 300  # zero-padded length, 3 s
+    # Floor, in dB relative to the segment's speech level (see `level`); chosen from the
+    # shared data with train/measure_noise_floor.py, the measurement is in the README.
+    e_noise_db: float = -60.0
+    # Gain normalisation. "speech": levels are taken relative to the segment's speech level
+    # (the 95th percentile of its frame powers), so a quiet film and a loud one give the
+    # same spectrogram. "none": absolute dB re full scale, as in the paper.
+    level: str = "speech"
+    level_percentile: float = 95.0
+
+    def __post_init__(self) -> None:
+        if self.grid_hz not in (10, 20):
+            raise ValueError(f"grid must be 10 or 20 Hz, not {self.grid_hz}")
+        if self.window_ms not in (20, 40):
+            raise ValueError(f"window must be 20 or 40 ms, not {self.window_ms}")
+        if self.level not in ("speech", "none"):
+            raise ValueError(f"level must be 'speech' or 'none', not {self.level!r}")
+
+    @property
+    def n_fft(self) -> int:
+        return SAMPLE_RATE // self.grid_hz  # 1600 or 800 points
+
+    @property
+    def n_bins(self) -> int:
+        return self.max_hz // self.grid_hz  # 400 or 200 bins, 0 .. max_hz - grid_hz
+
+    @property
+    def win_length(self) -> int:
+        return SAMPLE_RATE * self.window_ms // 1000  # 640 or 320 samples
+
+    @property
+    def hop_length(self) -> int:
+        return SAMPLE_RATE * self.hop_ms // 1000  # 160 samples
+
+    @property
+    def max_samples(self) -> int:
+        return self.n_frames * self.hop_length  # 48000 samples, 3 s
+
+    def frames_for(self, n_samples: int) -> int:
+        """Frames that carry signal for a segment of n_samples (frame t is centred on t * hop)."""
+        return min(self.n_frames, -(-n_samples // self.hop_length))
+
+
+def pad_batch(segments: list[np.ndarray], config: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack 16 kHz segments into (B, max_samples) zero-padded, with their lengths (B,)."""
+    batch = torch.zeros(len(segments), config.max_samples)
+    lengths = torch.zeros(len(segments), dtype=torch.long)
+    for i, samples in enumerate(segments):
+        n = min(len(samples), config.max_samples)
+        batch[i, :n] = torch.from_numpy(np.asarray(samples[:n], dtype=np.float32))
+        lengths[i] = n
+    return batch, lengths
+
+
+def power_spectrogram(waveforms: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    """|DFT|^2 of Hamming-windowed frames, (B, samples) -> (B, n_bins, n_frames).
+
+    Frame t is centred on sample t * hop; the signal is zero outside the segment. Power is
+    divided by the window's energy so a white signal's level does not depend on the window.
+    """
+    window = torch.hamming_window(config.win_length, periodic=False, device=waveforms.device)
+    half = config.n_fft // 2
+    padded = torch.nn.functional.pad(waveforms.float(), (half, half))  # (B, samples + n_fft)
+    spectrum = torch.stft(
+        padded, config.n_fft, hop_length=config.hop_length, win_length=config.win_length,
+        window=window, center=False, return_complex=True,
+    )  # (B, n_fft / 2 + 1, frames); torch centres the short window inside the n_fft frame
+    power = spectrum.real.square() + spectrum.imag.square()
+    return power[:, : config.n_bins, : config.n_frames] / window.square().sum()
+
+
+def normalise(power: torch.Tensor, lengths: torch.Tensor, config: FeatureConfig) -> torch.Tensor:
+    """dB, gain-normalised, floored at E_noise, lifted, unit variance, zero past each segment's end.
+
+    power: (B, n_bins, n_frames); lengths: (B,) in samples. Returns (B, n_bins, n_frames).
+    """
+    n_valid = torch.tensor([config.frames_for(int(n)) for n in lengths], device=power.device)
+    valid = torch.arange(config.n_frames, device=power.device)[None, :] < n_valid[:, None]  # (B, T)
+    db = 10.0 * torch.log10(power + LOG_EPS)  # (B, F, T)
+    frame_db = 10.0 * torch.log10(power.sum(dim=1) + LOG_EPS)  # (B, T)
+    level = _percentile(frame_db, valid, config.level_percentile)  # (B,)
+    if config.level == "speech":
+        db = db - level[:, None, None]
+    lifted = (db - config.e_noise_db).clamp(min=0.0)
+    lifted = lifted * valid[:, None, :]
+    lifted = lifted * (level > SILENCE_DB)[:, None, None]
+    nonzero = lifted > 0
+    count = nonzero.sum(dim=(1, 2)).clamp(min=1)
+    mean = lifted.sum(dim=(1, 2)) / count
+    variance = ((lifted - mean[:, None, None]).square() * nonzero).sum(dim=(1, 2)) / count
+    std = variance.sqrt()
+    scale = torch.where(std > 1e-6, 1.0 / std.clamp(min=1e-6), torch.ones_like(std))
+    return lifted * scale[:, None, None]
+
+
+def _percentile(values: torch.Tensor, valid: torch.Tensor, q: float) -> torch.Tensor:
+    """Per-row percentile (nearest rank, lower) over the valid entries of (B, T)."""
+    filled = torch.where(valid, values, torch.full_like(values, float("inf")))
+    ordered = filled.sort(dim=1).values
+    count = valid.sum(dim=1).clamp(min=1)
+    rank = ((count - 1).float() * q / 100.0).floor().long()
+    return ordered.gather(1, rank[:, None]).squeeze(1)
+
+
+def log_spectrograms(segments: list[np.ndarray], config: FeatureConfig,
+                     device: torch.device | str = "cpu") -> torch.Tensor:
+    """The model's input for a batch of 16 kHz segments: (B, n_bins, n_frames) float32."""
+    waveforms, lengths = pad_batch(segments, config)
+    waveforms = waveforms.to(device, non_blocking=True)
+    return normalise(power_spectrogram(waveforms, config), lengths.to(device), config)

@@ -1,0 +1,272 @@
+"""The inference pipeline: decode -> speech segments -> spectrograms -> posteriors, file after file.
+
+A producer thread decodes and segments the next file while the main thread classifies; segments
+from consecutive files share batches, so many short clips keep the device as busy as one film.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import traceback
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Iterator, Union
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE, AudioError, DecodeReport, resample, stream_audio
+from .features import log_spectrograms
+from .segment import Segment, SegmentationConfig, SpeechProbabilities, Segmenter
+from .weights import Model
+
+
+@dataclass
+class SegmentResult:
+    """One classified segment; times in seconds from the start of the file."""
+
+    start_s: float
+    end_s: float
+    label: str
+    confidence: float  # posterior of `label`
+    probs: dict[str, float]  # posterior per label, summing to 1
+
+    @property
+    def duration_s(self) -> float:
+        return self.end_s - self.start_s
+
+
+@dataclass
+class Summary:
+    """A file at a glance: duration-weighted mean posteriors over its segments."""
+
+    label: str | None  # None when no speech was found
+    probs: dict[str, float] | None
+    speech_s: float
+    seconds_by_label: dict[str, float]
+
+
+@dataclass
+class FileResult:
+    """Everything sercli found in one input."""
+
+    file: str
+    duration_s: float
+    model: str
+    segments: list[SegmentResult]
+    labels: tuple[str, ...]
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def summary(self) -> Summary:
+        by_label = {label: 0.0 for label in self.labels}
+        if not self.segments:
+            return Summary(None, None, 0.0, by_label)
+        weights = np.array([s.duration_s for s in self.segments])
+        probs = np.array([[s.probs[label] for label in self.labels] for s in self.segments])
+        mean = (weights[:, None] * probs).sum(axis=0) / max(weights.sum(), 1e-9)
+        for segment in self.segments:
+            by_label[segment.label] += segment.duration_s
+        return Summary(
+            self.labels[int(mean.argmax())],
+            {label: float(p) for label, p in zip(self.labels, mean)},
+            float(weights.sum()),
+            by_label,
+        )
+
+
+@dataclass
+class FileFailure:
+    """An input that could not be analysed, with a one-line cause."""
+
+    file: str
+    error: str
+    detail: str = ""  # traceback of an unexpected failure, shown with --debug
+
+
+class AnalysisError(Exception):
+    """Raised by the Python API when its input cannot be analysed."""
+
+
+class DeviceOutOfMemory(Exception):
+    """The model's device ran out of memory for a batch."""
+
+
+Source = Union[str, tuple[str, np.ndarray]]  # a path, or (name, 16 kHz samples)
+
+
+@dataclass
+class _Pending:
+    name: str
+    results: list[SegmentResult | None] = field(default_factory=list)
+    unscored: int = 0
+    report: DecodeReport | None = None  # set when the file is fully segmented
+    failure: FileFailure | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.failure is not None or (self.report is not None and self.unscored == 0)
+
+
+_DONE = object()
+
+
+def _produce(sources: Iterable[Source], config: SegmentationConfig, audio_stream: int,
+             out: queue.Queue, stop: threading.Event, on_audio: Callable[[float], None] | None) -> None:
+    """Runs in a thread: puts ("file", name), ("segment", Segment), ("end", report) or ("error", failure)."""
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                out.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    vad = SpeechProbabilities()
+    try:
+        for source in sources:
+            name, samples = (source, None) if isinstance(source, str) else source
+            if not put(("file", name)):
+                return
+            report = DecodeReport()
+            try:
+                if samples is None:
+                    chunks = stream_audio(name, audio_stream, report=report)
+                else:
+                    report.samples = len(samples)
+                    chunks = iter([samples])
+                segmenter = Segmenter(config, vad)
+                for chunk in chunks:
+                    if on_audio is not None:
+                        on_audio(chunk.size / SAMPLE_RATE)
+                    for segment in segmenter.feed(chunk):
+                        if not put(("segment", segment)):
+                            return
+                for segment in segmenter.finish():
+                    if not put(("segment", segment)):
+                        return
+                item = ("end", report)
+            except AudioError as exc:
+                item = ("error", FileFailure(name, str(exc)))
+            except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
+                item = ("error", FileFailure(name, f"unexpected error: {type(exc).__name__}: {exc}",
+                                             traceback.format_exc()))
+            if not put(item):
+                return
+    finally:
+        put(_DONE)
+
+
+class Pipeline:
+    """Classifies files (or arrays) with one model, yielding results in input order."""
+
+    def __init__(self, model: Model, segmentation: SegmentationConfig = SegmentationConfig(),
+                 batch_size: int = 32, audio_stream: int = 0) -> None:
+        if batch_size < 1:
+            raise ValueError("batch size must be at least 1")
+        if segmentation.max_segment_s * SAMPLE_RATE > model.features.max_samples:
+            raise ValueError(f"max segment length is {model.features.max_samples / SAMPLE_RATE:g} s "
+                             f"for this model, not {segmentation.max_segment_s:g} s")
+        self.model = model
+        self.segmentation = segmentation
+        self.batch_size = batch_size
+        self.audio_stream = audio_stream
+
+    def run(self, sources: Iterable[Source],
+            on_audio: Callable[[float], None] | None = None) -> Iterator[FileResult | FileFailure]:
+        events: queue.Queue = queue.Queue(maxsize=4 * self.batch_size)
+        stop = threading.Event()
+        producer = threading.Thread(
+            target=_produce, args=(sources, self.segmentation, self.audio_stream, events, stop, on_audio),
+            name="sercli-decode", daemon=True)
+        producer.start()
+        files: deque[_Pending] = deque()
+        batch: list[tuple[_Pending, int, Segment]] = []
+        try:
+            done = False
+            while not done:
+                try:
+                    event = events.get(timeout=0.05) if batch else events.get()
+                except queue.Empty:
+                    event = None  # nothing ready: score what is waiting rather than idle
+                if event is _DONE:
+                    done = True
+                elif event is not None:
+                    kind, value = event
+                    if kind == "file":
+                        files.append(_Pending(value))
+                    elif kind == "segment":
+                        current = files[-1]
+                        current.results.append(None)
+                        current.unscored += 1
+                        batch.append((current, len(current.results) - 1, value))
+                    elif kind == "end":
+                        files[-1].report = value
+                    else:
+                        files[-1].failure = value
+                if batch and (event is None or done or len(batch) >= self.batch_size):
+                    self._score(batch)
+                    batch = []
+                while files and files[0].finished:
+                    yield self._finish(files.popleft())
+        finally:
+            stop.set()
+            producer.join()
+
+    def _score(self, batch: list[tuple[_Pending, int, Segment]]) -> None:
+        live = [(pending, i, seg) for pending, i, seg in batch if pending.failure is None]
+        if not live:
+            return
+        model = self.model
+        samples = [seg.samples for _, _, seg in live]
+        try:
+            spectrograms = log_spectrograms(samples, model.features, model.device)
+            n_frames = torch.tensor([model.features.frames_for(len(s)) for s in samples])
+            posteriors = model.posteriors(spectrograms, n_frames).numpy()
+        except torch.cuda.OutOfMemoryError as exc:
+            raise DeviceOutOfMemory(
+                f"{model.device} ran out of memory on a batch of {len(live)} segments: "
+                "retry with a smaller --batch-size") from exc
+        for (pending, i, seg), p in zip(live, posteriors):
+            best = int(p.argmax())
+            pending.results[i] = SegmentResult(
+                round(seg.start_s, 3), round(seg.end_s, 3), model.labels[best], float(p[best]),
+                {label: float(v) for label, v in zip(model.labels, p)})
+            pending.unscored -= 1
+
+    def _finish(self, pending: _Pending) -> FileResult | FileFailure:
+        if pending.failure is not None:
+            return pending.failure
+        return FileResult(pending.name, round(pending.report.duration_s, 3), self.model.name,
+                          [r for r in pending.results if r is not None], self.model.labels,
+                          pending.report.warnings)
+
+
+def analyze(path_or_array: str | np.ndarray, model: Model | str | None = None, *, sample_rate: int = SAMPLE_RATE,
+            segmentation: str = "speech", max_segment_s: float = 3.0, audio_stream: int = 0,
+            batch_size: int = 32, device: str = "auto", name: str = "<array>") -> FileResult:
+    """Per-segment emotions of one file or one mono signal.
+
+    path_or_array: a media file path, or a 1-D float array at `sample_rate` Hz (resampled to
+    16 kHz with ffmpeg). model: a loaded Model, an installed model's name or a checkpoint
+    path (None: the default model). Raises AnalysisError when the input cannot be analysed.
+    """
+    from .weights import load_model
+
+    if not isinstance(model, Model):
+        model = load_model(model, device=device)
+    config = SegmentationConfig(mode=segmentation, max_segment_s=max_segment_s)
+    if isinstance(path_or_array, (str, bytes)) or hasattr(path_or_array, "__fspath__"):
+        source: Source = str(path_or_array)
+    else:
+        signal = np.asarray(path_or_array, dtype=np.float32)
+        if signal.ndim != 1:
+            raise AnalysisError(f"{name}: expected a mono 1-D signal, got shape {signal.shape}")
+        source = (name, resample(signal, sample_rate))
+    (result,) = Pipeline(model, config, batch_size, audio_stream).run([source])
+    if isinstance(result, FileFailure):
+        raise AnalysisError(f"{result.file}: {result.error}")
+    return result

@@ -1,0 +1,212 @@
+"""Checkpoints: plain dicts, sha256-checked, found by name in the installed models or by path."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .features import FeatureConfig
+from .model import LABELS, EmotionNet, ModelConfig
+
+FORMAT = "sercli-checkpoint/1"
+SUFFIX = ".pt"
+DEFAULT_MODEL = "cnn-lstm-10hz"  # the model `sercli analyze` uses without --model
+MODEL_PATH_ENV = "SERCLI_MODEL_PATH"  # extra folders of models, separated like PATH
+
+
+class ModelError(Exception):
+    """A model cannot be found, verified or loaded; the message says which and why."""
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def checksum_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as out:
+            out.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: str | Path, config: ModelConfig, state_dict: dict[str, torch.Tensor],
+                    features: FeatureConfig, meta: dict[str, Any] | None = None) -> str:
+    """Write `path` and `path.sha256` (sha256sum format) atomically; returns the digest."""
+    path = Path(path)
+    checkpoint = {
+        "format": FORMAT,
+        "config": asdict(config),
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        "meta": {"labels": list(LABELS), "features": asdict(features), **(meta or {})},
+    }
+    temp = path.with_name(f".{path.name}.building")
+    torch.save(checkpoint, temp)
+    data = temp.read_bytes()
+    temp.unlink()
+    atomic_write_bytes(path, data)
+    digest = hashlib.sha256(data).hexdigest()
+    atomic_write_bytes(checksum_path(path), f"{digest}  {path.name}\n".encode())
+    return digest
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Verify `path` against its .sha256 file, then load it with weights_only=True."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    sums = checksum_path(path)
+    if not sums.is_file():
+        raise ModelError(f"{path}: checksum file {sums.name} is missing "
+                         f"(create it with: sha256sum {path.name} > {sums.name})")
+    expected = sums.read_text().split()[0].lower() if sums.read_text().split() else ""
+    actual = sha256_of(path)
+    if actual != expected:
+        raise ModelError(f"{path}: sha256 mismatch (file {actual[:12]}..., expected {expected[:12]}...): "
+                         "the file is corrupt or was modified")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise ModelError(f"{path}: not a sercli checkpoint ({type(exc).__name__})") from exc
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        raise ModelError(f"{path}: not a sercli checkpoint (format {checkpoint.get('format')!r})"
+                         if isinstance(checkpoint, dict) else f"{path}: not a sercli checkpoint")
+    return checkpoint
+
+
+def model_dirs() -> list[Path]:
+    """Where named models are looked up: $SERCLI_MODEL_PATH folders, then the installed ones."""
+    extra = [Path(p) for p in os.environ.get(MODEL_PATH_ENV, "").split(os.pathsep) if p]
+    try:
+        shipped = Path(str(resources.files("sercli.pretrained")))
+    except ModuleNotFoundError:  # running from a source tree that was not installed
+        shipped = Path(__file__).resolve().parent.parent / "weights"
+    return extra + [shipped]
+
+
+def installed_models() -> dict[str, Path]:
+    """Model name -> file, the first folder of model_dirs() winning on a clash."""
+    found: dict[str, Path] = {}
+    for folder in model_dirs():
+        if folder.is_dir():
+            for path in sorted(folder.glob(f"*{SUFFIX}")):
+                found.setdefault(path.stem, path)
+    return found
+
+
+def resolve(name_or_path: str | Path | None) -> Path:
+    """A model file from a name of an installed model or a path; None means the default."""
+    name = str(name_or_path) if name_or_path is not None else DEFAULT_MODEL
+    models = installed_models()
+    if name in models:
+        return models[name]
+    path = Path(name).expanduser()
+    if path.suffix == SUFFIX or os.sep in name or path.exists():
+        if path.is_file():
+            return path
+        raise ModelError(f"{path}: no such model file")
+    if name_or_path is None:
+        raise ModelError(
+            f"no default model '{DEFAULT_MODEL}' is installed: pass --model with a checkpoint "
+            f"from `sercli train` or set {MODEL_PATH_ENV} to a folder holding {DEFAULT_MODEL}{SUFFIX}")
+    known = ", ".join(sorted(models)) or "none"
+    raise ModelError(f"unknown model '{name}' (installed: {known}); give a name or a path to a .pt file")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' is the first CUDA GPU when there is one, else the CPU."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as exc:
+        raise ModelError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from exc
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ModelError(f"device {device}: CUDA is not available in this torch build or machine")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ModelError(f"device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif resolved.type != "cpu":
+        raise ModelError(f"unsupported device {device!r}: use auto, cpu, cuda or cuda:N")
+    return resolved
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 autocast is fast here: AMX/AVX-512 bf16 CPUs, Ampere and newer GPUs."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+@dataclass
+class Model:
+    """A loaded network with everything needed to feed it and read its output."""
+
+    name: str
+    path: Path | None
+    net: EmotionNet
+    features: FeatureConfig
+    labels: tuple[str, ...]
+    device: torch.device
+    precision: str  # "bf16" or "fp32"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @torch.inference_mode()
+    def posteriors(self, spectrograms: torch.Tensor, n_frames: torch.Tensor) -> torch.Tensor:
+        """(B, F, T) spectrograms on self.device -> (B, n_classes) float32 posteriors on the CPU."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+            logits = self.net(spectrograms, n_frames)
+        return torch.softmax(logits.float(), dim=-1).cpu()
+
+
+def from_checkpoint(checkpoint: dict[str, Any], name: str, path: Path | None = None,
+                    device: str | torch.device = "auto", precision: str = "auto") -> Model:
+    try:
+        config = ModelConfig(**checkpoint["config"])
+        features = FeatureConfig(**checkpoint["meta"]["features"])
+        net = EmotionNet(config)
+        net.load_state_dict(checkpoint["state_dict"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ModelError(f"{path or name}: checkpoint does not match this sercli version ({exc})") from exc
+    target = resolve_device(device)
+    if precision == "auto":
+        precision = "bf16" if bf16_supported(target) else "fp32"
+    elif precision not in ("bf16", "fp32"):
+        raise ModelError(f"precision must be auto, bf16 or fp32, not {precision!r}")
+    net.eval().to(target)
+    if target.type == "cpu" and precision == "bf16":
+        net.to(memory_format=torch.channels_last)  # oneDNN's fast path for bf16 convolutions
+    labels = tuple(checkpoint["meta"].get("labels", LABELS))
+    return Model(name, path, net, features, labels, target, precision, checkpoint["meta"])
+
+
+def load_model(name_or_path: str | Path | None = None, device: str | torch.device = "auto",
+               precision: str = "auto") -> Model:
+    """Load an installed model by name (default: the shipped CNN-LSTM) or a checkpoint by path.
+
+    device: "auto", "cpu", "cuda" or "cuda:N". precision: "auto" (bf16 where the hardware runs
+    it fast), "bf16" or "fp32".
+    """
+    path = resolve(name_or_path)
+    checkpoint = read_checkpoint(path)
+    name = checkpoint["meta"].get("name") or path.stem
+    return from_checkpoint(checkpoint, name, path, device, precision)

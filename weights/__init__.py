@@ -1,0 +1,1 @@
+"""Trained weights shipped with sercli, with their model cards (installed as sercli.pretrained)."""
