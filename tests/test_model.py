@@ -1,0 +1,142 @@
+"""Both topologies and grids, checkpoint round trip and tamper detection, device and precision."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+from sercli.features import FeatureConfig
+from sercli.model import EmotionNet, ModelConfig
+from sercli.weights import ModelError, load_model, read_checkpoint, resolve, save_checkpoint, sha256_of
+
+
+@pytest.mark.parametrize("topology", ["cnn-lstm", "cnn5"])
+@pytest.mark.parametrize("grid_hz", [10, 20])
+def test_forward_shapes(topology, grid_hz):
+    config = ModelConfig(topology=topology, grid_hz=grid_hz)
+    net = EmotionNet(config).eval()
+    x = torch.rand(3, config.n_bins, 300)
+    logits = net(x, torch.tensor([300, 120, 25]))
+    assert logits.shape == (3, 4)
+    assert torch.isfinite(logits).all()
+
+
+def test_figure_1_layer_shapes():
+    """Figure 1 on the 20 Hz grid: 200x300 -> 100x150 -> 50x75 -> 25x37 with 16, 24, 32 filters."""
+    net = EmotionNet(ModelConfig(grid_hz=20))
+    x = torch.rand(1, 1, 200, 300)
+    shapes = []
+    for layer in net.convs:
+        x = layer(x)
+        if isinstance(layer, torch.nn.MaxPool2d):
+            shapes.append(tuple(x.shape[1:]))
+    assert shapes == [(16, 100, 150), (24, 50, 75), (32, 25, 37)]
+    assert net.lstm.hidden_size == 128 and net.lstm.bidirectional
+
+
+def test_padding_frames_do_not_change_lstm_output():
+    """With lengths given, what lies beyond a segment's frames cannot move its posteriors."""
+    torch.manual_seed(0)
+    net = EmotionNet(ModelConfig(lstm_hidden=16, dense=16, batch_norm=False)).eval()
+    x = torch.rand(1, 400, 300)
+    x[:, :, 160:] = 0
+    y = x.clone()
+    y[:, :, 200:] = 5.0  # garbage after the segment's 160 frames (pooled: 20 steps)
+    n = torch.tensor([160])
+    torch.testing.assert_close(net(x, n), net(y, n))
+
+
+def test_checkpoint_round_trip(tmp_path):
+    config = ModelConfig(topology="cnn5", grid_hz=20, window_ms=20)
+    torch.manual_seed(1)
+    net = EmotionNet(config)
+    features = FeatureConfig(grid_hz=20, window_ms=20, e_noise_db=-55.0)
+    path = tmp_path / "m.pt"
+    digest = save_checkpoint(path, config, net.state_dict(), features, {"name": "m", "metrics": {"ua": 0.5}})
+    assert digest == sha256_of(path)
+    assert (tmp_path / "m.pt.sha256").read_text().split() == [digest, "m.pt"]
+    model = load_model(path, device="cpu", precision="fp32")
+    assert model.net.config == config
+    assert model.features == features
+    assert model.labels == ("angry", "happy", "neutral", "sad")
+    assert model.meta["metrics"] == {"ua": 0.5}
+    for key, value in net.state_dict().items():
+        torch.testing.assert_close(model.net.state_dict()[key], value)
+
+
+def test_tampered_checkpoint_is_refused(tiny_model, tmp_path):
+    copy = tmp_path / "t.pt"
+    shutil.copy(tiny_model, copy)
+    shutil.copy(tiny_model.with_name(tiny_model.name + ".sha256"), tmp_path / "t.pt.sha256")
+    read_checkpoint(copy)
+    data = bytearray(copy.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    copy.write_bytes(bytes(data))
+    with pytest.raises(ModelError, match="sha256 mismatch"):
+        read_checkpoint(copy)
+
+
+def test_missing_checksum_and_non_checkpoint(tmp_path):
+    plain = tmp_path / "x.pt"
+    torch.save({"a": torch.zeros(1)}, plain)
+    with pytest.raises(ModelError, match="checksum file"):
+        read_checkpoint(plain)
+    (tmp_path / "x.pt.sha256").write_text(sha256_of(plain) + "  x.pt\n")
+    with pytest.raises(ModelError, match="not a sercli checkpoint"):
+        read_checkpoint(plain)
+
+
+def test_names_and_default(model_dir, monkeypatch, no_default_model):
+    with pytest.raises(ModelError, match="--model"):
+        resolve(None)
+    with pytest.raises(ModelError, match="unknown model"):
+        resolve("nonexistent-model")
+    monkeypatch.setattr("sercli.weights.model_dirs", lambda: [model_dir])
+    assert resolve("tiny-cnn5") == model_dir / "tiny-cnn5.pt"
+
+
+def test_device_errors(tiny_model):
+    with pytest.raises(ModelError, match="unknown device|unsupported device"):
+        load_model(tiny_model, device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="CUDA is not available"):
+            load_model(tiny_model, device="cuda")
+
+
+def test_bf16_moves_posteriors_by_less_than_0_01():
+    """Full-size CNN-LSTM, weights scaled up so posteriors are far from uniform."""
+    from sercli.weights import from_checkpoint
+    from sercli.features import log_spectrograms
+    from test_features import speech_like
+
+    torch.manual_seed(3)
+    config = ModelConfig()
+    net = EmotionNet(config)
+    with torch.no_grad():
+        net.head[-1].weight.mul_(100)
+    checkpoint = {"config": config.__dict__, "state_dict": net.state_dict(),
+                  "meta": {"features": FeatureConfig().__dict__}}
+    fp32 = from_checkpoint(checkpoint, "x", device="cpu", precision="fp32")
+    bf16 = from_checkpoint(checkpoint, "x", device="cpu", precision="bf16")
+    segments = [speech_like(3.0, seed=s) * (0.5 + s) for s in range(4)] + [speech_like(1.2, seed=9)]
+    x = log_spectrograms(segments, FeatureConfig())
+    n = torch.tensor([300, 300, 300, 300, 120])
+    p32, p16 = fp32.posteriors(x, n), bf16.posteriors(x, n)
+    assert float(p32.max() - p32.min()) > 0.2  # the test means something only if outputs differ
+    assert float((p32 - p16).abs().max()) < 0.01
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_matches_cpu(tiny_model):
+    from sercli.features import log_spectrograms
+    from test_features import speech_like
+
+    segments = [speech_like(3.0), speech_like(1.5, seed=1)]
+    cpu = load_model(tiny_model, device="cpu", precision="fp32")
+    gpu = load_model(tiny_model, device="cuda", precision="fp32")
+    n = torch.tensor([300, 150])
+    a = cpu.posteriors(log_spectrograms(segments, cpu.features), n)
+    b = gpu.posteriors(log_spectrograms(segments, gpu.features, "cuda"), n.cuda())
+    torch.testing.assert_close(a, b, atol=1e-3, rtol=0)

@@ -1,0 +1,87 @@
+"""The pipeline and the Python API: batching across files, order, failures, summaries."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import sercli
+from sercli.audio import load_audio, resample
+from sercli.predict import AnalysisError, FileFailure, FileResult, Pipeline
+from sercli.segment import SegmentationConfig
+from sercli.weights import load_model
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model):
+    return load_model(tiny_model, device="cpu", precision="fp32")
+
+
+def test_results_do_not_depend_on_batching(model, example, tmp_path):
+    missing = str(tmp_path / "missing.wav")
+    sources = [str(example), missing, str(example)]
+    one = list(Pipeline(model, batch_size=1).run(sources))
+    many = list(Pipeline(model, batch_size=64).run(sources))
+    assert [type(r) for r in one] == [FileResult, FileFailure, FileResult]
+    assert [type(r) for r in many] == [FileResult, FileFailure, FileResult]
+    assert many[1].file == missing and "no such file" in many[1].error
+    for a, b in zip([one[0], one[2]], [many[0], many[2]]):
+        assert [(s.start_s, s.end_s, s.label) for s in a.segments] == [(s.start_s, s.end_s, s.label) for s in b.segments]
+        for s, t in zip(a.segments, b.segments):
+            assert max(abs(s.probs[k] - t.probs[k]) for k in s.probs) < 1e-5
+
+
+def test_analyze_path_and_array_agree(model, example):
+    from_path = sercli.analyze(str(example), model=model)
+    assert from_path.file == str(example)
+    assert 21.0 < from_path.duration_s < 22.0
+    assert len(from_path.segments) == 5
+    samples = load_audio(str(example))
+    from_array = sercli.analyze(samples, model=model, name="clip")
+    assert from_array.file == "clip"
+    assert [(s.start_s, s.end_s) for s in from_array.segments] == [(s.start_s, s.end_s) for s in from_path.segments]
+
+
+def test_analyze_resamples_arrays(model, example):
+    samples = resample(load_audio(str(example)), 16000)
+    at_44k = np.interp(np.arange(0, len(samples), 16000 / 44100), np.arange(len(samples)), samples).astype(np.float32)
+    result = sercli.analyze(at_44k, model=model, sample_rate=44100)
+    assert abs(result.duration_s - len(samples) / 16000) < 0.01
+    assert len(result.segments) == 5
+
+
+def test_summary_is_duration_weighted(model, example):
+    result = sercli.analyze(str(example), model=model)
+    summary = result.summary
+    durations = np.array([s.end_s - s.start_s for s in result.segments])
+    for label in model.labels:
+        expected = sum(d * s.probs[label] for d, s in zip(durations, result.segments)) / durations.sum()
+        assert abs(summary.probs[label] - expected) < 1e-9
+    assert summary.label == max(summary.probs, key=summary.probs.get)
+    assert abs(summary.speech_s - durations.sum()) < 1e-9
+    assert abs(sum(summary.seconds_by_label.values()) - durations.sum()) < 1e-9
+    for s in result.segments:
+        assert s.label == max(s.probs, key=s.probs.get) and s.confidence == s.probs[s.label]
+        assert abs(sum(s.probs.values()) - 1) < 1e-5
+
+
+def test_silence_has_no_segments_and_no_label(model):
+    result = sercli.analyze(np.zeros(16000 * 4, dtype=np.float32), model=model)
+    assert result.segments == [] and result.summary.label is None and result.summary.speech_s == 0
+
+
+def test_api_errors(model, tmp_path):
+    with pytest.raises(AnalysisError, match="no such file"):
+        sercli.analyze(str(tmp_path / "nope.mp4"), model=model)
+    with pytest.raises(AnalysisError, match="mono"):
+        sercli.analyze(np.zeros((2, 100), dtype=np.float32), model=model)
+
+
+def test_fixed_segmentation_through_pipeline(model, example):
+    result = sercli.analyze(str(example), model=model, segmentation="fixed")
+    assert all(abs(s.start_s / 3 - round(s.start_s / 3)) < 1e-9 for s in result.segments)
+
+
+def test_too_long_segments_are_refused(model):
+    with pytest.raises(ValueError, match="max segment"):
+        Pipeline(model, SegmentationConfig(max_segment_s=5.0))
