@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -63,6 +64,9 @@ def _decode_command(path: str, audio_stream: int) -> list[str]:
         acodec="pcm_f32le",
         ac=1,
         ar=SAMPLE_RATE,
+        # With float output ffmpeg does not normalise the downmix unless told: stereo would
+        # come out 3 dB louder and 5.1 could exceed full scale.
+        rematrix_maxval=1,
         loglevel="error",
     )
     return out.compile(cmd=ffmpeg_binary())
@@ -82,9 +86,16 @@ def _explain(stderr: str, path: str, audio_stream: int) -> str:
         return "not a media file ffmpeg can read (invalid data)"
     if "permission denied" in lowered:
         return "permission denied"
-    lines = [line for line in text.splitlines() if line.strip()]
+    return f"ffmpeg: {_last_line(text, path)}"
+
+
+def _last_line(stderr: str, path: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
     last = lines[-1] if lines else "ffmpeg failed without a message"
-    return f"ffmpeg: {last.split(': ', 1)[-1].strip() if path in last else last}"
+    last = re.sub(r"\[[^\]]*\]\s*", "", last)  # "[in#0/mov,mp4,... @ 0x55e1...] " tags
+    if path in last:
+        last = last.split(": ", 1)[-1]
+    return last.strip()
 
 
 def _check_readable(path: str) -> None:
@@ -108,6 +119,8 @@ def stream_audio(
     ffmpeg fails part-way (truncated or corrupt data) the audio decoded so far is kept and
     the failure is added to `report.warnings`.
     """
+    if chunk_samples < 1:
+        raise ValueError("chunk_samples must be at least 1")
     report = report if report is not None else DecodeReport()
     _check_readable(path)
     command = _decode_command(path, audio_stream)
@@ -153,10 +166,14 @@ def stream_audio(
         cause = _explain(stderr, path, audio_stream)
         if report.samples == 0:
             raise AudioError(cause)
-        report.warnings.append(
-            f"decoding stopped with an error after {report.duration_s:.2f} s ({cause}); "
-            "the decoded part was analysed"
-        )
+        if process.returncode != 0:
+            report.warnings.append(
+                f"decoding stopped with an error after {report.duration_s:.2f} s ({cause}); "
+                "the decoded part was analysed"
+            )
+        else:
+            report.warnings.append(f"ffmpeg reported damaged or missing data ({_last_line(stderr, path)}); "
+                                   f"{report.duration_s:.2f} s were decoded and analysed")
     if report.samples == 0:
         raise AudioError("the audio stream is empty (0 samples)")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sys
 import time
@@ -48,37 +47,34 @@ def _media_in(folder: Path, recursive: bool) -> Iterator[Path]:
                 yield path
 
 
-def _inputs(paths: tuple[str, ...], recursive: bool) -> Iterator[tuple[str, str]]:
-    """(path to decode, name relative to its root for --output-dir) for every input, lazily."""
+def _inputs(paths: tuple[str, ...], recursive: bool) -> Iterator[str]:
+    """Every input path, lazily (stdin is read as it arrives)."""
     for given in paths:
         if given == "-":
             for line in sys.stdin:
                 line = line.rstrip("\r\n")
                 if line.strip():
-                    yield line, Path(line).name
+                    yield line
         elif Path(given).is_dir():
             for path in _media_in(Path(given), recursive):
-                yield str(path), str(path.relative_to(given))
+                yield str(path)
         else:
-            yield given, Path(given).name
+            yield given
 
 
-class _OutputNames:
-    """Maps inputs to --output-dir files: the input's name (relative to its folder argument)
-    plus the format's extension; a second input claiming the same name gets a hash of its
-    absolute path added, so names stay stable from run to run."""
+def output_name(path: str, fmt: str) -> Path:
+    """The --output-dir file of an input: its path, made relative, plus the format's extension.
 
-    def __init__(self, folder: Path, fmt: str) -> None:
-        self.folder, self.fmt, self.owners = folder, fmt, {}
-
-    def __call__(self, path: str, relative: str) -> Path:
-        owner = os.path.abspath(path)
-        name = f"{relative}.{self.fmt}"
-        if self.owners.setdefault(name, owner) != owner:
-            tag = hashlib.sha1(owner.encode()).hexdigest()[:8]
-            name = f"{relative}~{tag}.{self.fmt}"
-            self.owners.setdefault(name, owner)
-        return self.folder / name
+    `talk.mp3` -> `talk.mp3.csv`, `media/s1/ep1.mkv` -> `media/s1/ep1.mkv.csv`; an absolute path,
+    or one that leaves the working directory, is mirrored whole (`/data/x.mp4` ->
+    `data/x.mp4.csv`). The name depends only on the input, so different inputs never collide
+    and a resumed batch finds the same names in any order.
+    """
+    normal = os.path.normpath(path)
+    if os.path.isabs(normal) or normal.split(os.sep, 1)[0] == os.pardir:
+        normal = os.path.abspath(path)
+        normal = normal[len(os.path.splitdrive(normal)[0]):].lstrip(os.sep)
+    return Path(f"{normal}.{fmt}")
 
 
 def _progress(quiet: bool):
@@ -169,16 +165,15 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
             progress.update(task, hours=stats["audio_s"] / 3600, speed=stats["audio_s"] / elapsed)
 
     targets: dict[str, Path] = {}
-    names = _OutputNames(output_dir, fmt) if output_dir is not None else None
 
     def sources() -> Iterator[str]:
         seen = set()
-        for path, relative in _inputs(paths, recursive):
-            if path in seen:
-                continue
-            seen.add(path)
-            if names is not None:
-                target = names(path, relative)
+        for path in _inputs(paths, recursive):
+            if os.path.abspath(path) in seen:
+                continue  # the same file given twice
+            seen.add(os.path.abspath(path))
+            if output_dir is not None:
+                target = output_dir / output_name(path, fmt)
                 if skip_existing and target.exists():
                     stats["skipped"] += 1
                     continue
@@ -207,7 +202,7 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
             if not quiet:
                 for warning in result.warnings:
                     _say(console, "warning", f"{result.file}: {warning}")
-            if names is not None:
+            if output_dir is not None:
                 try:
                     write_one(targets.pop(result.file), result, fmt)
                 except OSError as exc:
@@ -250,6 +245,66 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
             line += f"; {stats['failed']} failed"
         click.echo(f"sercli: {line}", err=True)
     sys.exit(EXIT_FAILED if stats["failed"] else EXIT_OK)
+
+
+@main.command()
+@click.option("--corpus", "corpora", multiple=True, required=True, metavar="NAME=PATH",
+              help="A corpus to train on: manifest=FILE.csv (columns path, emotion, speaker[, fold]). Repeatable.")
+@click.option("--folds", "folds_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CSV speaker,fold assigning every speaker to a fold (e.g. ../shared/data/folds.csv).")
+@click.option("--fold", default="all", show_default=True, metavar="all|none|N",
+              help="Test fold(s) to run; none trains one model on every speaker (validation speakers held out).")
+@click.option("--topology", type=click.Choice(["cnn-lstm", "cnn5"]), default="cnn-lstm", show_default=True)
+@click.option("--grid", type=click.Choice(["10", "20"]), default="10", show_default=True, help="Frequency grid, Hz.")
+@click.option("--window", type=click.Choice(["40", "20"]), default="40", show_default=True, help="Window, ms.")
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--patience", type=click.IntRange(min=1), default=8, show_default=True,
+              help="Stop after this many epochs without a better validation accuracy.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Run folder: checkpoints, metrics.json, results.md; rerunning resumes it.")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for cached spectrograms (default: OUT/cache).")
+def train(corpora, folds_path, fold, topology, grid, window, epochs, patience, batch_size, lr, seed, device,
+          out_dir, cache_dir) -> None:
+    """Train and cross-validate a model on labelled speech."""
+    from .corpora import CorpusError, assign_folds, read_folds, read_manifest
+    from .experiment import run_training
+    from .model import ModelConfig
+    from .train import TrainConfig
+    from .weights import ModelError, resolve_device
+
+    try:
+        utterances = []
+        for spec in corpora:
+            kind, _, path = spec.partition("=")
+            if kind not in ("manifest", "csv") or not path:
+                raise click.UsageError(f"--corpus {spec}: expected manifest=PATH")
+            utterances += read_manifest(path)
+        if folds_path is not None:
+            utterances = assign_folds(utterances, read_folds(folds_path))
+        target = resolve_device(device)
+    except (CorpusError, ModelError) as exc:
+        _say(None, "error", str(exc))
+        sys.exit(EXIT_USAGE)
+    folds = sorted({u.fold for u in utterances if u.fold is not None})
+    if fold == "all":
+        test_folds = folds
+    elif fold == "none":
+        test_folds = [None]
+    elif fold.isdigit() and int(fold) in folds:
+        test_folds = [int(fold)]
+    else:
+        raise click.UsageError(f"--fold {fold}: expected all, none or one of {folds or 'no folds (give --folds)'}")
+    if not test_folds:
+        raise click.UsageError("no folds: give --folds or a manifest with a fold column, or --fold none")
+    model_config = ModelConfig(topology=topology, grid_hz=int(grid), window_ms=int(window))
+    train_config = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, seed=seed)
+    run_training(utterances, test_folds, model_config, train_config, target, out_dir,
+                 cache_dir or out_dir / "cache", command=" ".join(["sercli", "train", *sys.argv[2:]]))
 
 
 @main.command()

@@ -111,12 +111,17 @@ def media(tmp_path_factory, run_ffmpeg, example):
     assert data.rfind(b"moov") > len(data) // 2, "expected the mp4 index at the end"
     truncated = folder / "truncated.mp4"
     truncated.write_bytes(data[: len(data) // 2])
+    fast = folder / "fast.mp4"  # the index first: a cut copy still decodes up to the cut
+    run_ffmpeg("-i", str(whole), "-c", "copy", "-movflags", "+faststart", str(fast))
+    data = fast.read_bytes()
+    cut_late = folder / "cut_late.mp4"
+    cut_late.write_bytes(data[: len(data) // 2])
     empty = folder / "empty.wav"
     empty.write_bytes(b"")
     text_wav = folder / "text.wav"
     text_wav.write_text("this is not audio, just some text in a file named .wav\n" * 20)
     return SimpleNamespace(speech=speech, silence=silence, no_audio=no_audio, whole=whole,
-                           truncated=truncated, empty=empty, text_wav=text_wav,
+                           truncated=truncated, cut_late=cut_late, empty=empty, text_wav=text_wav,
                            missing=folder / "does-not-exist.wav")
 
 
@@ -129,6 +134,27 @@ def example_outputs(example, tiny_model):
         assert result.exit_code == 0, result.stderr
         out[fmt] = result.stdout
     return out
+
+
+@pytest.fixture(scope="module")
+def sharp_model(tmp_path_factory) -> Path:
+    """A random tiny-lstm whose output layer is scaled up: its posteriors differ clearly from
+    segment to segment (those of the conftest models are all close to uniform)."""
+    import torch
+
+    from sercli.features import FeatureConfig
+    from sercli.model import EmotionNet, ModelConfig
+    from sercli.weights import save_checkpoint
+
+    config = ModelConfig(lstm_hidden=16, dense=16)
+    torch.manual_seed(2)
+    net = EmotionNet(config)
+    with torch.no_grad():
+        net.head[-1].weight.mul_(30)
+        net.head[-1].bias.zero_()
+    path = tmp_path_factory.mktemp("sharp") / "sharp.pt"
+    save_checkpoint(path, config, net.state_dict(), FeatureConfig(), {"name": "sharp"})
+    return path
 
 
 def copy_speech(media, target: Path) -> Path:
@@ -194,6 +220,31 @@ def test_json_single_file_schema_and_summary(example_outputs, example):
         seconds = sum(d for d, s in zip(durations, segments) if s["label"] == label)
         assert by_label[label] == pytest.approx(seconds, abs=2e-3)
     assert sum(by_label.values()) == pytest.approx(summary["speech_s"], abs=2e-3)
+
+
+def test_json_summary_is_duration_weighted(sharp_model, example, run_ffmpeg, tmp_path):
+    clip = tmp_path / "cut.wav"  # cut at 18.4 s: the last utterance leaves a short last segment
+    run_ffmpeg("-i", str(example), "-t", "18.4", str(clip))
+    result = analyze(sharp_model, clip, "-f", "json")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    segments, summary = document["segments"], document["summary"]
+    assert document["model"] == "sharp"
+    assert len(segments) == EXAMPLE_SEGMENTS
+    durations = [s["end_s"] - s["start_s"] for s in segments]
+    assert min(durations) < 1.0 < 2.0 < max(durations)
+    weighted = {label: sum(d * s["probs"][label] for d, s in zip(durations, segments)) / sum(durations)
+                for label in LABELS}
+    plain = {label: sum(s["probs"][label] for s in segments) / len(segments) for label in LABELS}
+    assert max(abs(weighted[k] - plain[k]) for k in LABELS) > 5e-3, "the test input no longer tells them apart"
+    for label in LABELS:
+        assert summary["probs"][label] == pytest.approx(weighted[label], abs=5e-4)
+    assert summary["label"] == max(weighted, key=weighted.get)
+    assert summary["speech_s"] == pytest.approx(sum(durations), abs=2e-3)
+    for label in LABELS:
+        seconds = sum(d for d, s in zip(durations, segments) if s["label"] == label)
+        assert summary["seconds_by_label"][label] == pytest.approx(seconds, abs=2e-3)
+    assert sum(summary["seconds_by_label"].values()) == pytest.approx(summary["speech_s"], abs=2e-3)
 
 
 def test_jsonl_one_line_per_segment(example_outputs, example):
@@ -264,16 +315,20 @@ def test_output_file_replaces_an_old_one(tiny_model, media, tmp_path):
     assert list(tmp_path.iterdir()) == [target]
 
 
-def test_output_dir_one_file_per_input(tiny_model, media, tmp_path, example):
+def test_output_dir_one_file_per_input(tiny_model, media, tmp_path, example, monkeypatch):
+    monkeypatch.chdir(media.speech.parent)
     out = tmp_path / "out"
-    result = analyze(tiny_model, media.speech, example, "--output-dir", out, "-f", "csv")
+    result = analyze(tiny_model, media.speech.name, example, "--output-dir", out, "-f", "csv")
     assert result.exit_code == 0, result.stderr
     assert result.stdout == ""
-    assert sorted(p.name for p in out.iterdir()) == ["montage.mp3.csv", "speech.wav.csv"]
+    # a relative input keeps its path; an absolute one is mirrored whole under the folder
+    mirrored = out / str(example).lstrip(os.sep)
+    assert sorted(p for p in out.rglob("*") if p.is_file()) == sorted(
+        [out / "speech.wav.csv", mirrored.with_name("montage.mp3.csv")])
     header, rows = parse_csv((out / "speech.wav.csv").read_text())
     assert header == CSV_HEADER
-    assert {r["file"] for r in rows} == {str(media.speech)} and len(rows) == 1
-    header, rows = parse_csv((out / "montage.mp3.csv").read_text())
+    assert {r["file"] for r in rows} == {media.speech.name} and len(rows) == 1
+    header, rows = parse_csv(mirrored.with_name("montage.mp3.csv").read_text())
     assert header == CSV_HEADER
     assert {r["file"] for r in rows} == {str(example)} and len(rows) == EXAMPLE_SEGMENTS
 
@@ -290,16 +345,17 @@ def tree(media, tmp_path):
     return root
 
 
-def test_output_dir_mirrors_folder_tree(tiny_model, tree, tmp_path):
+def test_output_dir_mirrors_folder_tree(tiny_model, tree, tmp_path, monkeypatch):
+    monkeypatch.chdir(tree.parent)
     out = tmp_path / "out"
-    result = analyze(tiny_model, "-r", tree, "--output-dir", out, "-f", "jsonl")
+    result = analyze(tiny_model, "-r", "root", "--output-dir", out, "-f", "jsonl")
     assert result.exit_code == 0, result.stderr
     assert result.stdout == ""
     written = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert written == sorted(["a.wav.jsonl", os.path.join("sub", "b.wav.jsonl"),
-                              os.path.join("sub", "deeper", "c.WAV.jsonl")])
-    record = json.loads((out / "sub" / "b.wav.jsonl").read_text().splitlines()[0])
-    assert record["file"] == str(tree / "sub" / "b.wav")
+    assert written == sorted([os.path.join("root", "a.wav.jsonl"), os.path.join("root", "sub", "b.wav.jsonl"),
+                              os.path.join("root", "sub", "deeper", "c.WAV.jsonl")])
+    record = json.loads((out / "root" / "sub" / "b.wav.jsonl").read_text().splitlines()[0])
+    assert record["file"] == os.path.join("root", "sub", "b.wav")
     assert leftover_temp_files(out) == []
 
 
@@ -320,26 +376,60 @@ def test_folder_with_recursion_finds_nested_media_and_ignores_the_rest(tiny_mode
     assert result.stderr == ""  # .txt and .md were not even tried
 
 
-def test_same_basename_from_two_folders_no_collision(tiny_model, media, tmp_path):
-    first = copy_speech(media, tmp_path / "x" / "talk.wav")
-    second = copy_speech(media, tmp_path / "y" / "talk.wav")
+def test_same_basename_from_two_folders_no_collision(tiny_model, media, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    copy_speech(media, tmp_path / "x" / "talk.wav")
+    copy_speech(media, tmp_path / "y" / "talk.wav")
+    first, second = os.path.join("x", "talk.wav"), os.path.join("y", "talk.wav")
     out = tmp_path / "out"
-    result = analyze(tiny_model, first, second, "--output-dir", out)
+    result = analyze(tiny_model, first, second, "--output-dir", "out")
     assert result.exit_code == 0, result.stderr
-    names = sorted(p.name for p in out.iterdir())
-    assert len(names) == 2
-    assert names[0] == "talk.wav.csv"
-    assert re.fullmatch(r"talk\.wav~[0-9a-f]{6,}\.csv", names[1]), names
-    _, rows = parse_csv((out / names[0]).read_text())
-    assert {r["file"] for r in rows} == {str(first)}
-    _, rows = parse_csv((out / names[1]).read_text())
-    assert {r["file"] for r in rows} == {str(second)}
+    names = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert names == [first + ".csv", second + ".csv"]
+    for name in (first, second):
+        _, rows = parse_csv((out / f"{name}.csv").read_text())
+        assert {r["file"] for r in rows} == {name}
 
-    # the names are stable, so a resumed batch finds both outputs
-    again = analyze(tiny_model, first, second, "--output-dir", out, "--skip-existing")
+    # the names depend only on the inputs, so a resumed batch finds both outputs
+    again = analyze(tiny_model, first, second, "--output-dir", "out", "--skip-existing")
     assert again.exit_code == 0, again.stderr
     assert "skipped 2" in again.stderr
-    assert sorted(p.name for p in out.iterdir()) == names
+
+
+def test_resume_with_same_basenames_in_another_order(tiny_model, media, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    copy_speech(media, tmp_path / "x" / "talk.wav")
+    copy_speech(media, tmp_path / "y" / "talk.wav")
+    first, second = os.path.join("x", "talk.wav"), os.path.join("y", "talk.wav")
+    result = analyze(tiny_model, first, "--output-dir", "out", "-q")
+    assert result.exit_code == 0, result.stderr
+    result = analyze(tiny_model, second, first, "--output-dir", "out", "--skip-existing")
+    assert result.exit_code == 0, result.stderr
+    assert "skipped 1" in result.stderr
+    analysed = set()
+    for path in (tmp_path / "out").rglob("*.csv"):
+        _, rows = parse_csv(path.read_text())
+        analysed |= {r["file"] for r in rows}
+    assert analysed == {first, second}
+
+
+def test_same_file_twice_is_analysed_once(tiny_model, media, monkeypatch):
+    monkeypatch.chdir(media.speech.parent)
+    result = analyze(tiny_model, media.speech.name, os.path.join(".", media.speech.name), "-q")
+    assert result.exit_code == 0, result.stderr
+    _, rows = parse_csv(result.stdout)
+    assert len(rows) == 1
+
+
+def test_parent_relative_inputs_are_mirrored_absolutely(tiny_model, media, tmp_path, monkeypatch):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    copy_speech(media, tmp_path / "up.wav")
+    result = analyze(tiny_model, os.path.join("..", "up.wav"), "--output-dir", "out", "-q")
+    assert result.exit_code == 0, result.stderr
+    expected = work / "out" / str(tmp_path / "up.wav.csv").lstrip(os.sep)
+    assert expected.is_file()  # never written outside the output folder
 
 
 # --------------------------------------------------------------------------- inputs
@@ -368,11 +458,21 @@ def test_paths_from_stdin_with_output_dir(tiny_model, media, tmp_path):
     result = analyze(tiny_model, "-", "--output-dir", out, "-f", "json",
                      input=f"{media.speech}\r\n{other}\r\n")
     assert result.exit_code == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["other.wav.json", "speech.wav.json"]
-    assert json.loads((out / "other.wav.json").read_text())["file"] == str(other)
+    assert output_names(out) == ["other.wav.json", "speech.wav.json"]
+    assert json.loads(find_output(out, "other.wav.json").read_text())["file"] == str(other)
 
 
 # --------------------------------------------------------------------------- --skip-existing
+
+
+def output_names(out: Path) -> list[str]:
+    """Names of the files written anywhere under an --output-dir."""
+    return sorted(p.name for p in out.rglob("*") if p.is_file())
+
+
+def find_output(out: Path, name: str) -> Path:
+    (found,) = [p for p in out.rglob(name) if p.is_file()]
+    return found
 
 
 def test_skip_existing_resumes_a_batch(tiny_model, media, tmp_path):
@@ -380,7 +480,7 @@ def test_skip_existing_resumes_a_batch(tiny_model, media, tmp_path):
     out = tmp_path / "out"
     result = analyze(tiny_model, first, "--output-dir", out)
     assert result.exit_code == 0, result.stderr
-    done = out / "first.wav.csv"
+    done = find_output(out, "first.wav.csv")
     content = done.read_bytes()
     assert content.startswith(CSV_HEADER.encode())
     os.utime(done, ns=(1_000_000_000_000_000_000, 1_000_000_000_000_000_000))  # an old mtime to spot rewrites
@@ -390,7 +490,7 @@ def test_skip_existing_resumes_a_batch(tiny_model, media, tmp_path):
     assert result.exit_code == 0, result.stderr
     assert done.stat().st_mtime_ns == 1_000_000_000_000_000_000
     assert done.read_bytes() == content
-    _, rows = parse_csv((out / "second.wav.csv").read_text())
+    _, rows = parse_csv(find_output(out, "second.wav.csv").read_text())
     assert [r["file"] for r in rows] == [str(second)]
     assert "skipped 1" in result.stderr
     assert "analysed 1 of 1" in result.stderr
@@ -433,6 +533,34 @@ def test_bad_input_is_one_line_and_the_good_file_is_still_analysed(tiny_model, m
     assert [r["file"] for r in rows] == [str(media.speech)]
 
 
+def test_directory_from_stdin_is_one_failure(tiny_model, media, tmp_path):
+    result = analyze(tiny_model, "-", input=f"{tmp_path}\n{media.speech}\n")
+    assert result.exit_code == 1
+    assert "directory" in assert_one_line_failure(result.stderr, tmp_path)
+    _, rows = parse_csv(result.stdout)
+    assert [r["file"] for r in rows] == [str(media.speech)]
+
+
+def test_partly_decodable_file_is_a_success_with_a_warning(tiny_model, media):
+    result = analyze(tiny_model, media.cut_late, "-f", "json")
+    assert result.exit_code == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("sercli: warning: ")]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"sercli: warning: {media.cut_late}: ffmpeg reported damaged or missing data")
+    assert warnings[0].endswith("were decoded and analysed")
+    assert error_lines(result.stderr) == []
+    document = json.loads(result.stdout)
+    assert 1.0 < document["duration_s"] < 4.0  # the part before the cut
+    assert len(document["segments"]) == 1
+    assert document["segments"][0]["start_s"] == pytest.approx(2.0, abs=0.1)
+    assert document["segments"][0]["end_s"] <= document["duration_s"] + 1e-6
+    quiet = analyze(tiny_model, media.cut_late, "-f", "json", "-q")
+    assert quiet.exit_code == 0
+    assert quiet.stderr == ""
+    assert json.loads(quiet.stdout) == document
+
+
 def test_bad_input_alone_exits_1(tiny_model, media):
     result = analyze(tiny_model, media.truncated, "-f", "json", "-q")
     assert result.exit_code == 1
@@ -450,9 +578,9 @@ def test_folder_with_a_broken_file_among_good_ones(tiny_model, media, tmp_path):
     assert result.exit_code == 1
     assert_one_line_failure(result.stderr, folder / "b.wav")
     assert len(error_lines(result.stderr)) == 1
-    assert sorted(p.name for p in out.iterdir()) == ["a.wav.csv", "c.wav.csv"]
+    assert output_names(out) == ["a.wav.csv", "c.wav.csv"]
     for name in ("a.wav", "c.wav"):
-        _, rows = parse_csv((out / f"{name}.csv").read_text())
+        _, rows = parse_csv(find_output(out, f"{name}.csv").read_text())
         assert [r["file"] for r in rows] == [str(folder / name)]
     assert "1 failed" in result.stderr.splitlines()[-1]
 
