@@ -158,6 +158,15 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
         progress.start()
         task = progress.add_task("analysing", total=None, total_files="?", hours=0.0, speed=0.0)
 
+    inputs = _inputs(paths, recursive)
+    if "-" not in paths:  # known in advance: the bar can show a total
+        unique: dict[str, str] = {}
+        for path in inputs:
+            unique.setdefault(os.path.abspath(path), path)
+        inputs = list(unique.values())
+        if progress is not None:
+            progress.update(task, total=len(inputs), total_files=len(inputs))
+
     def on_audio(seconds: float) -> None:
         stats["audio_s"] += seconds
         if progress is not None:
@@ -168,7 +177,7 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
 
     def sources() -> Iterator[str]:
         seen = set()
-        for path in _inputs(paths, recursive):
+        for path in inputs:
             if os.path.abspath(path) in seen:
                 continue  # the same file given twice
             seen.add(os.path.abspath(path))
@@ -176,6 +185,8 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
                 target = output_dir / output_name(path, fmt)
                 if skip_existing and target.exists():
                     stats["skipped"] += 1
+                    if progress is not None:
+                        progress.update(task, advance=1)
                     continue
                 targets[path] = target
             yield path

@@ -186,7 +186,9 @@ def from_checkpoint(checkpoint: dict[str, Any], name: str, path: Path | None = N
         net = EmotionNet(config)
         net.load_state_dict(checkpoint["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        raise ModelError(f"{path or name}: checkpoint does not match this sercli version ({exc})") from exc
+        detail = " ".join(str(exc).split())
+        detail = detail if len(detail) <= 160 else detail[:157] + "..."
+        raise ModelError(f"{path or name}: checkpoint does not match this sercli version ({detail})") from exc
     target = resolve_device(device)
     if precision == "auto":
         precision = "bf16" if bf16_supported(target) else "fp32"
