@@ -315,7 +315,11 @@ def train(corpora, folds_path, fold, topology, grid, window, epochs, patience, b
     model_config = ModelConfig(topology=topology, grid_hz=int(grid), window_ms=int(window))
     train_config = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, seed=seed)
     run_training(utterances, test_folds, model_config, train_config, target, out_dir,
-                 cache_dir or out_dir / "cache", command=" ".join(["sercli", "train", *sys.argv[2:]]))
+                 cache_dir or out_dir / "cache", command=" ".join(
+                     ["sercli train", *(f"--corpus {c}" for c in corpora),
+                      *([f"--folds {folds_path}"] if folds_path else []),
+                      f"--fold {fold} --topology {topology} --grid {grid} --window {window} --epochs {epochs} "
+                      f"--patience {patience} --batch-size {batch_size} --lr {lr} --seed {seed} --out {out_dir}"]))
 
 
 @main.command()

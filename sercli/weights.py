@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -53,11 +54,14 @@ def save_checkpoint(path: str | Path, config: ModelConfig, state_dict: dict[str,
                     features: FeatureConfig, meta: dict[str, Any] | None = None) -> str:
     """Write `path` and `path.sha256` (sha256sum format) atomically; returns the digest."""
     path = Path(path)
+    # Through JSON so meta holds only plain types (numpy scalars become Python ones): anything
+    # else would make torch.load(weights_only=True) refuse the file.
+    meta = json.loads(json.dumps(meta or {}, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
     checkpoint = {
         "format": FORMAT,
         "config": asdict(config),
         "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
-        "meta": {"labels": list(LABELS), "features": asdict(features), **(meta or {})},
+        "meta": {"labels": list(LABELS), "features": asdict(features), **meta},
     }
     temp = path.with_name(f".{path.name}.building")
     torch.save(checkpoint, temp)
