@@ -265,16 +265,18 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
               help="CSV speaker,fold assigning every speaker to a fold (e.g. ../shared/data/folds.csv).")
 @click.option("--fold", default="all", show_default=True, metavar="all|none|N",
               help="Test fold(s) to run; none trains one model on every speaker (validation speakers held out).")
-@click.option("--topology", type=click.Choice(["cnn-lstm", "cnn5"]), default="cnn-lstm", show_default=True)
+@click.option("--topology", type=click.Choice(["cnn-lstm", "cnn5"]), default="cnn-lstm", show_default=True,
+              help="3 conv layers + BiLSTM (paper Figure 1) or the 5-conv CNN.")
 @click.option("--grid", type=click.Choice(["10", "20"]), default="10", show_default=True, help="Frequency grid, Hz.")
 @click.option("--window", type=click.Choice(["40", "20"]), default="40", show_default=True, help="Window, ms.")
-@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True, help="Most epochs per fold.")
 @click.option("--patience", type=click.IntRange(min=1), default=8, show_default=True,
               help="Stop after this many epochs without a better validation accuracy.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True)
-@click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", default="auto", show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Segments per step.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="AdamW learning rate.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for initialisation, batch order, augmentation and the validation speakers.")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]", help="Where to train.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Run folder: checkpoints, metrics.json, results.md; rerunning resumes it.")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,

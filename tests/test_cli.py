@@ -774,3 +774,19 @@ def test_summary_line_on_stderr_and_only_data_on_stdout(tiny_model, media, examp
     assert len(rows) == 1 + 1 + EXAMPLE_SEGMENTS
     assert all(len(row) == 10 for row in rows)
     assert "sercli" not in result.stdout.replace(str(example), "")
+
+
+def test_device_out_of_memory_gives_a_batch_size_hint(tiny_model, example, monkeypatch):
+    import torch
+
+    from sercli.weights import Model
+
+    def out_of_memory(self, spectrograms, n_frames):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(Model, "posteriors", out_of_memory)
+    result = analyze(tiny_model, example, "--batch-size", "512")
+    assert result.exit_code == 1
+    assert "Traceback" not in result.stderr
+    (line,) = error_lines(result.stderr)
+    assert "ran out of memory" in line and "--batch-size" in line
