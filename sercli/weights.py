@@ -51,8 +51,11 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
 
 def save_checkpoint(path: str | Path, config: ModelConfig, state_dict: dict[str, torch.Tensor],
-                    features: FeatureConfig, meta: dict[str, Any] | None = None) -> str:
-    """Write `path` and `path.sha256` (sha256sum format) atomically; returns the digest."""
+                    features: FeatureConfig, meta: dict[str, Any] | None = None, half: bool = False) -> str:
+    """Write `path` and `path.sha256` (sha256sum format) atomically; returns the digest.
+
+    half: store floating-point tensors as float16 (half the size; loading casts them back).
+    """
     path = Path(path)
     # Through JSON so meta holds only plain types (numpy scalars become Python ones): anything
     # else would make torch.load(weights_only=True) refuse the file.
@@ -60,7 +63,8 @@ def save_checkpoint(path: str | Path, config: ModelConfig, state_dict: dict[str,
     checkpoint = {
         "format": FORMAT,
         "config": asdict(config),
-        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        "state_dict": {k: v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()
+                       for k, v in state_dict.items()},
         "meta": {"labels": list(LABELS), "features": asdict(features), **meta},
     }
     temp = path.with_name(f".{path.name}.building")

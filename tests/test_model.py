@@ -140,3 +140,18 @@ def test_cuda_matches_cpu(tiny_model):
     a = cpu.posteriors(log_spectrograms(segments, cpu.features), n)
     b = gpu.posteriors(log_spectrograms(segments, gpu.features, "cuda"), n.cuda())
     torch.testing.assert_close(a, b, atol=1e-3, rtol=0)
+
+
+def test_half_precision_storage_round_trip(tmp_path):
+    torch.manual_seed(2)
+    config = ModelConfig(lstm_hidden=16, dense=16)
+    net = EmotionNet(config)
+    full, half = tmp_path / "full.pt", tmp_path / "half.pt"
+    save_checkpoint(full, config, net.state_dict(), FeatureConfig())
+    save_checkpoint(half, config, net.state_dict(), FeatureConfig(), half=True)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    a, b = load_model(full, device="cpu", precision="fp32"), load_model(half, device="cpu", precision="fp32")
+    assert all(p.dtype == torch.float32 for p in b.net.parameters())
+    x = torch.rand(2, 400, 300)
+    n = torch.tensor([300, 200])
+    assert float((a.posteriors(x, n) - b.posteriors(x, n)).abs().max()) < 1e-3
