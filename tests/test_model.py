@@ -155,3 +155,19 @@ def test_half_precision_storage_round_trip(tmp_path):
     x = torch.rand(2, 400, 300)
     n = torch.tensor([300, 200])
     assert float((a.posteriors(x, n) - b.posteriors(x, n)).abs().max()) < 1e-3
+
+
+def test_shipped_default_model(example):
+    """The installed default model loads, verifies, and bf16 keeps its posteriors within 0.01."""
+    import sercli
+    from sercli.weights import DEFAULT_MODEL, installed_models
+
+    assert DEFAULT_MODEL in installed_models()
+    fp32 = load_model(device="cpu", precision="fp32")
+    assert fp32.name == DEFAULT_MODEL and fp32.meta["metrics"]["test_ua"] > 0.4
+    a = sercli.analyze(str(example), model=fp32)
+    b = sercli.analyze(str(example), model=load_model(device="cpu", precision="bf16"))
+    assert len(a.segments) == 5
+    for s, t in zip(a.segments, b.segments):
+        assert max(abs(s.probs[k] - t.probs[k]) for k in s.probs) < 0.01
+    assert a.segments[0].label == "angry"  # the clearly angry first utterance

@@ -1,0 +1,47 @@
+"""Copy a trained checkpoint into weights/ as an installed model (float16, renamed, re-hashed).
+
+    python train/ship_model.py runs/fold1/fold1/model.pt cnn-lstm-10hz
+
+The model card, weights/<name>.md, is written by hand from the run's metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from sercli.features import FeatureConfig
+from sercli.model import ModelConfig
+from sercli.weights import checksum_path, save_checkpoint, sha256_of
+
+WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoint", type=Path)
+    parser.add_argument("name")
+    args = parser.parse_args()
+    expected = checksum_path(args.checkpoint).read_text().split()[0]
+    if sha256_of(args.checkpoint) != expected:
+        raise SystemExit(f"{args.checkpoint}: sha256 mismatch")
+    # Our own verified file; checkpoints written before metadata was made plain-typed hold
+    # numpy strings, which only the full unpickler reads.
+    with torch.serialization.safe_globals([np._core.multiarray.scalar, np.dtype, np.dtypes.StrDType]):
+        checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    meta = dict(checkpoint["meta"])
+    features = FeatureConfig(**meta.pop("features"))
+    meta.pop("labels", None)
+    meta["trained_as"] = meta.get("name")
+    meta["name"] = args.name
+    meta["model_card"] = f"{args.name}.md"
+    digest = save_checkpoint(WEIGHTS / f"{args.name}.pt", ModelConfig(**checkpoint["config"]),
+                             checkpoint["state_dict"], features, meta, half=True)
+    print(f"{WEIGHTS / args.name}.pt  sha256 {digest}")
+
+
+if __name__ == "__main__":
+    main()
