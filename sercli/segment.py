@@ -215,8 +215,16 @@ class Segmenter:
         return segments
 
     def _segment(self, start: int, end: int) -> Segment:
-        samples = np.concatenate(self._chunks)[start - self._buffer_start : end - self._buffer_start]
-        return Segment(start / SAMPLE_RATE, end / SAMPLE_RATE, samples.copy())
+        pieces, offset = [], self._buffer_start
+        for chunk in self._chunks:  # copy only the chunks the segment overlaps
+            a, b = max(start - offset, 0), min(end - offset, chunk.size)
+            if a < b:
+                pieces.append(chunk[a:b])
+            offset += chunk.size
+            if offset >= end:
+                break
+        samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+        return Segment(start / SAMPLE_RATE, end / SAMPLE_RATE, samples.astype(np.float32, copy=True))
 
     def _drop_before(self, sample: int) -> None:
         while self._chunks and self._buffer_start + self._chunks[0].size <= sample:
