@@ -260,7 +260,10 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
 
 @main.command()
 @click.option("--corpus", "corpora", multiple=True, required=True, metavar="NAME=PATH",
-              help="A corpus to train on: manifest=FILE.csv (columns path, emotion, speaker[, fold]). Repeatable.")
+              help="A corpus to train on, repeatable: manifest=FILE.csv (columns path, emotion, speaker[, fold]), "
+                   "ravdess=DIR (Actor_NN folders), nemo=DIR (data.tsv + samples/) or iemocap=DIR (Session1..5).")
+@click.option("--include-scripted", is_flag=True, help="IEMOCAP: use scripted dialogs too (default: improvised only).")
+@click.option("--excited-as-happy", is_flag=True, help="IEMOCAP: count 'excited' as happy.")
 @click.option("--folds", "folds_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="CSV speaker,fold assigning every speaker to a fold (e.g. ../shared/data/folds.csv).")
 @click.option("--fold", default="all", show_default=True, metavar="all|none|N",
@@ -281,10 +284,10 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
               help="Run folder: checkpoints, metrics.json, results.md; rerunning resumes it.")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for cached spectrograms (default: OUT/cache).")
-def train(corpora, folds_path, fold, topology, grid, window, epochs, patience, batch_size, lr, seed, device,
+def train(corpora, include_scripted, excited_as_happy, folds_path, fold, topology, grid, window, epochs, patience, batch_size, lr, seed, device,
           out_dir, cache_dir) -> None:
     """Train and cross-validate a model on labelled speech."""
-    from .corpora import CorpusError, assign_folds, read_folds, read_manifest
+    from .corpora import CorpusError, assign_folds, read_corpus, read_folds
     from .experiment import run_training
     from .model import ModelConfig
     from .train import TrainConfig
@@ -293,10 +296,7 @@ def train(corpora, folds_path, fold, topology, grid, window, epochs, patience, b
     try:
         utterances = []
         for spec in corpora:
-            kind, _, path = spec.partition("=")
-            if kind not in ("manifest", "csv") or not path:
-                raise click.UsageError(f"--corpus {spec}: expected manifest=PATH")
-            utterances += read_manifest(path)
+            utterances += read_corpus(spec, scripted=include_scripted, excited_as_happy=excited_as_happy)
         if folds_path is not None:
             utterances = assign_folds(utterances, read_folds(folds_path))
         target = resolve_device(device)
@@ -316,12 +316,16 @@ def train(corpora, folds_path, fold, topology, grid, window, epochs, patience, b
         raise click.UsageError("no folds: give --folds or a manifest with a fold column, or --fold none")
     model_config = ModelConfig(topology=topology, grid_hz=int(grid), window_ms=int(window))
     train_config = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, seed=seed)
-    run_training(utterances, test_folds, model_config, train_config, target, out_dir,
-                 cache_dir or out_dir / "cache", command=" ".join(
-                     ["sercli train", *(f"--corpus {c}" for c in corpora),
-                      *([f"--folds {folds_path}"] if folds_path else []),
-                      f"--fold {fold} --topology {topology} --grid {grid} --window {window} --epochs {epochs} "
-                      f"--patience {patience} --batch-size {batch_size} --lr {lr} --seed {seed} --out {out_dir}"]))
+    try:
+        run_training(utterances, test_folds, model_config, train_config, target, out_dir,
+                     cache_dir or out_dir / "cache", command=" ".join(
+                         ["sercli train", *(f"--corpus {c}" for c in corpora),
+                          *([f"--folds {folds_path}"] if folds_path else []),
+                          f"--fold {fold} --topology {topology} --grid {grid} --window {window} --epochs {epochs} "
+                          f"--patience {patience} --batch-size {batch_size} --lr {lr} --seed {seed} --out {out_dir}"]))
+    except CorpusError as exc:
+        _say(None, "error", str(exc))
+        sys.exit(EXIT_FAILED)
 
 
 @main.command()

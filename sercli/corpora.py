@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,3 +101,116 @@ def validation_speakers(utterances: list[Utterance], test_fold: int | None, shar
         count = max(1, round(share * len(speakers)))
         chosen.update(random.Random(f"{seed}-{corpus}").sample(speakers, count))
     return chosen
+
+
+RAVDESS_EMOTIONS = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry"}  # of 01-08
+AUDIO_SUFFIXES = (".wav", ".flac")
+
+
+def read_ravdess(root: str | Path) -> list[Utterance]:
+    """RAVDESS speech as distributed: Actor_NN/MM-VV-EE-II-SS-RR-NN.wav (or .flac).
+
+    The label is the EE field of the file name; song files (vocal channel 02) are skipped.
+    """
+    root = Path(root)
+    files = sorted(p for p in root.glob("Actor_*/*") if p.suffix.lower() in AUDIO_SUFFIXES)
+    if not files:
+        raise CorpusError(f"{root}: no Actor_*/ audio files (is this the RAVDESS speech folder?)")
+    utterances = []
+    for path in files:
+        fields = path.stem.split("-")
+        if len(fields) != 7 or not all(f.isdigit() for f in fields):
+            raise CorpusError(f"{path}: not a RAVDESS file name (MM-VV-EE-II-SS-RR-NN)")
+        if fields[1] != "01":
+            continue  # song
+        label = RAVDESS_EMOTIONS.get(fields[2])
+        if label is not None:
+            utterances.append(Utterance(str(path), label, f"ravdess-{fields[6]}", "ravdess"))
+    return utterances
+
+
+def read_nemo(root: str | Path) -> list[Utterance]:
+    """nEMO as distributed: data.tsv (file_id, emotion, ..., speaker_id) and samples/<file_id>."""
+    root = Path(root)
+    table = root / "data.tsv"
+    try:
+        handle = open(table, newline="", encoding="utf-8")
+    except OSError as exc:
+        raise CorpusError(f"{table}: cannot read ({exc.strerror})") from exc
+    utterances = []
+    with handle:
+        reader = csv.DictReader(handle, delimiter="\t")
+        missing = {"file_id", "emotion", "speaker_id"} - set(reader.fieldnames or [])
+        if missing:
+            raise CorpusError(f"{table}: lacks column(s) {', '.join(sorted(missing))}")
+        for line, row in enumerate(reader, start=2):
+            label = LABEL_ALIASES.get((row["emotion"] or "").strip().lower())
+            if label is None:
+                continue
+            audio = _existing(root / "samples" / row["file_id"].strip())
+            if audio is None:
+                raise CorpusError(f"{table}:{line}: audio file samples/{row['file_id'].strip()} does not exist")
+            utterances.append(Utterance(str(audio), label, f"nemo-{row['speaker_id'].strip()}", "nemo"))
+    if not utterances:
+        raise CorpusError(f"{table}: no utterance of the classes {', '.join(LABELS)}")
+    return utterances
+
+
+def _existing(path: Path) -> Path | None:
+    """The file, or the same name with the other audio suffix (corpora get re-encoded)."""
+    for candidate in [path] + [path.with_suffix(s) for s in AUDIO_SUFFIXES]:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+IEMOCAP_LINE = re.compile(r"^\[\s*[\d.]+\s*-\s*[\d.]+\s*\]\s+(Ses\d\d[FM]_\S+)\s+(\w+)\s+\[")
+IEMOCAP_CLASSES = {"ang": "angry", "hap": "happy", "neu": "neutral", "sad": "sad"}
+
+
+def read_iemocap(root: str | Path, scripted: bool = False, excited_as_happy: bool = False) -> list[Utterance]:
+    """IEMOCAP release layout: labels from SessionN/dialog/EmoEvaluation/*.txt, audio from
+    SessionN/sentences/wav/<dialog>/<utterance>.wav. Improvised dialogs only unless `scripted`.
+
+    Speaker = session and gender of the utterance's speaker (Session1-F); fold = session.
+    """
+    root = Path(root)
+    sessions = sorted(p for p in root.glob("Session[1-5]") if p.is_dir())
+    if not sessions:
+        raise CorpusError(f"{root}: no Session1..Session5 folders (is this the IEMOCAP release?)")
+    classes = dict(IEMOCAP_CLASSES, **({"exc": "happy"} if excited_as_happy else {}))
+    utterances = []
+    for session in sessions:
+        number = int(session.name[-1])
+        for labels in sorted((session / "dialog" / "EmoEvaluation").glob("*.txt")):
+            dialog = labels.stem
+            if "impro" not in dialog and not scripted:
+                continue
+            for line in labels.read_text(encoding="utf-8", errors="replace").splitlines():
+                match = IEMOCAP_LINE.match(line)
+                if not match:
+                    continue
+                utterance, code = match.groups()
+                label = classes.get(code)
+                if label is None:
+                    continue
+                audio = session / "sentences" / "wav" / dialog / f"{utterance}.wav"
+                if not audio.is_file():
+                    raise CorpusError(f"{labels}: audio file {audio} does not exist")
+                gender = utterance.rsplit("_", 1)[-1][0]  # Ses01F_impro01_M003 -> M
+                utterances.append(Utterance(str(audio), label, f"Session{number}-{gender}", "iemocap", number))
+    if not utterances:
+        raise CorpusError(f"{root}: no IEMOCAP utterance of the classes {', '.join(LABELS)}")
+    return utterances
+
+
+def read_corpus(spec: str, scripted: bool = False, excited_as_happy: bool = False) -> list[Utterance]:
+    """NAME=PATH as given to --corpus: manifest (or csv), ravdess, nemo, iemocap (with its options)."""
+    name, _, path = spec.partition("=")
+    readers = {"manifest": read_manifest, "csv": read_manifest, "ravdess": read_ravdess, "nemo": read_nemo,
+               "iemocap": read_iemocap}
+    if name not in readers or not path:
+        raise CorpusError(f"--corpus {spec}: expected NAME=PATH with NAME one of {', '.join(readers)}")
+    if name == "iemocap":
+        return read_iemocap(path, scripted=scripted, excited_as_happy=excited_as_happy)
+    return readers[name](path)

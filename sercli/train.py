@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .audio import load_audio
-from .corpora import Utterance
+from .audio import AudioError, load_audio
+from .corpora import CorpusError, Utterance
 from .features import FeatureConfig, log_spectrograms
 from .model import LABELS, EmotionNet, ModelConfig
 from .segment import SegmentationConfig, SpeechProbabilities, segment_audio, split_evenly
@@ -82,7 +82,11 @@ def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_d
             pending.clear()
 
     for i, utterance in enumerate(utterances):
-        for samples in utterance_segments(load_audio(utterance.path), vad):
+        try:
+            audio = load_audio(utterance.path)
+        except AudioError as exc:
+            raise CorpusError(f"{utterance.path}: {exc}") from exc
+        for samples in utterance_segments(audio, vad):
             pending.append(samples)
             owner.append(i)
             labels.append(LABELS.index(utterance.label))
