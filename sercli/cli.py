@@ -48,7 +48,16 @@ def _media_in(folder: Path, recursive: bool) -> Iterator[Path]:
 
 
 def _inputs(paths: tuple[str, ...], recursive: bool) -> Iterator[str]:
-    """Every input path, lazily (stdin is read as it arrives)."""
+    """Every input path once (the same file given twice counts once), lazily: stdin is read
+    as it arrives."""
+    seen = set()
+    for path in _given_inputs(paths, recursive):
+        if os.path.abspath(path) not in seen:
+            seen.add(os.path.abspath(path))
+            yield path
+
+
+def _given_inputs(paths: tuple[str, ...], recursive: bool) -> Iterator[str]:
     for given in paths:
         if given == "-":
             for line in sys.stdin:
@@ -160,10 +169,7 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
 
     inputs = _inputs(paths, recursive)
     if "-" not in paths:  # known in advance: the bar can show a total
-        unique: dict[str, str] = {}
-        for path in inputs:
-            unique.setdefault(os.path.abspath(path), path)
-        inputs = list(unique.values())
+        inputs = list(inputs)
         if progress is not None:
             progress.update(task, total=len(inputs), total_files=len(inputs))
 
@@ -176,11 +182,7 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
     targets: dict[str, Path] = {}
 
     def sources() -> Iterator[str]:
-        seen = set()
         for path in inputs:
-            if os.path.abspath(path) in seen:
-                continue  # the same file given twice
-            seen.add(os.path.abspath(path))
             if output_dir is not None:
                 target = output_dir / output_name(path, fmt)
                 if skip_existing and target.exists():

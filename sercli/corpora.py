@@ -6,6 +6,7 @@ import csv
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 from .model import LABELS
 
@@ -31,6 +32,20 @@ class Utterance:
     fold: int | None = None
 
 
+def _table(path: Path, columns: set[str], what: str, delimiter: str = ",") -> Iterator[tuple[int, dict]]:
+    """(line number, row) of a CSV/TSV file that must have `columns`; errors name the file."""
+    try:
+        handle = open(path, newline="", encoding="utf-8")
+    except OSError as exc:
+        raise CorpusError(f"{path}: cannot read {what} ({exc.strerror})") from exc
+    with handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        missing = columns - set(reader.fieldnames or [])
+        if missing:
+            raise CorpusError(f"{path}: {what} lacks column(s) {', '.join(sorted(missing))}")
+        yield from enumerate(reader, start=2)
+
+
 def read_manifest(path: str | Path, corpus: str | None = None) -> list[Utterance]:
     """A CSV with columns path, emotion, speaker and optionally fold (others are ignored).
 
@@ -39,33 +54,24 @@ def read_manifest(path: str | Path, corpus: str | None = None) -> list[Utterance
     """
     path = Path(path)
     root = path.parent
-    try:
-        handle = open(path, newline="", encoding="utf-8")
-    except OSError as exc:
-        raise CorpusError(f"{path}: cannot read manifest ({exc.strerror})") from exc
     utterances = []
-    with handle:
-        reader = csv.DictReader(handle)
-        missing = {"path", "emotion", "speaker"} - set(reader.fieldnames or [])
-        if missing:
-            raise CorpusError(f"{path}: manifest lacks column(s) {', '.join(sorted(missing))}")
-        for line, row in enumerate(reader, start=2):
-            if not (row.get("path") and row.get("emotion") and row.get("speaker")):
-                raise CorpusError(f"{path}:{line}: empty path, emotion or speaker")
-            label = LABEL_ALIASES.get(row["emotion"].strip().lower())
-            if label is None:
-                continue
-            audio = Path(row["path"])
-            audio = audio if audio.is_absolute() else root / audio
-            if not audio.is_file():
-                raise CorpusError(f"{path}:{line}: audio file {audio} does not exist")
-            fold = row.get("fold")
-            try:
-                fold_number = int(fold) if fold not in (None, "") else None
-            except ValueError as exc:
-                raise CorpusError(f"{path}:{line}: fold {fold!r} is not a number") from exc
-            utterances.append(Utterance(str(audio), label, row["speaker"].strip(),
-                                        row.get("corpus") or corpus or path.parent.name, fold_number))
+    for line, row in _table(path, {"path", "emotion", "speaker"}, "manifest"):
+        if not (row.get("path") and row.get("emotion") and row.get("speaker")):
+            raise CorpusError(f"{path}:{line}: empty path, emotion or speaker")
+        label = LABEL_ALIASES.get(row["emotion"].strip().lower())
+        if label is None:
+            continue
+        audio = Path(row["path"])
+        audio = audio if audio.is_absolute() else root / audio
+        if not audio.is_file():
+            raise CorpusError(f"{path}:{line}: audio file {audio} does not exist")
+        fold = row.get("fold")
+        try:
+            fold_number = int(fold) if fold not in (None, "") else None
+        except ValueError as exc:
+            raise CorpusError(f"{path}:{line}: fold {fold!r} is not a number") from exc
+        utterances.append(Utterance(str(audio), label, row["speaker"].strip(),
+                                    row.get("corpus") or corpus or path.parent.name, fold_number))
     if not utterances:
         raise CorpusError(f"{path}: no utterance of the classes {', '.join(LABELS)}")
     return utterances
@@ -74,11 +80,13 @@ def read_manifest(path: str | Path, corpus: str | None = None) -> list[Utterance
 def read_folds(path: str | Path) -> dict[str, int]:
     """speaker -> fold from a CSV with columns speaker, fold."""
     path = Path(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as handle:
-            return {row["speaker"].strip(): int(row["fold"]) for row in csv.DictReader(handle)}
-    except (OSError, KeyError, ValueError) as exc:
-        raise CorpusError(f"{path}: cannot read speaker folds ({exc})") from exc
+    folds = {}
+    for line, row in _table(path, {"speaker", "fold"}, "speaker folds"):
+        try:
+            folds[row["speaker"].strip()] = int(row["fold"])
+        except (AttributeError, ValueError) as exc:
+            raise CorpusError(f"{path}:{line}: bad speaker or fold ({row['speaker']!r}, {row['fold']!r})") from exc
+    return folds
 
 
 def assign_folds(utterances: list[Utterance], folds: dict[str, int]) -> list[Utterance]:
@@ -133,24 +141,15 @@ def read_nemo(root: str | Path) -> list[Utterance]:
     """nEMO as distributed: data.tsv (file_id, emotion, ..., speaker_id) and samples/<file_id>."""
     root = Path(root)
     table = root / "data.tsv"
-    try:
-        handle = open(table, newline="", encoding="utf-8")
-    except OSError as exc:
-        raise CorpusError(f"{table}: cannot read ({exc.strerror})") from exc
     utterances = []
-    with handle:
-        reader = csv.DictReader(handle, delimiter="\t")
-        missing = {"file_id", "emotion", "speaker_id"} - set(reader.fieldnames or [])
-        if missing:
-            raise CorpusError(f"{table}: lacks column(s) {', '.join(sorted(missing))}")
-        for line, row in enumerate(reader, start=2):
-            label = LABEL_ALIASES.get((row["emotion"] or "").strip().lower())
-            if label is None:
-                continue
-            audio = _existing(root / "samples" / row["file_id"].strip())
-            if audio is None:
-                raise CorpusError(f"{table}:{line}: audio file samples/{row['file_id'].strip()} does not exist")
-            utterances.append(Utterance(str(audio), label, f"nemo-{row['speaker_id'].strip()}", "nemo"))
+    for line, row in _table(table, {"file_id", "emotion", "speaker_id"}, "table", delimiter="\t"):
+        label = LABEL_ALIASES.get((row["emotion"] or "").strip().lower())
+        if label is None:
+            continue
+        audio = _existing(root / "samples" / row["file_id"].strip())
+        if audio is None:
+            raise CorpusError(f"{table}:{line}: audio file samples/{row['file_id'].strip()} does not exist")
+        utterances.append(Utterance(str(audio), label, f"nemo-{row['speaker_id'].strip()}", "nemo"))
     if not utterances:
         raise CorpusError(f"{table}: no utterance of the classes {', '.join(LABELS)}")
     return utterances

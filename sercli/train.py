@@ -22,6 +22,7 @@ from .corpora import CorpusError, Utterance
 from .features import FeatureConfig, log_spectrograms
 from .model import LABELS, EmotionNet, ModelConfig
 from .segment import SegmentationConfig, SpeechProbabilities, segment_audio, split_evenly
+from .weights import atomic_torch_save, bf16_supported
 
 
 @dataclass(frozen=True)
@@ -97,10 +98,7 @@ def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_d
     flush()
     result = SegmentSet(torch.cat(spectrograms), torch.tensor(n_frames), torch.tensor(owner), torch.tensor(labels))
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        temp = cache.with_suffix(".tmp")
-        torch.save(asdict(result), temp)
-        temp.replace(cache)
+        atomic_torch_save(asdict(result), cache)
     return result
 
 
@@ -165,8 +163,7 @@ def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet,
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     net = EmotionNet(model_config).to(device)
-    bf16 = device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported() or (
-        device.type == "cuda" and torch.cuda.is_bf16_supported())
+    bf16 = bf16_supported(device)
     if device.type == "cpu" and bf16:
         net = net.to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
@@ -216,11 +213,9 @@ def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet,
         log(f"epoch {epoch + 1}/{config.epochs}: loss {total / steps:.3f}, valid WA {wa:.3f} UA {ua:.3f} "
             f"({time.monotonic() - started:.0f} s){' *' if best['epoch'] == epoch else ''}")
         if state_path is not None:
-            state_path.parent.mkdir(parents=True, exist_ok=True)
-            temp = state_path.with_suffix(".tmp")
-            torch.save({"net": net.state_dict(), "optimiser": optimiser.state_dict(), "generator": generator.get_state(),
-                        "history": history, "best": best, "epoch": epoch}, temp)
-            temp.replace(state_path)
+            atomic_torch_save({"net": net.state_dict(), "optimiser": optimiser.state_dict(),
+                               "generator": generator.get_state(), "history": history, "best": best,
+                               "epoch": epoch}, state_path)
     net.load_state_dict(best["state"])
     net.to(memory_format=torch.contiguous_format)
     return net, {"history": history, "best_epoch": best["epoch"] + 1, "best_valid_wa": best["wa"], "bf16": bf16}

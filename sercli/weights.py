@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
@@ -50,6 +51,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def atomic_torch_save(obj: Any, path: Path) -> bytes:
+    """torch.save to `path` atomically; returns the bytes written."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    data = buffer.getvalue()
+    atomic_write_bytes(path, data)
+    return data
+
+
 def save_checkpoint(path: str | Path, config: ModelConfig, state_dict: dict[str, torch.Tensor],
                     features: FeatureConfig, meta: dict[str, Any] | None = None, half: bool = False) -> str:
     """Write `path` and `path.sha256` (sha256sum format) atomically; returns the digest.
@@ -67,11 +77,7 @@ def save_checkpoint(path: str | Path, config: ModelConfig, state_dict: dict[str,
                        for k, v in state_dict.items()},
         "meta": {"labels": list(LABELS), "features": asdict(features), **meta},
     }
-    temp = path.with_name(f".{path.name}.building")
-    torch.save(checkpoint, temp)
-    data = temp.read_bytes()
-    temp.unlink()
-    atomic_write_bytes(path, data)
+    data = atomic_torch_save(checkpoint, path)
     digest = hashlib.sha256(data).hexdigest()
     atomic_write_bytes(checksum_path(path), f"{digest}  {path.name}\n".encode())
     return digest
@@ -86,7 +92,7 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     if not sums.is_file():
         raise ModelError(f"{path}: checksum file {sums.name} is missing "
                          f"(create it with: sha256sum {path.name} > {sums.name})")
-    expected = sums.read_text().split()[0].lower() if sums.read_text().split() else ""
+    expected = (sums.read_text().split() or [""])[0].lower()
     actual = sha256_of(path)
     if actual != expected:
         raise ModelError(f"{path}: sha256 mismatch (file {actual[:12]}..., expected {expected[:12]}...): "

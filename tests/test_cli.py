@@ -10,7 +10,6 @@ import csv
 import io
 import json
 import os
-import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace

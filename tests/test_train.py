@@ -157,7 +157,7 @@ def fake_iemocap(root: Path) -> None:
             lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
             for i, (turn, code) in enumerate(turns):
                 lines += [f"[{6.29 + i:.4f} - {8.24 + i:.4f}]\t{turn}\t{code}\t[2.5000, 2.5000, 2.5000]",
-                          f"C-E2:\tNeutral;\t()", "A-E3:\tval 3; act 2; dom  2;\t()", ""]
+                          "C-E2:\tNeutral;\t()", "A-E3:\tval 3; act 2; dom  2;\t()", ""]
                 wav = root / f"Session{session}" / "sentences" / "wav" / dialog / f"{turn}.wav"
                 wav.parent.mkdir(parents=True, exist_ok=True)
                 wav.write_bytes(b"")

@@ -48,7 +48,7 @@ def main() -> None:
     config = FeatureConfig()
     vad = SpeechProbabilities()
     candidates = [-50, -55, -60, -65, -70, -75, -80]
-    print(f"| corpus | files | speech level dB (median) | non-speech bins p50 / p90 dB | speech bins p10 / p50 dB | "
+    print("| corpus | files | speech level dB (median) | non-speech bins p50 / p90 dB | speech bins p10 / p50 dB | "
           + " | ".join(f"speech/non-speech above {c}" for c in candidates) + " |")
     print("|" + "---|" * (5 + len(candidates)))
     for corpus in ("ravdess", "nemo"):
