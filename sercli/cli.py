@@ -260,74 +260,143 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
     sys.exit(EXIT_FAILED if stats["failed"] else EXIT_OK)
 
 
+def _corpus_options(verb: str, fold_help: str):
+    """The options that choose labelled speech and its folds, shared by train and evaluate."""
+    options = [
+        click.option("--corpus", "corpora", multiple=True, required=True, metavar="NAME=PATH",
+                     help=f"A corpus to {verb}, repeatable: manifest=FILE.csv (columns path, emotion, speaker[, fold]), "
+                          "ravdess=DIR (Actor_NN folders), nemo=DIR (data.tsv + samples/) or iemocap=DIR (Session1..5)."),
+        click.option("--include-scripted", is_flag=True,
+                     help="IEMOCAP: use scripted dialogs too (default: improvised only)."),
+        click.option("--excited-as-happy", is_flag=True, help="IEMOCAP: count 'excited' as happy."),
+        click.option("--folds", "folds_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="CSV speaker,fold assigning every speaker to a fold (e.g. ../shared/data/folds.csv). "
+                          "IEMOCAP's folds are its sessions."),
+        click.option("--fold", default=None, metavar="all|none|N", help=fold_help),
+        click.option("--validation", type=click.Choice(["auto", "train", "fold"]), default="auto", show_default=True,
+                     help="Validation speakers: drawn from the training folds (train), or each speaker of the "
+                          "held-out fold in turn with the others testing (fold: IEMOCAP's protocol, both roles). "
+                          "auto: fold for IEMOCAP alone, else train."),
+    ]
+
+    def decorate(function):
+        for option in reversed(options):
+            function = option(function)
+        return function
+    return decorate
+
+
+def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
+    from .corpora import assign_folds, read_corpus, read_folds
+
+    utterances = []
+    for spec in corpora:
+        utterances += read_corpus(spec, scripted=include_scripted, excited_as_happy=excited_as_happy)
+    if folds_path is not None:
+        utterances = assign_folds(utterances, read_folds(folds_path))
+    return utterances
+
+
 @main.command()
-@click.option("--corpus", "corpora", multiple=True, required=True, metavar="NAME=PATH",
-              help="A corpus to train on, repeatable: manifest=FILE.csv (columns path, emotion, speaker[, fold]), "
-                   "ravdess=DIR (Actor_NN folders), nemo=DIR (data.tsv + samples/) or iemocap=DIR (Session1..5).")
-@click.option("--include-scripted", is_flag=True, help="IEMOCAP: use scripted dialogs too (default: improvised only).")
-@click.option("--excited-as-happy", is_flag=True, help="IEMOCAP: count 'excited' as happy.")
-@click.option("--folds", "folds_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="CSV speaker,fold assigning every speaker to a fold (e.g. ../shared/data/folds.csv).")
-@click.option("--fold", default="all", show_default=True, metavar="all|none|N",
-              help="Test fold(s) to run; none trains one model on every speaker (validation speakers held out).")
+@_corpus_options("train on", "Test fold(s) to run [default: all]; none trains one model on every speaker, "
+                 "with validation speakers held out.")
 @click.option("--topology", type=click.Choice(["cnn-lstm", "cnn5"]), default="cnn-lstm", show_default=True,
               help="3 conv layers + BiLSTM (paper Figure 1) or the 5-conv CNN.")
 @click.option("--grid", type=click.Choice(["10", "20"]), default="10", show_default=True, help="Frequency grid, Hz.")
 @click.option("--window", type=click.Choice(["40", "20"]), default="40", show_default=True, help="Window, ms.")
-@click.option("--epochs", type=click.IntRange(min=1), default=30, show_default=True, help="Most epochs per fold.")
-@click.option("--patience", type=click.IntRange(min=1), default=8, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True,
+              help="Epochs per run; the learning rate decays to zero over them (cosine). The model kept is the "
+                   "one with the best validation accuracy from epoch 4 on.")
+@click.option("--patience", type=click.IntRange(min=1), default=4, show_default=True,
               help="Stop after this many epochs without a better validation accuracy.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Segments per step.")
-@click.option("--lr", type=float, default=1e-3, show_default=True, help="AdamW learning rate.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="AdamW peak learning rate.")
+@click.option("--oversample", is_flag=True,
+              help="Draw batches with equal class shares instead of weighting the loss by inverse class size.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for initialisation, batch order, augmentation and the validation speakers.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]", help="Where to train.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
-              help="Run folder: checkpoints, metrics.json, results.md; rerunning resumes it.")
+              help="Run folder: a folder per run with model.pt and metrics.json, results.md and results.json; "
+                   "rerunning the same command resumes it.")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for cached spectrograms (default: OUT/cache).")
-def train(corpora, include_scripted, excited_as_happy, folds_path, fold, topology, grid, window, epochs, patience, batch_size, lr, seed, device,
-          out_dir, cache_dir) -> None:
-    """Train and cross-validate a model on labelled speech."""
-    from .corpora import CorpusError, assign_folds, read_corpus, read_folds
+def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validation, topology, grid, window, epochs,
+          patience, batch_size, lr, oversample, seed, device, out_dir, cache_dir) -> None:
+    """Train and cross-validate a model on labelled speech.
+
+    Each utterance is cut into segments of at most 3 s as at analysis time; utterance scores
+    average its segments' posteriors. Weighted accuracy (WA) is the share right, unweighted
+    (UA) the mean recall per class, both on the test speakers of each fold.
+    """
+    from .corpora import CorpusError, plan_splits
     from .experiment import run_training
     from .model import ModelConfig
     from .train import TrainConfig
     from .weights import ModelError, resolve_device
 
     try:
-        utterances = []
-        for spec in corpora:
-            utterances += read_corpus(spec, scripted=include_scripted, excited_as_happy=excited_as_happy)
-        if folds_path is not None:
-            utterances = assign_folds(utterances, read_folds(folds_path))
+        utterances = _load_corpora(corpora, include_scripted, excited_as_happy, folds_path)
+        splits = plan_splits(utterances, fold or "all", validation, seed)
         target = resolve_device(device)
     except (CorpusError, ModelError) as exc:
         _say(None, "error", str(exc))
         sys.exit(EXIT_USAGE)
-    folds = sorted({u.fold for u in utterances if u.fold is not None})
-    if fold == "all":
-        test_folds = folds
-    elif fold == "none":
-        test_folds = [None]
-    elif fold.isdigit() and int(fold) in folds:
-        test_folds = [int(fold)]
-    else:
-        raise click.UsageError(f"--fold {fold}: expected all, none or one of {folds or 'no folds (give --folds)'}")
-    if not test_folds:
-        raise click.UsageError("no folds: give --folds or a manifest with a fold column, or --fold none")
     model_config = ModelConfig(topology=topology, grid_hz=int(grid), window_ms=int(window))
-    train_config = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr, seed=seed)
+    train_config = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
+                               oversample=oversample, seed=seed)
+    command = " ".join(["sercli train", *(f"--corpus {c}" for c in corpora),
+                        *(["--include-scripted"] if include_scripted else []),
+                        *(["--excited-as-happy"] if excited_as_happy else []),
+                        *([f"--folds {folds_path}"] if folds_path else []),
+                        f"--fold {fold or 'all'} --validation {validation} --topology {topology} --grid {grid} "
+                        f"--window {window} --epochs {epochs} --patience {patience} --batch-size {batch_size} "
+                        f"--lr {lr}{' --oversample' if oversample else ''} --seed {seed} --out {out_dir}"])
     try:
-        run_training(utterances, test_folds, model_config, train_config, target, out_dir,
-                     cache_dir or out_dir / "cache", command=" ".join(
-                         ["sercli train", *(f"--corpus {c}" for c in corpora),
-                          *([f"--folds {folds_path}"] if folds_path else []),
-                          f"--fold {fold} --topology {topology} --grid {grid} --window {window} --epochs {epochs} "
-                          f"--patience {patience} --batch-size {batch_size} --lr {lr} --seed {seed} --out {out_dir}"]))
+        run_training(utterances, splits, model_config, train_config, target, out_dir,
+                     cache_dir or out_dir / "cache", command=command)
     except CorpusError as exc:
         _say(None, "error", str(exc))
         sys.exit(EXIT_FAILED)
+
+
+@main.command()
+@click.option("--model", "model", default=None, metavar="NAME|PATH",
+              help="Checkpoint to score (default: the installed default model). '{run}' in a path stands for "
+                   "each run's folder name, so RUN/{run}/model.pt scores every fold model of a training run "
+                   "on its own test speakers.")
+@_corpus_options("score on", "Score only the test speakers of these folds (all|N), with the same runs as "
+                 "`sercli train`; without it every utterance is scored.")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]", help="Where to run.")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for cached spectrograms (default: none).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also write the scores, with confusion matrices, to this JSON file.")
+def evaluate(model, corpora, include_scripted, excited_as_happy, folds_path, fold, validation, device,
+             precision, cache_dir, output) -> None:
+    """Score a checkpoint on labelled speech: WA, UA and confusion, per utterance and segment."""
+    import json
+
+    from .corpora import CorpusError, plan_splits
+    from .experiment import evaluation_table, run_evaluation
+    from .weights import ModelError, atomic_write_bytes
+
+    try:
+        utterances = _load_corpora(corpora, include_scripted, excited_as_happy, folds_path)
+        if fold == "none":
+            raise CorpusError("--fold none trains on every speaker; to score every utterance, leave out --fold")
+        splits = plan_splits(utterances, fold, validation) if fold else []
+        if "{run}" in (model or "") and not splits:
+            raise CorpusError("--model with {run} needs --fold (and --folds unless the corpus has its own)")
+        results = run_evaluation(utterances, splits, model, device, precision, cache_dir,
+                                 log=lambda line: click.echo(line, err=True))
+    except (CorpusError, ModelError) as exc:
+        _say(None, "error", str(exc))
+        sys.exit(EXIT_USAGE)
+    click.echo(evaluation_table(results), nl=False)
+    if output is not None:
+        atomic_write_bytes(output, json.dumps(results, indent=1).encode())
 
 
 @main.command()

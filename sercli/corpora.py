@@ -111,6 +111,57 @@ def validation_speakers(utterances: list[Utterance], test_fold: int | None, shar
     return chosen
 
 
+@dataclass(frozen=True)
+class Split:
+    """One training run of a cross-validation: whose speech tests, whose selects the model."""
+
+    name: str  # run folder: fold3, fold2-valid-Session2-M, all
+    fold: int | None
+    test: frozenset[str]  # test speakers (empty for a model trained on every fold)
+    valid: frozenset[str]  # validation speakers, never in test
+    role: int = 0  # validating inside a fold: which of the fold's speakers (sorted) validates
+
+
+def plan_splits(utterances: list[Utterance], fold: str = "all", validation: str = "auto",
+                seed: int = 0) -> list[Split]:
+    """The runs of `--fold all|none|N` under a validation scheme.
+
+    validation "train": validation speakers are drawn from the training folds (about 15% per
+    corpus) and the whole held-out fold tests. "fold": inside the held-out fold each speaker in
+    turn validates while the others test, so IEMOCAP's leave-one-session-out gives two runs per
+    session with the roles swapped (the paper's protocol). "auto": "fold" when every utterance is
+    IEMOCAP's, else "train".
+    """
+    folds = sorted({u.fold for u in utterances if u.fold is not None})
+    if fold == "none":
+        return [Split("all", None, frozenset(), frozenset(validation_speakers(utterances, None, seed=seed)))]
+    if fold == "all":
+        chosen = folds
+    elif fold.isdigit() and int(fold) in folds:
+        chosen = [int(fold)]
+    else:
+        raise CorpusError(f"--fold {fold}: expected all, none or one of {folds or 'no folds (give --folds)'}")
+    if not chosen:
+        raise CorpusError("no folds: give --folds, a manifest with a fold column, or --fold none")
+    if validation == "auto":
+        validation = "fold" if all(u.corpus == "iemocap" for u in utterances) else "train"
+    if validation not in ("train", "fold"):
+        raise CorpusError(f"validation must be auto, train or fold, not {validation!r}")
+    splits = []
+    for k in chosen:
+        members = sorted({u.speaker for u in utterances if u.fold == k})
+        if validation == "train":
+            splits.append(Split(f"fold{k}", k, frozenset(members),
+                                frozenset(validation_speakers(utterances, k, seed=seed))))
+            continue
+        if len(members) < 2:
+            raise CorpusError(f"fold {k} has {len(members)} speaker(s): validating inside a fold needs two or more")
+        for role, speaker in enumerate(members):
+            splits.append(Split(f"fold{k}-valid-{speaker}", k, frozenset(members) - {speaker},
+                                frozenset({speaker}), role))
+    return splits
+
+
 RAVDESS_EMOTIONS = {"01": "neutral", "03": "happy", "04": "sad", "05": "angry"}  # of 01-08
 AUDIO_SUFFIXES = (".wav", ".flac")
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .corpora import Utterance, validation_speakers
+from .corpora import Split, Utterance
 from .features import FeatureConfig
 from .model import LABELS, ModelConfig
 from .train import TrainConfig, build_segments, evaluate, predict_segments, train_model
@@ -24,10 +24,10 @@ def _mean_std(values: list[float]) -> str:
     return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
 
 
-def run_training(utterances: list[Utterance], test_folds: list[int | None], model_config: ModelConfig,
+def run_training(utterances: list[Utterance], splits: list[Split], model_config: ModelConfig,
                  train_config: TrainConfig, device: torch.device, out_dir: Path, cache_dir: Path,
                  command: str = "") -> dict:
-    """Train one model per test fold (None: one model on every speaker) and write the reports."""
+    """Train one model per split (see corpora.plan_splits) and write the reports."""
     features = FeatureConfig(grid_hz=model_config.grid_hz, window_ms=model_config.window_ms)
     out_dir.mkdir(parents=True, exist_ok=True)
     log_file = open(out_dir / "train.log", "a", encoding="utf-8")
@@ -42,21 +42,20 @@ def run_training(utterances: list[Utterance], test_folds: list[int | None], mode
     data = build_segments(utterances, features, cache_dir, log)
     log(f"{len(data.labels)} segments")
     speakers = np.array([u.speaker for u in utterances])
-    folds = np.array([u.fold if u.fold is not None else -1 for u in utterances])
     results = {}
-    for test_fold in test_folds:
-        name = f"fold{test_fold}" if test_fold is not None else "all"
+    for split in splits:
+        name, test_fold = split.name, split.fold
         fold_dir = out_dir / name
         metrics_path = fold_dir / "metrics.json"
         if metrics_path.is_file():
             log(f"{name}: done already ({metrics_path})")
             results[name] = json.loads(metrics_path.read_text())
             continue
-        held_out = validation_speakers(utterances, test_fold, seed=train_config.seed)
-        utt_valid = np.isin(speakers, sorted(held_out))
-        utt_test = folds == test_fold if test_fold is not None else np.zeros(len(utterances), dtype=bool)
+        held_out = split.valid
+        utt_valid = np.isin(speakers, sorted(split.valid))
+        utt_test = np.isin(speakers, sorted(split.test))
         utt_train = ~utt_valid & ~utt_test
-        assert not (set(speakers[utt_train]) & set(speakers[utt_test])), "a speaker in train and test"
+        assert not (split.valid & split.test), "a speaker in validation and test"
         role = torch.from_numpy(np.select([utt_test, utt_valid], [2, 1], 0))[data.utterance]
         train_set, valid_set, test_set = (data.subset(role == r) for r in (0, 1, 2))
         log(f"{name}: train {int(utt_train.sum())} utterances / {len(train_set.labels)} segments, "
@@ -64,10 +63,11 @@ def run_training(utterances: list[Utterance], test_folds: list[int | None], mode
         started = time.monotonic()
         net, info = train_model(model_config, train_set, valid_set, train_config, device,
                                 fold_dir / "state.pt", log)
-        metrics = {"fold": test_fold, "validation_speakers": sorted(held_out), "best_epoch": info["best_epoch"],
+        metrics = {"fold": test_fold, "role": split.role, "validation_speakers": sorted(held_out), "test_speakers": sorted(split.test),
+                   "best_epoch": info["best_epoch"],
                    "valid_wa": info["best_valid_wa"], "train_seconds": time.monotonic() - started,
                    "history": info["history"]}
-        if test_fold is not None:
+        if split.test:
             scores = evaluate(predict_segments(net, test_set, device, info["bf16"]), test_set)
             metrics["test"] = scores
             log(f"{name}: test utterance WA {scores['utterance']['wa']:.3f} UA {scores['utterance']['ua']:.3f}, "
@@ -78,11 +78,12 @@ def run_training(utterances: list[Utterance], test_folds: list[int | None], mode
                          "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
                          "device": str(device), "corpora": sorted({u.corpus for u in utterances}),
                          "speakers_train": sorted(set(speakers[utt_train])),
-                         "speakers_validation": sorted(held_out), "test_fold": test_fold,
+                         "speakers_validation": sorted(held_out), "speakers_test": sorted(split.test),
+                         "test_fold": test_fold,
                          "config": asdict(train_config), "best_epoch": info["best_epoch"]},
             "metrics": {"valid_wa": info["best_valid_wa"]} | (
                 {"test_wa": metrics["test"]["utterance"]["wa"], "test_ua": metrics["test"]["utterance"]["ua"]}
-                if test_fold is not None else {}),
+                if split.test else {}),
         }
         save_checkpoint(fold_dir / "model.pt", model_config, net.state_dict(), features, meta)
         atomic_write_bytes(metrics_path, json.dumps(metrics, indent=1).encode())
@@ -93,24 +94,86 @@ def run_training(utterances: list[Utterance], test_folds: list[int | None], mode
     return results
 
 
+def _row(label: str, runs: list[dict]) -> tuple[str, dict]:
+    keys = {"wa": ("utterance", "wa"), "ua": ("utterance", "ua"), "segment_wa": ("segment", "wa"),
+            "segment_ua": ("segment", "ua")}
+    values = {k: [m["test"][level][metric] for m in runs] for k, (level, metric) in keys.items()}
+    cells = " | ".join(_mean_std(values[k]) for k in keys)
+    return f"| {label} | {cells} | | |", {k: float(np.mean(v)) for k, v in values.items()} | {
+        k + "_std": float(np.std(v)) for k, v in values.items()}
+
+
 def _write_report(out_dir: Path, results: dict, model_config: ModelConfig, command: str) -> None:
     tested = {k: v for k, v in results.items() if "test" in v}
     summary = {"model": asdict(model_config), "command": command, "folds": {}}
     lines = [f"# {model_config.topology}, {model_config.grid_hz} Hz grid, {model_config.window_ms} ms window", "",
-             f"`{command}`", "", "| fold | utterance WA | utterance UA | segment WA | segment UA | best epoch | minutes |",
+             f"`{command}`", "", "| run | utterance WA | utterance UA | segment WA | segment UA | best epoch | minutes |",
              "|---|---|---|---|---|---|---|"]
     for name, m in tested.items():
         u, s = m["test"]["utterance"], m["test"]["segment"]
         summary["folds"][name] = {"wa": u["wa"], "ua": u["ua"], "segment_wa": s["wa"], "segment_ua": s["ua"]}
-        lines.append(f"| {m['fold']} | {100 * u['wa']:.1f} | {100 * u['ua']:.1f} | {100 * s['wa']:.1f} | "
+        lines.append(f"| {name} | {100 * u['wa']:.1f} | {100 * u['ua']:.1f} | {100 * s['wa']:.1f} | "
                      f"{100 * s['ua']:.1f} | {m['best_epoch']} | {m['train_seconds'] / 60:.0f} |")
     if len(tested) > 1:
-        folds = list(summary["folds"].values())
-        mean = {k: _mean_std([f[k] for f in folds]) for k in ("wa", "ua", "segment_wa", "segment_ua")}
-        summary["mean"] = {k: float(np.mean([f[k] for f in folds])) for k in ("wa", "ua", "segment_wa", "segment_ua")}
-        lines.append(f"| mean ± std | {mean['wa']} | {mean['ua']} | {mean['segment_wa']} | {mean['segment_ua']} | | |")
+        line, summary["mean"] = _row("mean ± std", list(tested.values()))
+        lines.append(line)
+        roles = sorted({m.get("role", 0) for m in tested.values()})
+        if len(roles) > 1:  # validation inside the fold: one mean per role, e.g. IEMOCAP's F and M
+            summary["by_role"] = {}
+            for role in roles:
+                runs = [m for m in tested.values() if m.get("role", 0) == role]
+                who = ", ".join(sorted(s for m in runs for s in m["validation_speakers"]))
+                line, summary["by_role"][who] = _row(f"mean, validation {who}", runs)
+                lines.append(line)
     for name, m in tested.items():
         lines += ["", f"Confusion, {name}, utterance level (rows: truth, columns: prediction; {', '.join(LABELS)}):", ""]
         lines += ["    " + " ".join(f"{c:5d}" for c in row) for row in m["test"]["utterance"]["confusion"]]
     atomic_write_bytes(out_dir / "results.md", ("\n".join(lines) + "\n").encode())
     atomic_write_bytes(out_dir / "results.json", json.dumps(summary, indent=1).encode())
+
+
+def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str | None, device: str, precision: str,
+                   cache_dir: Path | None, log=print) -> dict:
+    """Score a checkpoint (or, with "{run}" in `model`, each split's own checkpoint) on the test
+    speakers of each split; with no splits, on every utterance. Returns per-run and mean scores."""
+    from .weights import load_model
+
+    speakers = np.array([u.speaker for u in utterances])
+    runs = splits or [Split("all", None, frozenset(speakers.tolist()), frozenset())]
+    datasets: dict = {}
+    results: dict = {"model": model, "runs": {}}
+    for split in runs:
+        loaded = load_model(model.replace("{run}", split.name) if model else None, device=device, precision=precision)
+        results["model"] = model or str(loaded.path)
+        key = tuple(sorted(asdict(loaded.features).items()))
+        if key not in datasets:
+            datasets[key] = build_segments(utterances, loaded.features, cache_dir, log)
+        data = datasets[key]
+        chosen = torch.from_numpy(np.isin(speakers, sorted(split.test)))[data.utterance]
+        test_set = data.subset(chosen)
+        scores = evaluate(predict_segments(loaded.net, test_set, loaded.device, loaded.precision == "bf16"), test_set)
+        results["runs"][split.name] = {"model": str(loaded.path), "test_speakers": sorted(split.test)} | scores
+        log(f"{split.name}: utterance WA {scores['utterance']['wa']:.3f} UA {scores['utterance']['ua']:.3f}, "
+            f"segment WA {scores['segment']['wa']:.3f} UA {scores['segment']['ua']:.3f} "
+            f"({scores['utterance']['count']} utterances)")
+    if len(results["runs"]) > 1:
+        _, results["mean"] = _row("mean", [{"test": r} for r in results["runs"].values()])
+    return results
+
+
+def evaluation_table(results: dict) -> str:
+    """Markdown table of run_evaluation's results."""
+    lines = [f"Model: `{results['model']}`", "",
+             "| run | utterances | utterance WA | utterance UA | segment WA | segment UA |", "|---|---|---|---|---|---|"]
+    for name, r in results["runs"].items():
+        u, s = r["utterance"], r["segment"]
+        lines.append(f"| {name} | {u['count']} | {100 * u['wa']:.1f} | {100 * u['ua']:.1f} | {100 * s['wa']:.1f} | "
+                     f"{100 * s['ua']:.1f} |")
+    if "mean" in results:
+        m = results["mean"]
+        lines.append("| mean ± std | | " + " | ".join(f"{100 * m[k]:.1f} ± {100 * m[k + '_std']:.1f}"
+                                                     for k in ("wa", "ua", "segment_wa", "segment_ua")) + " |")
+    for name, r in results["runs"].items():
+        lines += ["", f"Confusion, {name}, utterance level (rows: truth, columns: prediction; {', '.join(LABELS)}):", ""]
+        lines += ["    " + " ".join(f"{c:5d}" for c in row) for row in r["utterance"]["confusion"]]
+    return "\n".join(lines) + "\n"

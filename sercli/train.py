@@ -16,6 +16,8 @@ from typing import Callable
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from tqdm import tqdm
 
 from .audio import AudioError, load_audio
 from .corpora import CorpusError, Utterance
@@ -29,15 +31,22 @@ from .weights import atomic_torch_save, bf16_supported
 class TrainConfig:
     """Optimisation settings; the paper gives none beyond class weighting, these are ours."""
 
-    epochs: int = 30
-    patience: int = 8  # epochs without a better validation accuracy before stopping
+    epochs: int = 10  # also the length of the cosine learning-rate schedule
+    select_from: int = 4  # the first epoch whose model may be selected (earlier ones are underfit)
+    patience: int = 4  # epochs without a better validation accuracy before stopping
     batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    lr: float = 1e-3  # peak, after a linear warm-up
+    warmup_epochs: float = 1.0
+    weight_decay: float = 1e-2
+    label_smoothing: float = 0.1
+    ema: float = 0.99  # decay per step of the weight average that is validated and kept; 0: off
     class_weights: bool = True  # loss weighted in inverse proportion to class size (paper)
     oversample: bool = False  # draw batches with equal class shares instead
     time_mask: int = 30  # frames, SpecAugment-style masks during training
     freq_mask: int = 40  # bins
+    freq_warp: float = 0.1  # random frequency-axis warp of up to +-10% (vocal tract length)
+    time_stretch: float = 0.15  # random tempo change of up to +-15%
+    mixup: float = 0.0  # Beta(a, a) mixing of pairs of spectrograms and their labels; 0: off
     seed: int = 0
 
 
@@ -102,34 +111,76 @@ def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_d
     return result
 
 
-def _augment(x: torch.Tensor, config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
-    """One time mask and one frequency mask per spectrogram (zero = the floor)."""
+def _warp(x: torch.Tensor, n_frames: torch.Tensor, config: TrainConfig,
+          generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random tempo change and frequency-axis warp per spectrogram, by bilinear resampling.
+
+    The frequency warp is piecewise linear (as in VTLP): bins below a knee move by the factor,
+    those above are squeezed so that 4 kHz stays at 4 kHz and no empty band appears.
+    """
     batch, bins, frames = x.shape
-    x = x.clone()
-    for i in range(batch):
+    rate = 1 + (2 * torch.rand(batch, generator=generator) - 1) * config.time_stretch
+    alpha = 1 + (2 * torch.rand(batch, generator=generator) - 1) * config.freq_warp
+    n = n_frames.float()
+    new_n = (n * rate).round().clamp(1, frames)
+    t = torch.arange(frames, dtype=torch.float32)
+    src_t = torch.where(t < new_n[:, None], t * (n / new_n)[:, None], torch.full((), 2.0 * frames))  # (B, T)
+    top = float(bins - 1)
+    f = torch.arange(bins, dtype=torch.float32)
+    knee = (0.8 * top * torch.clamp(1 / alpha, max=1.0))[:, None]  # (B, 1)
+    src_f = torch.where(f <= knee, f * alpha[:, None], top - (top - knee * alpha[:, None]) * (top - f) / (top - knee))
+    grid = torch.stack([(src_t / (frames - 1) * 2 - 1)[:, None, :].expand(batch, bins, frames),
+                        (src_f / top * 2 - 1)[:, :, None].expand(batch, bins, frames)], dim=-1)
+    out = nn.functional.grid_sample(x[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+    return out[:, 0], new_n.long()
+
+
+def _augment(x: torch.Tensor, n_frames: torch.Tensor, config: TrainConfig,
+             generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Warp, then one time mask and one frequency mask per spectrogram (zero = the floor)."""
+    if config.freq_warp or config.time_stretch:
+        x, n_frames = _warp(x, n_frames, config, generator)
+    else:
+        x = x.clone()
+    bins = x.shape[1]
+    for i in range(len(x)):
         if config.time_mask:
             width = int(torch.randint(0, config.time_mask + 1, (1,), generator=generator))
-            start = int(torch.randint(0, max(1, frames - width), (1,), generator=generator))
+            start = int(torch.randint(0, max(1, int(n_frames[i]) - width), (1,), generator=generator))
             x[i, :, start : start + width] = 0
         if config.freq_mask:
             width = int(torch.randint(0, config.freq_mask + 1, (1,), generator=generator))
             start = int(torch.randint(0, max(1, bins - width), (1,), generator=generator))
             x[i, start : start + width, :] = 0
-    return x
+    return x, n_frames
+
+
+def _length_batches(order: torch.Tensor, n_frames: torch.Tensor, batch_size: int,
+                    generator: torch.Generator) -> list[torch.Tensor]:
+    """Batches of similar length (sorted within shuffled chunks of 16 batches), in random order:
+    the network cuts each batch to its longest segment, so this saves the work on padding."""
+    batches: list[torch.Tensor] = []
+    chunk = 16 * batch_size
+    for first in range(0, len(order), chunk):
+        part = order[first : first + chunk]
+        part = part[torch.argsort(n_frames[part], stable=True)]
+        batches.extend(part.split(batch_size))
+    return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
 
 
 @torch.inference_mode()
 def predict_segments(net: EmotionNet, data: SegmentSet, device: torch.device, bf16: bool,
                      batch_size: int = 128) -> torch.Tensor:
-    """Posteriors (N, classes) of every segment."""
+    """Posteriors (N, classes) of every segment (computed shortest first, returned in order)."""
     net.eval()
-    out = []
-    for first in range(0, len(data.labels), batch_size):
-        x = data.spectrograms[first : first + batch_size].to(device).float()
-        n = data.n_frames[first : first + batch_size]
+    order = torch.argsort(data.n_frames, stable=True)
+    out = torch.zeros(len(order), len(LABELS))
+    for first in range(0, len(order), batch_size):
+        index = order[first : first + batch_size]
+        x = data.spectrograms[index].to(device).float()
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            out.append(torch.softmax(net(x, n).float(), dim=-1).cpu())
-    return torch.cat(out) if out else torch.zeros(0, len(LABELS))
+            out[index] = torch.softmax(net(x, data.n_frames[index]).float(), dim=-1).cpu()
+    return out
 
 
 def accuracies(truth: np.ndarray, predicted: np.ndarray, n_classes: int = len(LABELS)) -> dict:
@@ -156,20 +207,42 @@ def evaluate(posteriors: torch.Tensor, data: SegmentSet) -> dict:
     return {"utterance": accuracies(truth.numpy(), sums.argmax(1).numpy()), "segment": segment}
 
 
+def _schedule(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
+    """Learning-rate factor per step: linear warm-up, then cosine decay to zero at the last epoch."""
+    warmup = max(1, round(config.warmup_epochs * steps_per_epoch))
+    total = max(warmup + 1, config.epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (total - warmup))))
+    return factor
+
+
 def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet, config: TrainConfig,
                 device: torch.device, state_path: Path | None = None,
                 log: Callable[[str], None] = print) -> tuple[EmotionNet, dict]:
-    """Train with early stopping on validation utterance accuracy (WA). Resumes from state_path."""
+    """Train with early stopping on validation utterance accuracy (WA) of the weight average.
+    Resumes from state_path, which is written after every epoch."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     net = EmotionNet(model_config).to(device)
     bf16 = bf16_supported(device)
     if device.type == "cpu" and bf16:
         net = net.to(memory_format=torch.channels_last)
+    average = None
+    if config.ema:
+        average = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
+    selected = average.module if average is not None else net
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    n = len(train.labels)
+    steps = math.ceil(n / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(config, steps))
     counts = torch.bincount(train.labels, minlength=len(LABELS)).float()
     weights = (counts.sum() / (len(LABELS) * counts.clamp(min=1))) if config.class_weights else torch.ones(len(LABELS))
-    loss_fn = nn.CrossEntropyLoss(weight=weights.to(device))
+    if config.oversample:
+        weights = torch.ones(len(LABELS))  # the sampler balances the classes already
+    loss_fn = nn.CrossEntropyLoss(weight=weights.to(device), label_smoothing=config.label_smoothing)
     history: list[dict] = []
     best = {"wa": -1.0, "epoch": -1, "state": None}
     start_epoch = 0
@@ -177,12 +250,15 @@ def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet,
         state = torch.load(state_path, weights_only=True)
         net.load_state_dict(state["net"])
         optimiser.load_state_dict(state["optimiser"])
+        scheduler.load_state_dict(state["scheduler"])
+        if average is not None:
+            average.load_state_dict(state["average"])
         generator.set_state(state["generator"])
         history, best, start_epoch = state["history"], state["best"], state["epoch"] + 1
         log(f"resuming at epoch {start_epoch + 1} (best WA {best['wa']:.3f} at epoch {best['epoch'] + 1})")
-    n = len(train.labels)
     for epoch in range(start_epoch, config.epochs):
-        if epoch - best["epoch"] > config.patience and best["epoch"] >= 0:
+        if best["epoch"] >= 0 and epoch - best["epoch"] > config.patience:
+            log(f"stopping: no better validation accuracy in {config.patience} epochs")
             break
         net.train()
         started = time.monotonic()
@@ -192,30 +268,46 @@ def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet,
         else:
             order = torch.randperm(n, generator=generator)
         total = 0.0
-        steps = math.ceil(n / config.batch_size)
-        for step in range(steps):
-            index = order[step * config.batch_size : (step + 1) * config.batch_size]
-            x = _augment(train.spectrograms[index].float(), config, generator).to(device)
+        batches = _length_batches(order, train.n_frames, config.batch_size, generator)
+        for index in tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False,
+                          disable=None):
+            x, n_frames = _augment(train.spectrograms[index].float(), train.n_frames[index], config, generator)
             y = train.labels[index].to(device)
+            if config.mixup:
+                share = float(torch.distributions.Beta(config.mixup, config.mixup).sample())
+                partner = torch.randperm(len(index), generator=generator)
+                x = share * x + (1 - share) * x[partner]
+                n_frames = torch.maximum(n_frames, n_frames[partner])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = net(x, train.n_frames[index])
+                logits = net(x.to(device), n_frames)
             loss = loss_fn(logits.float(), y)
+            if config.mixup:
+                loss = share * loss + (1 - share) * loss_fn(logits.float(), y[partner.to(device)])
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
+            scheduler.step()
+            if average is not None:
+                average.update_parameters(net)
             total += float(loss.detach())
-        scores = evaluate(predict_segments(net, valid, device, bf16), valid)
+        scores = evaluate(predict_segments(selected, valid, device, bf16), valid)
         wa, ua = scores["utterance"]["wa"], scores["utterance"]["ua"]
-        history.append({"epoch": epoch + 1, "loss": total / steps, "valid_wa": wa, "valid_ua": ua,
-                        "seconds": time.monotonic() - started})
-        if wa > best["wa"]:
-            best = {"wa": wa, "epoch": epoch, "state": {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}}
-        log(f"epoch {epoch + 1}/{config.epochs}: loss {total / steps:.3f}, valid WA {wa:.3f} UA {ua:.3f} "
-            f"({time.monotonic() - started:.0f} s){' *' if best['epoch'] == epoch else ''}")
+        seconds = time.monotonic() - started
+        history.append({"epoch": epoch + 1, "loss": total / len(batches), "valid_wa": wa, "valid_ua": ua,
+                        "seconds": seconds})
+        if wa > best["wa"] and (epoch + 1 >= config.select_from or epoch + 1 == config.epochs):
+            best = {"wa": wa, "epoch": epoch,
+                    "state": {k: v.detach().cpu().clone() for k, v in selected.state_dict().items()}}
+        left = (config.epochs - epoch - 1) * sum(h["seconds"] for h in history) / len(history)
+        log(f"epoch {epoch + 1}/{config.epochs}: loss {total / len(batches):.3f}, valid WA {wa:.3f} UA {ua:.3f} "
+            f"({seconds:.0f} s, at most {left / 60:.0f} min left){' *' if best['epoch'] == epoch else ''}")
         if state_path is not None:
             atomic_torch_save({"net": net.state_dict(), "optimiser": optimiser.state_dict(),
+                               "scheduler": scheduler.state_dict(),
+                               "average": average.state_dict() if average is not None else None,
                                "generator": generator.get_state(), "history": history, "best": best,
                                "epoch": epoch}, state_path)
-    net.load_state_dict(best["state"])
-    net.to(memory_format=torch.contiguous_format)
-    return net, {"history": history, "best_epoch": best["epoch"] + 1, "best_valid_wa": best["wa"], "bf16": bf16}
+    result = EmotionNet(model_config)
+    result.load_state_dict(best["state"])
+    return result.to(device), {"history": history, "best_epoch": best["epoch"] + 1,
+                               "best_valid_wa": best["wa"], "bf16": bf16}

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from sercli.cli import main
@@ -95,7 +96,7 @@ def test_one_epoch_training_run_then_analyze(corpus, tmp_path, example):
     metrics = json.loads((out / "fold1" / "metrics.json").read_text())
     assert metrics["test"]["utterance"]["count"] == 4  # s1 and s2, two utterances each
     report = (out / "results.md").read_text()
-    assert sum(line.startswith("| 1 | ") for line in report.splitlines()) == 1
+    assert sum(line.startswith("| fold1 | ") for line in report.splitlines()) == 1
     assert "--fold 1" in report and "--epochs 1" in report
     analysed = runner.invoke(main, ["analyze", "-m", str(out / "fold1" / "model.pt"), str(example), "-q"])
     assert analysed.exit_code == 0, analysed.stderr
@@ -104,6 +105,21 @@ def test_one_epoch_training_run_then_analyze(corpus, tmp_path, example):
     again = runner.invoke(main, ["train", "--corpus", f"manifest={corpus / 'manifest.csv'}", "--folds",
                                  str(corpus / "folds.csv"), "--fold", "1", "--epochs", "1", "--out", str(out)])
     assert again.exit_code == 0 and "done already" in again.output
+    # evaluate scores the saved fold model on the same test speakers: the same numbers as training.
+    scored = runner.invoke(main, ["evaluate", "--model", str(out / "{run}" / "model.pt"), "--corpus",
+                                  f"manifest={corpus / 'manifest.csv'}", "--folds", str(corpus / "folds.csv"),
+                                  "--fold", "1", "--device", "cpu", "-o", str(tmp_path / "scores.json")])
+    assert scored.exit_code == 0, scored.output
+    scores = json.loads((tmp_path / "scores.json").read_text())["runs"]["fold1"]
+    for level in ("utterance", "segment"):
+        assert scores[level]["confusion"] == metrics["test"][level]["confusion"]
+    assert "| fold1 | 4 |" in scored.stdout
+    everything = runner.invoke(main, ["evaluate", "--model", str(out / "fold1" / "model.pt"), "--corpus",
+                                      f"manifest={corpus / 'manifest.csv'}"])
+    assert everything.exit_code == 0 and "| all | 8 |" in everything.stdout
+    missing = runner.invoke(main, ["evaluate", "--model", str(out / "{run}" / "model.pt"), "--corpus",
+                                   f"manifest={corpus / 'manifest.csv'}"])
+    assert missing.exit_code == 2 and "needs --fold" in missing.stderr
 
 
 def test_ravdess_reader_names(tmp_path):
@@ -182,6 +198,56 @@ def test_iemocap_reader(tmp_path):
         read_iemocap(tmp_path / "Session1")
 
 
+def test_iemocap_protocol_swaps_validation_and_test_inside_each_session(tmp_path):
+    from sercli.corpora import plan_splits, read_iemocap
+
+    fake_iemocap(tmp_path)
+    utterances = read_iemocap(tmp_path)
+    splits = plan_splits(utterances, "all")  # auto: IEMOCAP alone validates inside the held-out session
+    assert [(s.name, sorted(s.valid), sorted(s.test), s.role) for s in splits] == [
+        ("fold1-valid-Session1-F", ["Session1-F"], ["Session1-M"], 0),
+        ("fold1-valid-Session1-M", ["Session1-M"], ["Session1-F"], 1),
+        ("fold2-valid-Session2-F", ["Session2-F"], ["Session2-M"], 0),
+        ("fold2-valid-Session2-M", ["Session2-M"], ["Session2-F"], 1)]
+    assert [s.name for s in plan_splits(utterances, "2")] == ["fold2-valid-Session2-F", "fold2-valid-Session2-M"]
+    trained_outside = plan_splits(utterances, "1", validation="train")
+    assert [(s.name, sorted(s.test)) for s in trained_outside] == [("fold1", ["Session1-F", "Session1-M"])]
+    assert not trained_outside[0].valid & trained_outside[0].test
+
+
+def test_plan_splits_errors_and_every_speaker(corpus):
+    from sercli.corpora import plan_splits
+
+    utterances = assign_folds(read_manifest(corpus / "manifest.csv"), read_folds(corpus / "folds.csv"))
+    (everyone,) = plan_splits(utterances, "none")
+    assert everyone.name == "all" and not everyone.test and everyone.valid
+    for bad in ("3", "x"):
+        with pytest.raises(CorpusError, match="expected all, none or one of"):
+            plan_splits(utterances, bad)
+    with pytest.raises(CorpusError, match="no folds"):
+        plan_splits(read_manifest(corpus / "manifest.csv"), "all")
+
+
+def test_report_gives_one_mean_per_validation_role(tmp_path):
+    from sercli.experiment import _write_report
+    from sercli.model import ModelConfig
+
+    def run(fold, role, speaker, correct):
+        confusion = [[correct, 4 - correct, 0, 0], [0, 4, 0, 0], [0, 0, 4, 0], [0, 0, 0, 4]]
+        level = {"wa": (12 + correct) / 16, "ua": (3 + correct / 4) / 4, "confusion": confusion}
+        return {"fold": fold, "role": role, "validation_speakers": [speaker], "best_epoch": 1, "train_seconds": 60,
+                "test": {"utterance": level, "segment": level}}
+
+    results = {"fold1-valid-S1-F": run(1, 0, "S1-F", 4), "fold1-valid-S1-M": run(1, 1, "S1-M", 0),
+               "fold2-valid-S2-F": run(2, 0, "S2-F", 2), "fold2-valid-S2-M": run(2, 1, "S2-M", 0)}
+    _write_report(tmp_path, results, ModelConfig(), "cmd")
+    summary = json.loads((tmp_path / "results.json").read_text())
+    assert summary["mean"]["wa"] == pytest.approx((16 + 12 + 14 + 12) / 64)
+    assert summary["by_role"]["S1-F, S2-F"]["wa"] == pytest.approx(30 / 32)
+    assert summary["by_role"]["S1-M, S2-M"]["ua"] == pytest.approx(0.75)
+    assert "| mean, validation S1-M, S2-M | 75.0 ± 0.0 | 75.0 ± 0.0 |" in (tmp_path / "results.md").read_text()
+
+
 def test_unknown_corpus_kind_is_a_clear_error(tmp_path):
     from sercli.corpora import read_corpus
 
@@ -211,3 +277,38 @@ def test_train_reads_a_corpus_layout_and_reports_bad_ones(tmp_path):
     assert result.stderr.startswith("sercli: error: ") and ".wav: empty file" in result.stderr
     bad = CliRunner().invoke(main, ["train", "--corpus", f"nemo={tmp_path}", "--out", str(tmp_path / "run")])
     assert bad.exit_code == 2 and "data.tsv: cannot read" in bad.stderr
+
+
+def test_warp_is_identity_at_factor_one_and_keeps_the_floor_past_the_end():
+    from dataclasses import replace
+
+    from sercli.train import TrainConfig, _augment, _warp
+
+    torch.manual_seed(0)
+    x = torch.rand(3, 40, 60)
+    n = torch.tensor([60, 45, 20])
+    for i, length in enumerate(n):
+        x[i, :, length:] = 0
+    generator = torch.Generator().manual_seed(1)
+    still = replace(TrainConfig(), freq_warp=1e-9, time_stretch=1e-9)
+    same, same_n = _warp(x, n, still, generator)
+    torch.testing.assert_close(same, x, atol=1e-4, rtol=0)
+    assert same_n.tolist() == n.tolist()
+    stretched, new_n = _warp(x, n, replace(TrainConfig(), time_stretch=0.3, freq_warp=0.2), generator)
+    assert (new_n != n).any() and (new_n <= 60).all()
+    for i, length in enumerate(new_n):
+        assert stretched[i, :, int(length):].abs().max() == 0
+    masked, masked_n = _augment(x, n, replace(TrainConfig(), freq_warp=0.0, time_stretch=0.0), generator)
+    assert masked_n.tolist() == n.tolist() and (masked <= x).all() and (masked == 0).sum() > (x == 0).sum()
+
+
+def test_length_batches_cover_every_segment_once_with_similar_lengths():
+    from sercli.train import _length_batches
+
+    generator = torch.Generator().manual_seed(0)
+    lengths = torch.randint(20, 300, (1000,), generator=generator)
+    order = torch.randperm(1000, generator=generator)
+    batches = _length_batches(order, lengths, 32, generator)
+    assert sorted(torch.cat(batches).tolist()) == list(range(1000))
+    spread = sum(float(lengths[b].max() - lengths[b].min()) for b in batches) / len(batches)
+    assert spread < 60  # random batches of 32 would span about 250 frames
