@@ -16,12 +16,20 @@ from . import __version__
 from .corpora import Split, Utterance
 from .features import FeatureConfig
 from .model import LABELS, ModelConfig
-from .train import TrainConfig, build_segments, evaluate, predict_segments, train_model
+from .train import SegmentSet, TrainConfig, build_segments, evaluate, predict_segments, train_model
 from .weights import atomic_write_bytes, save_checkpoint
 
 
 def _mean_std(values: list[float]) -> str:
     return f"{100 * np.mean(values):.1f} ± {100 * np.std(values):.1f}"
+
+
+def split_sets(data: SegmentSet, speakers: np.ndarray, split: Split) -> tuple[SegmentSet, SegmentSet, SegmentSet]:
+    """The training, validation and test segments of a split; `speakers` is each utterance's."""
+    assert not (split.valid & split.test), "a speaker in validation and test"
+    role = np.select([np.isin(speakers, sorted(split.test)), np.isin(speakers, sorted(split.valid))], [2, 1], 0)
+    role = torch.from_numpy(role)[data.utterance]
+    return data.subset(role == 0), data.subset(role == 1), data.subset(role == 2)
 
 
 def run_training(utterances: list[Utterance], splits: list[Split], model_config: ModelConfig,
@@ -51,20 +59,14 @@ def run_training(utterances: list[Utterance], splits: list[Split], model_config:
             log(f"{name}: done already ({metrics_path})")
             results[name] = json.loads(metrics_path.read_text())
             continue
-        held_out = split.valid
-        utt_valid = np.isin(speakers, sorted(split.valid))
-        utt_test = np.isin(speakers, sorted(split.test))
-        utt_train = ~utt_valid & ~utt_test
-        assert not (split.valid & split.test), "a speaker in validation and test"
-        role = torch.from_numpy(np.select([utt_test, utt_valid], [2, 1], 0))[data.utterance]
-        train_set, valid_set, test_set = (data.subset(role == r) for r in (0, 1, 2))
-        log(f"{name}: train {int(utt_train.sum())} utterances / {len(train_set.labels)} segments, "
-            f"validation speakers {sorted(held_out)}, test {int(utt_test.sum())} utterances")
+        train_set, valid_set, test_set = split_sets(data, speakers, split)
+        log(f"{name}: train {train_set.n_utterances} utterances / {len(train_set.labels)} segments, "
+            f"validation speakers {sorted(split.valid)}, test {test_set.n_utterances} utterances")
         started = time.monotonic()
         net, info = train_model(model_config, train_set, valid_set, train_config, device,
                                 fold_dir / "state.pt", log)
-        metrics = {"fold": test_fold, "role": split.role, "validation_speakers": sorted(held_out), "test_speakers": sorted(split.test),
-                   "best_epoch": info["best_epoch"],
+        metrics = {"fold": test_fold, "role": split.role, "validation_speakers": sorted(split.valid),
+                   "test_speakers": sorted(split.test), "best_epoch": info["best_epoch"],
                    "valid_wa": info["best_valid_wa"], "train_seconds": time.monotonic() - started,
                    "history": info["history"]}
         if split.test:
@@ -77,8 +79,8 @@ def run_training(utterances: list[Utterance], splits: list[Split], model_config:
             "training": {"command": command, "sercli": __version__, "date": date.today().isoformat(),
                          "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
                          "device": str(device), "corpora": sorted({u.corpus for u in utterances}),
-                         "speakers_train": sorted(set(speakers[utt_train])),
-                         "speakers_validation": sorted(held_out), "speakers_test": sorted(split.test),
+                         "speakers_train": sorted(set(speakers.tolist()) - split.valid - split.test),
+                         "speakers_validation": sorted(split.valid), "speakers_test": sorted(split.test),
                          "test_fold": test_fold,
                          "config": asdict(train_config), "best_epoch": info["best_epoch"]},
             "metrics": {"valid_wa": info["best_valid_wa"]} | (
@@ -101,6 +103,11 @@ def _row(label: str, runs: list[dict]) -> tuple[str, dict]:
     cells = " | ".join(_mean_std(values[k]) for k in keys)
     return f"| {label} | {cells} | | |", {k: float(np.mean(v)) for k, v in values.items()} | {
         k + "_std": float(np.std(v)) for k, v in values.items()}
+
+
+def _confusion_lines(name: str, confusion: list[list[int]]) -> list[str]:
+    return ["", f"Confusion, {name}, utterance level (rows: truth, columns: prediction; {', '.join(LABELS)}):", "",
+            *("    " + " ".join(f"{c:5d}" for c in row) for row in confusion)]
 
 
 def _write_report(out_dir: Path, results: dict, model_config: ModelConfig, command: str) -> None:
@@ -126,8 +133,7 @@ def _write_report(out_dir: Path, results: dict, model_config: ModelConfig, comma
                 line, summary["by_role"][who] = _row(f"mean, validation {who}", runs)
                 lines.append(line)
     for name, m in tested.items():
-        lines += ["", f"Confusion, {name}, utterance level (rows: truth, columns: prediction; {', '.join(LABELS)}):", ""]
-        lines += ["    " + " ".join(f"{c:5d}" for c in row) for row in m["test"]["utterance"]["confusion"]]
+        lines += _confusion_lines(name, m["test"]["utterance"]["confusion"])
     atomic_write_bytes(out_dir / "results.md", ("\n".join(lines) + "\n").encode())
     atomic_write_bytes(out_dir / "results.json", json.dumps(summary, indent=1).encode())
 
@@ -141,16 +147,18 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
     speakers = np.array([u.speaker for u in utterances])
     runs = splits or [Split("all", None, frozenset(speakers.tolist()), frozenset())]
     datasets: dict = {}
+    models: dict = {}
     results: dict = {"model": model, "runs": {}}
     for split in runs:
-        loaded = load_model(model.replace("{run}", split.name) if model else None, device=device, precision=precision)
+        spec = model.replace("{run}", split.name) if model else None
+        if spec not in models:
+            models[spec] = load_model(spec, device=device, precision=precision)
+        loaded = models[spec]
         results["model"] = model or str(loaded.path)
         key = tuple(sorted(asdict(loaded.features).items()))
         if key not in datasets:
             datasets[key] = build_segments(utterances, loaded.features, cache_dir, log)
-        data = datasets[key]
-        chosen = torch.from_numpy(np.isin(speakers, sorted(split.test)))[data.utterance]
-        test_set = data.subset(chosen)
+        test_set = split_sets(datasets[key], speakers, split)[2]
         scores = evaluate(predict_segments(loaded.net, test_set, loaded.device, loaded.precision == "bf16"), test_set)
         results["runs"][split.name] = {"model": str(loaded.path), "test_speakers": sorted(split.test)} | scores
         log(f"{split.name}: utterance WA {scores['utterance']['wa']:.3f} UA {scores['utterance']['ua']:.3f}, "
@@ -174,6 +182,5 @@ def evaluation_table(results: dict) -> str:
         lines.append("| mean ± std | | " + " | ".join(f"{100 * m[k]:.1f} ± {100 * m[k + '_std']:.1f}"
                                                      for k in ("wa", "ua", "segment_wa", "segment_ua")) + " |")
     for name, r in results["runs"].items():
-        lines += ["", f"Confusion, {name}, utterance level (rows: truth, columns: prediction; {', '.join(LABELS)}):", ""]
-        lines += ["    " + " ".join(f"{c:5d}" for c in row) for row in r["utterance"]["confusion"]]
+        lines += _confusion_lines(name, r["utterance"]["confusion"])
     return "\n".join(lines) + "\n"

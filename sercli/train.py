@@ -59,6 +59,10 @@ class SegmentSet:
     utterance: torch.Tensor  # (N,) index into the utterance list
     labels: torch.Tensor  # (N,) class index
 
+    @property
+    def n_utterances(self) -> int:
+        return int(torch.unique(self.utterance).numel())
+
     def subset(self, mask: torch.Tensor) -> "SegmentSet":
         return SegmentSet(self.spectrograms[mask], self.n_frames[mask], self.utterance[mask], self.labels[mask])
 

@@ -10,12 +10,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-import torch
 
 from sercli.features import FeatureConfig
 from sercli.model import ModelConfig
-from sercli.weights import checksum_path, save_checkpoint, sha256_of
+from sercli.weights import ModelError, read_checkpoint, save_checkpoint
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
@@ -25,13 +23,10 @@ def main() -> None:
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("name")
     args = parser.parse_args()
-    expected = checksum_path(args.checkpoint).read_text().split()[0]
-    if sha256_of(args.checkpoint) != expected:
-        raise SystemExit(f"{args.checkpoint}: sha256 mismatch")
-    # Our own verified file; checkpoints written before metadata was made plain-typed hold
-    # numpy strings, which only the full unpickler reads.
-    with torch.serialization.safe_globals([np._core.multiarray.scalar, np.dtype, np.dtypes.StrDType]):
-        checkpoint = torch.load(args.checkpoint, map_location="cpu", weights_only=True)
+    try:
+        checkpoint = read_checkpoint(args.checkpoint)
+    except ModelError as exc:
+        raise SystemExit(str(exc)) from exc
     meta = dict(checkpoint["meta"])
     features = FeatureConfig(**meta.pop("features"))
     meta.pop("labels", None)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from sercli.corpora import assign_folds, plan_splits, read_folds, read_manifest
+from sercli.experiment import split_sets
 from sercli.features import FeatureConfig
 from sercli.model import ModelConfig
 from sercli.train import TrainConfig, build_segments, evaluate, predict_segments, train_model
@@ -65,9 +66,7 @@ def main() -> None:
               "folds": {}}
     chosen = {int(k) for k in args.folds.split(",")}
     for split in [s for s in plan_splits(utterances, "all", seed=train_config.seed) if s.fold in chosen]:
-        role = np.select([np.isin(speakers, sorted(split.test)), np.isin(speakers, sorted(split.valid))], [2, 1], 0)
-        role = torch.from_numpy(role)[data.utterance]
-        train_set, valid_set, test_set = (data.subset(role == r) for r in (0, 1, 2))
+        train_set, valid_set, test_set = split_sets(data, speakers, split)
         started = time.monotonic()
         net, info = train_model(model_config, train_set, valid_set, train_config, device,
                                 log=lambda line: print(f"{args.name} {split.name} {line}", flush=True))
