@@ -304,10 +304,13 @@ def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
               help="3 conv layers + BiLSTM (paper Figure 1) or the 5-conv CNN.")
 @click.option("--grid", type=click.Choice(["10", "20"]), default="10", show_default=True, help="Frequency grid, Hz.")
 @click.option("--window", type=click.Choice(["40", "20"]), default="40", show_default=True, help="Window, ms.")
-@click.option("--epochs", type=click.IntRange(min=1), default=10, show_default=True,
-              help="Epochs per run; the learning rate decays to zero over them (cosine). The model kept is the "
-                   "one with the best validation accuracy from epoch 4 on.")
-@click.option("--patience", type=click.IntRange(min=1), default=4, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Most epochs per run (constant learning rate after a one-epoch warm-up).")
+@click.option("--average-from", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Average the weights at the end of every epoch from this one on (stochastic weight "
+                   "averaging); the average is validated and the best one kept. 0: keep the single epoch "
+                   "with the best validation accuracy.")
+@click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
               help="Stop after this many epochs without a better validation accuracy.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Segments per step.")
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="AdamW peak learning rate.")
@@ -322,7 +325,7 @@ def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for cached spectrograms (default: OUT/cache).")
 def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validation, topology, grid, window, epochs,
-          patience, batch_size, lr, oversample, seed, device, out_dir, cache_dir) -> None:
+          average_from, patience, batch_size, lr, oversample, seed, device, out_dir, cache_dir) -> None:
     """Train and cross-validate a model on labelled speech.
 
     Each utterance is cut into segments of at most 3 s as at analysis time; utterance scores
@@ -343,14 +346,14 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
         _say(None, "error", str(exc))
         sys.exit(EXIT_USAGE)
     model_config = ModelConfig(topology=topology, grid_hz=int(grid), window_ms=int(window))
-    train_config = TrainConfig(epochs=epochs, patience=patience, batch_size=batch_size, lr=lr,
-                               oversample=oversample, seed=seed)
+    train_config = TrainConfig(epochs=epochs, swa_from=average_from, patience=patience, batch_size=batch_size,
+                               lr=lr, oversample=oversample, seed=seed)
     command = " ".join(["sercli train", *(f"--corpus {c}" for c in corpora),
                         *(["--include-scripted"] if include_scripted else []),
                         *(["--excited-as-happy"] if excited_as_happy else []),
                         *([f"--folds {folds_path}"] if folds_path else []),
                         f"--fold {fold or 'all'} --validation {validation} --topology {topology} --grid {grid} "
-                        f"--window {window} --epochs {epochs} --patience {patience} --batch-size {batch_size} "
+                        f"--window {window} --epochs {epochs} --average-from {average_from} --patience {patience} --batch-size {batch_size} "
                         f"--lr {lr}{' --oversample' if oversample else ''} --seed {seed} --out {out_dir}"])
     try:
         run_training(utterances, splits, model_config, train_config, target, out_dir,

@@ -31,15 +31,19 @@ from .weights import atomic_torch_save, bf16_supported
 class TrainConfig:
     """Optimisation settings; the paper gives none beyond class weighting, these are ours."""
 
-    epochs: int = 10  # also the length of the cosine learning-rate schedule
+    epochs: int = 16  # also the length of the cosine learning-rate schedule
     select_from: int = 4  # the first epoch whose model may be selected (earlier ones are underfit)
-    patience: int = 4  # epochs without a better validation accuracy before stopping
+    patience: int = 5  # epochs without a better validation accuracy before stopping
     batch_size: int = 32
     lr: float = 1e-3  # peak, after a linear warm-up
     warmup_epochs: float = 1.0
+    schedule: str = "constant"  # after the warm-up: "constant" or "cosine" (decay to zero at the last epoch)
     weight_decay: float = 1e-2
     label_smoothing: float = 0.1
-    ema: float = 0.99  # decay per step of the weight average that is validated and kept; 0: off
+    # Weight averaging; the average is what is validated and kept. The network's predictions
+    # on unseen speakers swing from epoch to epoch, so a single epoch's weights are a lottery.
+    swa_from: int = 4  # uniform average of the end-of-epoch weights from this epoch on; 0: off
+    ema: float = 0.0  # or: exponential average per step with this decay (e.g. 0.99); 0: off
     class_weights: bool = True  # loss weighted in inverse proportion to class size (paper)
     oversample: bool = False  # draw batches with equal class shares instead
     time_mask: int = 30  # frames, SpecAugment-style masks during training
@@ -48,6 +52,12 @@ class TrainConfig:
     time_stretch: float = 0.15  # random tempo change of up to +-15%
     mixup: float = 0.0  # Beta(a, a) mixing of pairs of spectrograms and their labels; 0: off
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.schedule not in ("constant", "cosine"):
+            raise ValueError(f"schedule must be constant or cosine, not {self.schedule!r}")
+        if self.swa_from and self.ema:
+            raise ValueError("choose one weight average: swa_from or ema")
 
 
 @dataclass
@@ -212,13 +222,16 @@ def evaluate(posteriors: torch.Tensor, data: SegmentSet) -> dict:
 
 
 def _schedule(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
-    """Learning-rate factor per step: linear warm-up, then cosine decay to zero at the last epoch."""
+    """Learning-rate factor per step: linear warm-up, then constant or cosine decay to zero at the
+    last epoch."""
     warmup = max(1, round(config.warmup_epochs * steps_per_epoch))
     total = max(warmup + 1, config.epochs * steps_per_epoch)
 
     def factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / warmup
+        if config.schedule == "constant":
+            return 1.0
         return 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / (total - warmup))))
     return factor
 
@@ -226,8 +239,8 @@ def _schedule(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], floa
 def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet, config: TrainConfig,
                 device: torch.device, state_path: Path | None = None,
                 log: Callable[[str], None] = print) -> tuple[EmotionNet, dict]:
-    """Train with early stopping on validation utterance accuracy (WA) of the weight average.
-    Resumes from state_path, which is written after every epoch."""
+    """Train with early stopping on validation utterance accuracy (WA) of the weight average (of
+    the network itself when there is none). Resumes from state_path, written after every epoch."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     net = EmotionNet(model_config).to(device)
@@ -237,7 +250,8 @@ def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet,
     average = None
     if config.ema:
         average = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
-    selected = average.module if average is not None else net
+    elif config.swa_from:
+        average = AveragedModel(net, use_buffers=True)  # batch-norm statistics are averaged too
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n = len(train.labels)
     steps = math.ceil(n / config.batch_size)
@@ -291,9 +305,12 @@ def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet,
             loss.backward()
             optimiser.step()
             scheduler.step()
-            if average is not None:
+            if config.ema:
                 average.update_parameters(net)
             total += float(loss.detach())
+        if config.swa_from and epoch + 1 >= config.swa_from:
+            average.update_parameters(net)
+        selected = average.module if average is not None and int(average.n_averaged) > 0 else net
         scores = evaluate(predict_segments(selected, valid, device, bf16), valid)
         wa, ua = scores["utterance"]["wa"], scores["utterance"]["ua"]
         seconds = time.monotonic() - started

@@ -312,3 +312,36 @@ def test_length_batches_cover_every_segment_once_with_similar_lengths():
     assert sorted(torch.cat(batches).tolist()) == list(range(1000))
     spread = sum(float(lengths[b].max() - lengths[b].min()) for b in batches) / len(batches)
     assert spread < 60  # random batches of 32 would span about 250 frames
+
+
+def test_weight_average_is_the_mean_of_the_epoch_end_weights(tmp_path):
+    from dataclasses import replace
+
+    from sercli.model import ModelConfig
+    from sercli.train import SegmentSet, TrainConfig, train_model
+
+    generator = torch.Generator().manual_seed(0)
+    n = 12
+    data = SegmentSet(torch.rand(n, 200, 40, generator=generator).half(), torch.full((n,), 40),
+                      torch.arange(n), torch.arange(n) % 4)
+    model_config = ModelConfig(grid_hz=20, n_frames=40, lstm_hidden=8, dense=8)
+    config = replace(TrainConfig(), epochs=1, swa_from=1, batch_size=4, time_mask=0, freq_mask=0,
+                     freq_warp=0.0, time_stretch=0.0)
+    state = tmp_path / "state.pt"
+    quiet = lambda message: None  # noqa: E731
+    train_model(model_config, data, data, config, torch.device("cpu"), state, log=quiet)
+    first = torch.load(state, weights_only=True)["net"]
+    net, _ = train_model(model_config, data, data, replace(config, epochs=2), torch.device("cpu"), state,
+                         log=quiet)
+    saved = torch.load(state, weights_only=True)
+    second, average = saved["net"], saved["average"]
+    assert int(average["n_averaged"]) == 2
+    for name, value in first.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(average[f"module.{name}"], (value + second[name]) / 2)
+    kept = net.state_dict()  # the better of the two averages on validation
+    for name, value in saved["best"]["state"].items():
+        torch.testing.assert_close(kept[name], value)
+    assert not torch.equal(first["head.0.weight"], second["head.0.weight"])
+    with pytest.raises(ValueError, match="one weight average"):
+        replace(TrainConfig(), ema=0.99, swa_from=3)
