@@ -119,6 +119,10 @@ def main() -> None:
               help="With --output-dir: skip inputs whose output already exists (resume a batch).")
 @click.option("--segmentation", type=click.Choice(["speech", "fixed"]), default="speech", show_default=True,
               help="speech: voice-activity regions cut into near-equal parts; fixed: consecutive windows.")
+@click.option("--denoise", is_flag=True,
+              help="Rebuild voiced speech from its pitch before classifying, for speech under music, crowds "
+                   "or applause (the paper's noise filter); uses the model trained that way "
+                   f"(default: cnn-lstm-10hz-denoise).")
 @click.option("--max-segment", type=click.FloatRange(0.5, 3.0), default=3.0, show_default=True,
               metavar="SECONDS", help="Longest segment (the paper's T).")
 @click.option("--audio-stream", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
@@ -131,7 +135,7 @@ def main() -> None:
               help="auto: bf16 where the hardware runs it fast (AMX CPUs, recent GPUs), else fp32.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, warnings or summary on stderr; errors only.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
-def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing, segmentation, max_segment,
+def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing, segmentation, denoise, max_segment,
             audio_stream, device, batch_size, precision, quiet, debug) -> None:
     """Label every stretch of speech (at most 3 s) in PATH... with an emotion.
 
@@ -147,11 +151,15 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
 
     from .predict import DeviceOutOfMemory, FileFailure, Pipeline
     from .segment import SegmentationConfig
-    from .weights import ModelError, load_model
+    from .weights import DEFAULT_DENOISE_MODEL, ModelError, load_model
     from .writers import WRITERS, AtomicFile, write_one
 
     try:
-        model = load_model(model_name, device=device, precision=precision)
+        model = load_model(model_name or (DEFAULT_DENOISE_MODEL if denoise else None), device=device,
+                           precision=precision)
+        if denoise and not model.features.denoise:
+            raise ModelError(f"{model_name}: this model was trained on normal spectrograms; --denoise needs one "
+                             "trained with `sercli train --denoise` (or leave out --model)")
     except ModelError as exc:
         _say(None, "error", str(exc))
         sys.exit(EXIT_USAGE)
@@ -304,6 +312,9 @@ def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
               help="3 conv layers + BiLSTM (paper Figure 1) or the 5-conv CNN.")
 @click.option("--grid", type=click.Choice(["10", "20"]), default="10", show_default=True, help="Frequency grid, Hz.")
 @click.option("--window", type=click.Choice(["40", "20"]), default="40", show_default=True, help="Window, ms.")
+@click.option("--denoise", is_flag=True,
+              help="Train on the noise filter's spectrograms (voiced frames rebuilt from their pitch): the "
+                   "model `sercli analyze --denoise` needs.")
 @click.option("--epochs", type=click.IntRange(min=1), default=16, show_default=True,
               help="Most epochs per run (constant learning rate after a one-epoch warm-up).")
 @click.option("--average-from", type=click.IntRange(min=0), default=4, show_default=True,
@@ -324,8 +335,8 @@ def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
                    "rerunning the same command resumes it.")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for cached spectrograms (default: OUT/cache).")
-def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validation, topology, grid, window, epochs,
-          average_from, patience, batch_size, lr, oversample, seed, device, out_dir, cache_dir) -> None:
+def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validation, topology, grid, window, denoise,
+          epochs, average_from, patience, batch_size, lr, oversample, seed, device, out_dir, cache_dir) -> None:
     """Train and cross-validate a model on labelled speech.
 
     Each utterance is cut into segments of at most 3 s as at analysis time; utterance scores
@@ -353,53 +364,119 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
                         *(["--excited-as-happy"] if excited_as_happy else []),
                         *([f"--folds {folds_path}"] if folds_path else []),
                         f"--fold {fold or 'all'} --validation {validation} --topology {topology} --grid {grid} "
-                        f"--window {window} --epochs {epochs} --average-from {average_from} --patience {patience} --batch-size {batch_size} "
+                        f"--window {window}{' --denoise' if denoise else ''} --epochs {epochs} "
+                        f"--average-from {average_from} --patience {patience} --batch-size {batch_size} "
                         f"--lr {lr}{' --oversample' if oversample else ''} --seed {seed} --out {out_dir}"])
     try:
         run_training(utterances, splits, model_config, train_config, target, out_dir,
-                     cache_dir or out_dir / "cache", command=command)
+                     cache_dir or out_dir / "cache", command=command, denoise=denoise)
     except CorpusError as exc:
         _say(None, "error", str(exc))
         sys.exit(EXIT_FAILED)
 
 
 @main.command()
-@click.option("--model", "model", default=None, metavar="NAME|PATH",
-              help="Checkpoint to score (default: the installed default model). '{run}' in a path stands for "
-                   "each run's folder name, so RUN/{run}/model.pt scores every fold model of a training run "
-                   "on its own test speakers.")
+@click.option("--model", "model_specs", multiple=True, metavar="NAME|PATH",
+              help="Checkpoint to score, repeatable (default: the installed default model). '{run}' in a path "
+                   "stands for each run's folder name, so RUN/{run}/model.pt scores every fold model of a "
+                   "training run on its own test speakers.")
 @_corpus_options("score on", "Score only the test speakers of these folds (all|N), with the same runs as "
                  "`sercli train`; without it every utterance is scored.")
+@click.option("--noise", "noises", multiple=True, metavar="DIR|babble",
+              help="Also score with this noise added to the test speech, repeatable: a folder of noise files, "
+                   "a folder of such folders (one condition each, e.g. ../shared/data/noise), or babble "
+                   "(6-10 overlapping utterances of speakers outside the test fold).")
+@click.option("--snr", "snrs", type=float, multiple=True, metavar="DB",
+              help="Signal-to-noise ratio of --noise in dB (active speech over noise power), repeatable "
+                   "[default: 0].")
+@click.option("--noise-seed", type=int, default=0, show_default=True,
+              help="Seed for noise offsets and babble talkers.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]", help="Where to run.")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for cached spectrograms (default: none).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the scores, with confusion matrices, to this JSON file.")
-def evaluate(model, corpora, include_scripted, excited_as_happy, folds_path, fold, validation, device,
-             precision, cache_dir, output) -> None:
-    """Score a checkpoint on labelled speech: WA, UA and confusion, per utterance and segment."""
+def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_path, fold, validation, noises, snrs,
+             noise_seed, device, precision, cache_dir, output) -> None:
+    """Score checkpoints on labelled speech: WA, UA and confusion, per utterance and segment.
+
+    With --noise, each noise category at each --snr is a further condition; several models and
+    conditions end in one table, condition by model (the paper's Table 2 for a normal and a
+    --denoise model).
+    """
     import json
 
     from .corpora import CorpusError, plan_splits
-    from .experiment import evaluation_table, run_evaluation
+    from .experiment import CLEAN, Condition, conditions_table, evaluation_table, run_evaluation
+    from .noise import NoiseError, noise_categories
     from .weights import ModelError, atomic_write_bytes
 
+    if snrs and not noises:
+        raise click.UsageError("--snr needs --noise")
     try:
+        conditions = [CLEAN]
+        for given in noises:
+            folders = {"babble": None} if given == "babble" else noise_categories(given)
+            for snr in snrs or (0.0,):
+                conditions += [Condition(name, snr, str(folder) if folder else None, noise_seed)
+                               for name, folder in folders.items()]
         utterances = _load_corpora(corpora, include_scripted, excited_as_happy, folds_path)
         if fold == "none":
             raise CorpusError("--fold none trains on every speaker; to score every utterance, leave out --fold")
         splits = plan_splits(utterances, fold, validation) if fold else []
-        if "{run}" in (model or "") and not splits:
+        if any("{run}" in spec for spec in model_specs) and not splits:
             raise CorpusError("--model with {run} needs --fold (and --folds unless the corpus has its own)")
-        results = run_evaluation(utterances, splits, model, device, precision, cache_dir,
-                                 log=lambda line: click.echo(line, err=True))
-    except (CorpusError, ModelError) as exc:
+        results = [run_evaluation(utterances, splits, spec, device, precision, cache_dir,
+                                  log=lambda line: click.echo(line, err=True), conditions=tuple(conditions))
+                   for spec in (model_specs or (None,))]
+    except (CorpusError, ModelError, NoiseError) as exc:
         _say(None, "error", str(exc))
         sys.exit(EXIT_USAGE)
-    click.echo(evaluation_table(results), nl=False)
+    if len(results) == 1 and len(conditions) == 1:
+        click.echo(evaluation_table(results[0]), nl=False)
+    else:
+        click.echo(conditions_table(results), nl=False)
     if output is not None:
-        atomic_write_bytes(output, json.dumps(results, indent=1).encode())
+        atomic_write_bytes(output, json.dumps(results[0] if len(results) == 1 else results, indent=1).encode())
+
+
+@main.command()
+@click.argument("path", metavar="FILE")
+@click.option("--start", type=click.FloatRange(min=0), default=0.0, show_default=True, metavar="SECONDS",
+              help="Where the segment starts in FILE.")
+@click.option("--duration", type=click.FloatRange(0.1, 3.0), default=3.0, show_default=True, metavar="SECONDS",
+              help="Segment length (the model's inputs are at most 3 s).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG to write [default: FILE's name + -START s.png in the current folder].")
+@click.option("--grid", type=click.Choice(["10", "20"]), default="10", show_default=True, help="Frequency grid, Hz.")
+@click.option("--window", type=click.Choice(["40", "20"]), default="40", show_default=True, help="Window, ms.")
+@click.option("--audio-stream", type=click.IntRange(min=0), default=0, show_default=True, metavar="N")
+def plot(path, start, duration, output, grid, window, audio_stream) -> None:
+    """Draw a segment's normal and denoised spectrograms side by side (PNG), to see what --denoise does.
+
+    Both are the model's normalised inputs; the pitch track that drives the noise filter is drawn
+    over the denoised one. Needs matplotlib: pip install "sercli[plot]".
+    """
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        _say(None, "error", 'sercli plot needs matplotlib: pip install "sercli[plot]"')
+        sys.exit(EXIT_USAGE)
+    from .audio import AudioError
+    from .features import FeatureConfig
+    from .plot import plot_segment
+
+    out = output or Path(f"{Path(path).name}-{start:g}s.png")
+    try:
+        plot_segment(path, start, duration, out, FeatureConfig(grid_hz=int(grid), window_ms=int(window)), audio_stream)
+    except AudioError as exc:
+        _say(None, "error", f"{path}: {exc}")
+        sys.exit(EXIT_FAILED)
+    except OSError as exc:
+        _say(None, "error", f"{out}: cannot write: {exc}")
+        sys.exit(EXIT_FAILED)
+    click.echo(str(out))
 
 
 @main.command()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import date
 from pathlib import Path
 
@@ -34,9 +34,10 @@ def split_sets(data: SegmentSet, speakers: np.ndarray, split: Split) -> tuple[Se
 
 def run_training(utterances: list[Utterance], splits: list[Split], model_config: ModelConfig,
                  train_config: TrainConfig, device: torch.device, out_dir: Path, cache_dir: Path,
-                 command: str = "") -> dict:
-    """Train one model per split (see corpora.plan_splits) and write the reports."""
-    features = FeatureConfig(grid_hz=model_config.grid_hz, window_ms=model_config.window_ms)
+                 command: str = "", denoise: bool = False) -> dict:
+    """Train one model per split (see corpora.plan_splits) and write the reports. denoise:
+    train on the harmonic model's spectrograms (sercli.denoise), the paper's modified predictor."""
+    features = FeatureConfig(grid_hz=model_config.grid_hz, window_ms=model_config.window_ms, denoise=denoise)
     out_dir.mkdir(parents=True, exist_ok=True)
     log_file = open(out_dir / "train.log", "a", encoding="utf-8")
 
@@ -138,39 +139,109 @@ def _write_report(out_dir: Path, results: dict, model_config: ModelConfig, comma
     atomic_write_bytes(out_dir / "results.json", json.dumps(summary, indent=1).encode())
 
 
+@dataclass(frozen=True)
+class Condition:
+    """How test speech is heard: clean, or with a noise added at an SNR (sercli.noise)."""
+
+    name: str = "clean"  # "clean", a noise category (its folder's name) or "babble"
+    snr_db: float | None = None
+    folder: str | None = None  # the noise's folder; None for clean and babble
+    seed: int = 0
+
+    @property
+    def label(self) -> str:
+        return self.name if self.snr_db is None else f"{self.name} {self.snr_db:g} dB"
+
+
+CLEAN = Condition()
+BABBLE_POOL = 60  # utterances per split that babble is drawn from
+
+
+def _corruption(condition: Condition, utterances: list[Utterance], split: Split, heard: list[Utterance],
+                noises: dict):
+    """(corrupt function, cache key) for build_segments(heard, ...): the test utterances `heard`
+    of `split` under a noisy `condition`. `noises` keeps decoded noise between calls."""
+    from .audio import load_audio
+    from .noise import babble, load_noise, mix, utterance_seed
+
+    if condition.snr_db is None:
+        return None, ""
+    if condition.name == "babble":
+        pool_key = ("babble", split.name, condition.seed)
+        if pool_key not in noises:  # speakers outside the test fold, decoded once per split
+            others = [u for u in utterances if u.speaker not in split.test]
+            rng = utterance_seed(condition.seed, f"babble-pool:{split.name}")
+            chosen = rng.choice(len(others), size=min(BABBLE_POOL, len(others)), replace=False)
+            noises[pool_key] = [load_audio(others[i].path) for i in sorted(chosen)]
+        pool = noises[pool_key]
+
+        def noise_for(clean, rng):
+            return babble(pool, len(clean), rng)
+        key = f"babble:{split.name}:{condition.snr_db}:{condition.seed}"
+    else:
+        if condition.folder not in noises:
+            noises[condition.folder] = load_noise(condition.folder)
+        loaded = noises[condition.folder]
+
+        def noise_for(clean, rng):
+            return loaded
+        key = f"{condition.folder}:{condition.snr_db}:{condition.seed}"
+
+    def corrupt(i: int, clean: np.ndarray) -> np.ndarray:
+        rng = utterance_seed(condition.seed, f"{condition.name}:{heard[i].path}")
+        return mix(clean, noise_for(clean, rng), condition.snr_db, rng)
+
+    return corrupt, key
+
+
 def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str | None, device: str, precision: str,
-                   cache_dir: Path | None, log=print) -> dict:
+                   cache_dir: Path | None, log=print, conditions: tuple[Condition, ...] = (CLEAN,),
+                   loaded_models: dict | None = None) -> dict:
     """Score a checkpoint (or, with "{run}" in `model`, each split's own checkpoint) on the test
-    speakers of each split; with no splits, on every utterance. Returns per-run and mean scores."""
+    speakers of each split; with no splits, on every utterance. Each condition (clean, or a noise
+    at an SNR) is scored separately: {"model", "conditions": {label: {"runs", "mean"}}}; the clean
+    condition's runs and mean are also at the top level."""
     from .weights import load_model
 
     speakers = np.array([u.speaker for u in utterances])
     runs = splits or [Split("all", None, frozenset(speakers.tolist()), frozenset())]
+    models = loaded_models if loaded_models is not None else {}
+    noises: dict = {}
     datasets: dict = {}
-    models: dict = {}
-    results: dict = {"model": model, "runs": {}}
-    for split in runs:
-        spec = model.replace("{run}", split.name) if model else None
-        if spec not in models:
-            models[spec] = load_model(spec, device=device, precision=precision)
-        loaded = models[spec]
-        results["model"] = model or str(loaded.path)
-        key = tuple(sorted(asdict(loaded.features).items()))
-        if key not in datasets:
-            datasets[key] = build_segments(utterances, loaded.features, cache_dir, log)
-        test_set = split_sets(datasets[key], speakers, split)[2]
-        scores = evaluate(predict_segments(loaded.net, test_set, loaded.device, loaded.precision == "bf16"), test_set)
-        results["runs"][split.name] = {"model": str(loaded.path), "test_speakers": sorted(split.test)} | scores
-        log(f"{split.name}: utterance WA {scores['utterance']['wa']:.3f} UA {scores['utterance']['ua']:.3f}, "
-            f"segment WA {scores['segment']['wa']:.3f} UA {scores['segment']['ua']:.3f} "
-            f"({scores['utterance']['count']} utterances)")
-    if len(results["runs"]) > 1:
-        _, results["mean"] = _row("mean", [{"test": r} for r in results["runs"].values()])
+    results: dict = {"model": model, "conditions": {}}
+    for condition in conditions:
+        scored: dict = {"runs": {}}
+        for split in runs:
+            spec = model.replace("{run}", split.name) if model else None
+            if spec not in models:
+                models[spec] = load_model(spec, device=device, precision=precision)
+            loaded = models[spec]
+            results["model"] = model or str(loaded.path)
+            if condition.snr_db is None:  # clean: featurise every utterance once, pick each split's
+                key = (tuple(sorted(asdict(loaded.features).items())), "clean")
+                if key not in datasets:
+                    datasets[key] = build_segments(utterances, loaded.features, cache_dir, log)
+                test_set = split_sets(datasets[key], speakers, split)[2]
+            else:  # noisy: featurise only this split's test utterances, with their noise
+                heard = [u for u in utterances if u.speaker in split.test]
+                corrupt, corrupt_key = _corruption(condition, utterances, split, heard, noises)
+                test_set = build_segments(heard, loaded.features, cache_dir, log, corrupt, corrupt_key)
+            scores = evaluate(predict_segments(loaded.net, test_set, loaded.device, loaded.precision == "bf16"),
+                              test_set)
+            scored["runs"][split.name] = {"model": str(loaded.path), "test_speakers": sorted(split.test)} | scores
+            log(f"{condition.label}, {split.name}: utterance WA {scores['utterance']['wa']:.3f} "
+                f"UA {scores['utterance']['ua']:.3f}, segment WA {scores['segment']['wa']:.3f} "
+                f"UA {scores['segment']['ua']:.3f} ({scores['utterance']['count']} utterances)")
+        if len(scored["runs"]) > 1:
+            _, scored["mean"] = _row("mean", [{"test": r} for r in scored["runs"].values()])
+        results["conditions"][condition.label] = scored
+    first = next(iter(results["conditions"].values()))
+    results.update(first)
     return results
 
 
 def evaluation_table(results: dict) -> str:
-    """Markdown table of run_evaluation's results."""
+    """Markdown table of run_evaluation's results (its first condition)."""
     lines = [f"Model: `{results['model']}`", "",
              "| run | utterances | utterance WA | utterance UA | segment WA | segment UA |", "|---|---|---|---|---|---|"]
     for name, r in results["runs"].items():
@@ -183,4 +254,30 @@ def evaluation_table(results: dict) -> str:
                                                      for k in ("wa", "ua", "segment_wa", "segment_ua")) + " |")
     for name, r in results["runs"].items():
         lines += _confusion_lines(name, r["utterance"]["confusion"])
+    return "\n".join(lines) + "\n"
+
+
+def _overall(scored: dict) -> dict:
+    """Mean utterance WA/UA of a condition's runs (the only run's when there is one)."""
+    if "mean" in scored:
+        return scored["mean"]
+    (run,) = scored["runs"].values()
+    return {"wa": run["utterance"]["wa"], "ua": run["utterance"]["ua"]}
+
+
+def conditions_table(all_results: list[dict]) -> str:
+    """Markdown table: one row per condition, utterance WA / UA per model (mean over runs);
+    the paper's Table 2 when the models are a normal and a denoising predictor."""
+    labels = list(dict.fromkeys(label for r in all_results for label in r["conditions"]))
+    lines = ["| condition | " + " | ".join(f"`{r['model']}` WA | UA" for r in all_results) + " |",
+             "|---|" + "---|---|" * len(all_results)]
+    for label in labels:
+        cells = []
+        for r in all_results:
+            if label in r["conditions"]:
+                m = _overall(r["conditions"][label])
+                cells.append(f"{100 * m['wa']:.1f} | {100 * m['ua']:.1f}")
+            else:
+                cells.append(" | ")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -30,6 +30,12 @@ class FeatureConfig:
     # same spectrogram. "none": absolute dB re full scale, as in the paper.
     level: str = "speech"
     level_percentile: float = 95.0
+    # The paper's noise filter (sercli.denoise): voiced frames rebuilt from their pitch, the
+    # rest silent. Praat pitch settings: floor and ceiling in Hz, and its voicing threshold.
+    denoise: bool = False
+    pitch_floor_hz: float = 75.0
+    pitch_ceiling_hz: float = 600.0
+    voicing_threshold: float = 0.45
 
     def __post_init__(self) -> None:
         if self.grid_hz not in (10, 20):
@@ -127,9 +133,36 @@ def _percentile(values: torch.Tensor, valid: torch.Tensor, q: float) -> torch.Te
     return ordered.gather(1, rank[:, None]).squeeze(1)
 
 
-def log_spectrograms(segments: list[np.ndarray], config: FeatureConfig,
-                     device: torch.device | str = "cpu") -> torch.Tensor:
-    """The model's input for a batch of 16 kHz segments: (B, n_bins, n_frames) float32."""
+def pitch_tracker(config: FeatureConfig):
+    """samples -> F0 per 10 ms frame (0 where unvoiced) with the config's pitch settings, or
+    None when the config does not denoise."""
+    if not config.denoise:
+        return None
+    from functools import partial
+
+    from .denoise import pitch_track
+
+    return partial(pitch_track, floor_hz=config.pitch_floor_hz, ceiling_hz=config.pitch_ceiling_hz,
+                   voicing_threshold=config.voicing_threshold)
+
+
+def log_spectrograms(segments: list[np.ndarray], config: FeatureConfig, device: torch.device | str = "cpu",
+                     f0: list[np.ndarray] | None = None) -> torch.Tensor:
+    """The model's input for a batch of 16 kHz segments: (B, n_bins, n_frames) float32.
+
+    f0: with a denoising config, each segment's pitch per 10 ms frame (Hz, 0 = unvoiced), from
+    its speech region's pitch track (sercli.denoise.pitch_track)."""
     waveforms, lengths = pad_batch(segments, config)
     waveforms = waveforms.to(device, non_blocking=True)
-    return normalise(power_spectrogram(waveforms, config), lengths.to(device), config).float()
+    power = power_spectrogram(waveforms, config)
+    if config.denoise:
+        from .denoise import modified_power
+
+        if f0 is None or len(f0) != len(segments):
+            raise ValueError("a denoising feature config needs each segment's pitch track")
+        pitch = torch.zeros(len(segments), config.n_frames, dtype=power.dtype)
+        for i, track in enumerate(f0):
+            n = min(len(track), config.n_frames)
+            pitch[i, :n] = torch.from_numpy(np.asarray(track[:n], dtype=np.float64))
+        power = modified_power(power, pitch.to(power.device), config.grid_hz)
+    return normalise(power, lengths.to(device), config).float()

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, AudioError, DecodeReport, resample, stream_audio
-from .features import log_spectrograms
-from .segment import Segment, SegmentationConfig, SpeechProbabilities, Segmenter
+from .features import log_spectrograms, pitch_tracker
+from .segment import PitchTracker, Segment, SegmentationConfig, SpeechProbabilities, Segmenter
 from .weights import Model
 
 
@@ -112,7 +112,7 @@ class _Pending:
 _DONE = object()
 
 
-def _produce(sources: Iterable[Source], config: SegmentationConfig, audio_stream: int,
+def _produce(sources: Iterable[Source], config: SegmentationConfig, audio_stream: int, pitch: PitchTracker | None,
              out: queue.Queue, stop: threading.Event, on_audio: Callable[[float], None] | None) -> None:
     """Runs in a thread: puts ("file", name), ("segment", Segment), ("end", report) or ("error", failure)."""
 
@@ -138,7 +138,7 @@ def _produce(sources: Iterable[Source], config: SegmentationConfig, audio_stream
                 else:
                     report.samples = len(samples)
                     chunks = iter([samples])
-                segmenter = Segmenter(config, vad)
+                segmenter = Segmenter(config, vad, pitch)
                 for chunk in chunks:
                     if on_audio is not None:
                         on_audio(chunk.size / SAMPLE_RATE)
@@ -180,7 +180,8 @@ class Pipeline:
         events: queue.Queue = queue.Queue(maxsize=4 * self.batch_size)
         stop = threading.Event()
         producer = threading.Thread(
-            target=_produce, args=(sources, self.segmentation, self.audio_stream, events, stop, on_audio),
+            target=_produce, args=(sources, self.segmentation, self.audio_stream, pitch_tracker(self.model.features),
+                                   events, stop, on_audio),
             name="sercli-decode", daemon=True)
         producer.start()
         files: deque[_Pending] = deque()
@@ -223,7 +224,7 @@ class Pipeline:
         model = self.model
         samples = [seg.samples for _, _, seg in live]
         try:
-            spectrograms = log_spectrograms(samples, model.features, model.device)
+            spectrograms = log_spectrograms(samples, model.features, model.device, [seg.f0 for _, _, seg in live])
             n_frames = torch.tensor([model.features.frames_for(len(s)) for s in samples])
             posteriors = model.posteriors(spectrograms, n_frames).numpy()
         except torch.cuda.OutOfMemoryError as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from importlib import resources
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -50,6 +50,7 @@ class Segment:
     start_s: float
     end_s: float
     samples: np.ndarray  # (n,) float32 at 16 kHz
+    f0: np.ndarray | None = None  # Hz per 10 ms frame, 0 = unvoiced; only when pitch is tracked
 
 
 def split_evenly(start: int, end: int, max_length: int) -> list[tuple[int, int]]:
@@ -148,11 +149,30 @@ class _RegionTracker:
         return [region]
 
 
-class Segmenter:
-    """Turns a stream of 16 kHz chunks into segments, holding only the audio still needed."""
+PitchTracker = Callable[[np.ndarray], np.ndarray]  # 16 kHz samples -> F0 per 10 ms frame, 0 = unvoiced
+HOP = 160  # samples, 10 ms: the pitch track's frame step
 
-    def __init__(self, config: SegmentationConfig, vad: SpeechProbabilities | None = None) -> None:
+
+def track_part(track: np.ndarray, offset: int, n_samples: int) -> np.ndarray:
+    """The frames of a pitch track (one every HOP samples from its signal's start) for the
+    n_samples from sample `offset` on: segment frame t takes the track frame nearest to it."""
+    index = np.rint(offset / HOP + np.arange(-(-n_samples // HOP))).astype(int)
+    if len(track) == 0:
+        return np.zeros(index.size)
+    return track[np.clip(index, 0, len(track) - 1)]
+
+
+class Segmenter:
+    """Turns a stream of 16 kHz chunks into segments, holding only the audio still needed.
+
+    With `pitch`, each speech region's pitch is tracked once, whole, and every segment cut from
+    it carries its part of the track (Segment.f0), so segment edges cut no pitch analysis.
+    """
+
+    def __init__(self, config: SegmentationConfig, vad: SpeechProbabilities | None = None,
+                 pitch: PitchTracker | None = None) -> None:
         self.config = config
+        self.pitch = pitch
         self.vad = vad or SpeechProbabilities()
         self.vad.reset()
         self._regions = _RegionTracker(config)
@@ -187,8 +207,7 @@ class Segmenter:
             self._last_end = end
             if end - start - 2 * self._pad < self._min_speech:
                 continue
-            for a, b in split_evenly(start, end, self._max_segment):
-                segments.append(self._segment(a, b))
+            segments.extend(self._region(start, end))
         open_start = self._regions.open_start
         keep_from = self._received - 2 * self._pad if open_start is None else open_start * VAD_FRAME - self._pad
         self._drop_before(min(keep_from, self._last_end))
@@ -207,12 +226,22 @@ class Segmenter:
             window_frames = frames[: max(1, math.ceil(end / VAD_FRAME) - first_frame)]
             speech = np.count_nonzero(window_frames >= self.config.threshold) * VAD_FRAME
             if speech >= self._min_speech:
-                segments.append(self._segment(start, end))
+                segments.extend(self._region(start, end))
             self._window_start = end
             consumed = end // VAD_FRAME - first_frame
             self._probabilities = [frames[consumed:]]
         self._drop_before(self._window_start)
         return segments
+
+    def _region(self, start: int, end: int) -> list[Segment]:
+        """The region [start, end) as near-equal segments, with their pitch if it is tracked."""
+        parts = split_evenly(start, end, self._max_segment)
+        if self.pitch is None:
+            return [self._segment(a, b) for a, b in parts]
+        region = self._segment(start, end)
+        track = self.pitch(region.samples)
+        return [Segment(a / SAMPLE_RATE, b / SAMPLE_RATE, region.samples[a - start : b - start].copy(),
+                        track_part(track, a - start, b - a)) for a, b in parts]
 
     def _segment(self, start: int, end: int) -> Segment:
         pieces, offset = [], self._buffer_start
@@ -233,15 +262,15 @@ class Segmenter:
 
 
 def segment_stream(chunks: Iterable[np.ndarray], config: SegmentationConfig,
-                   vad: SpeechProbabilities | None = None) -> Iterator[Segment]:
+                   vad: SpeechProbabilities | None = None, pitch: PitchTracker | None = None) -> Iterator[Segment]:
     """Segments of a stream of 16 kHz float32 chunks, in time order."""
-    segmenter = Segmenter(config, vad)
+    segmenter = Segmenter(config, vad, pitch)
     for chunk in chunks:
         yield from segmenter.feed(chunk)
     yield from segmenter.finish()
 
 
 def segment_audio(samples: np.ndarray, config: SegmentationConfig = SegmentationConfig(),
-                  vad: SpeechProbabilities | None = None) -> list[Segment]:
+                  vad: SpeechProbabilities | None = None, pitch: PitchTracker | None = None) -> list[Segment]:
     """Segments of a whole 16 kHz signal held in memory."""
-    return list(segment_stream([np.asarray(samples, dtype=np.float32)], config, vad))
+    return list(segment_stream([np.asarray(samples, dtype=np.float32)], config, vad, pitch))

@@ -19,11 +19,12 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from .audio import AudioError, load_audio
+from .audio import SAMPLE_RATE, AudioError, load_audio
 from .corpora import CorpusError, Utterance
-from .features import FeatureConfig, log_spectrograms
+from .features import FeatureConfig, log_spectrograms, pitch_tracker
 from .model import LABELS, EmotionNet, ModelConfig
-from .segment import SegmentationConfig, SpeechProbabilities, segment_audio, split_evenly
+from .segment import (PitchTracker, Segment, SegmentationConfig, SpeechProbabilities, segment_audio, split_evenly,
+                      track_part)
 from .weights import atomic_torch_save, bf16_supported
 
 
@@ -77,32 +78,52 @@ class SegmentSet:
         return SegmentSet(self.spectrograms[mask], self.n_frames[mask], self.utterance[mask], self.labels[mask])
 
 
-def utterance_segments(samples: np.ndarray, vad: SpeechProbabilities, max_s: float = 3.0) -> list[np.ndarray]:
+def utterance_segments(samples: np.ndarray, vad: SpeechProbabilities, pitch: PitchTracker | None = None,
+                       heard: np.ndarray | None = None, max_s: float = 3.0) -> list[Segment]:
     """The paper's sub-sentence split, applied to the speech the VAD finds (as at inference);
-    an utterance where it finds none is split whole."""
-    segments = [s.samples for s in segment_audio(samples, SegmentationConfig(max_segment_s=max_s), vad)]
-    if segments:
-        return segments
-    return [samples[a:b] for a, b in split_evenly(0, len(samples), int(max_s * 16000))]
+    an utterance where it finds none is split whole.
+
+    heard: the same utterance as it is to be featurised (e.g. with noise added, same length);
+    segment boundaries always come from the clean samples, so a clean and a noisy test see the
+    same segments. pitch: track the pitch of the whole utterance once (for denoising features).
+    """
+    max_samples = int(max_s * SAMPLE_RATE)
+    bounds = [(round(s.start_s * SAMPLE_RATE), round(s.end_s * SAMPLE_RATE))
+              for s in segment_audio(samples, SegmentationConfig(max_segment_s=max_s), vad)]
+    bounds = bounds or split_evenly(0, len(samples), max_samples)
+    source = samples if heard is None else heard
+    track = pitch(source) if pitch is not None else None
+    return [Segment(a / SAMPLE_RATE, b / SAMPLE_RATE, source[a:b],
+                    None if track is None else track_part(track, a, b - a)) for a, b in bounds]
+
+
+Corruption = Callable[[int, np.ndarray], np.ndarray]  # (utterance index, clean samples) -> heard samples
 
 
 def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_dir: Path | None,
-                   log: Callable[[str], None] = print) -> SegmentSet:
-    """Decode, segment and featurise every utterance once; cached on disk by content key."""
-    key = hashlib.sha256(json.dumps([asdict(features), [(u.path, u.label) for u in utterances]]).encode())
+                   log: Callable[[str], None] = print, corrupt: Corruption | None = None,
+                   corrupt_key: str = "") -> SegmentSet:
+    """Decode, segment and featurise every utterance once; cached on disk by content key.
+
+    corrupt: applied to each decoded utterance before featurising (noise for robustness tests);
+    corrupt_key must then describe it, since it is part of the cache key."""
+    described = [asdict(features), [(u.path, u.label) for u in utterances]] + ([corrupt_key] if corrupt else [])
+    key = hashlib.sha256(json.dumps(described).encode())
     cache = cache_dir / f"segments-{key.hexdigest()[:16]}.pt" if cache_dir else None
     if cache is not None and cache.is_file():
         data = torch.load(cache, weights_only=True)
         return SegmentSet(**data)
     vad = SpeechProbabilities()
+    pitch = pitch_tracker(features)
     spectrograms, n_frames, owner, labels = [], [], [], []
-    pending: list[np.ndarray] = []
+    pending: list[Segment] = []
     started = time.monotonic()
 
     def flush() -> None:
         if pending:
-            spectrograms.append(log_spectrograms(pending, features).half())
-            n_frames.extend(features.frames_for(len(p)) for p in pending)
+            spectrograms.append(log_spectrograms([p.samples for p in pending], features,
+                                                 f0=[p.f0 for p in pending]).half())
+            n_frames.extend(features.frames_for(len(p.samples)) for p in pending)
             pending.clear()
 
     for i, utterance in enumerate(utterances):
@@ -110,8 +131,9 @@ def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_d
             audio = load_audio(utterance.path)
         except AudioError as exc:
             raise CorpusError(f"{utterance.path}: {exc}") from exc
-        for samples in utterance_segments(audio, vad):
-            pending.append(samples)
+        heard = corrupt(i, audio) if corrupt is not None else None
+        for segment in utterance_segments(audio, vad, pitch, heard):
+            pending.append(segment)
             owner.append(i)
             labels.append(LABELS.index(utterance.label))
         if len(pending) >= 64:
@@ -119,6 +141,8 @@ def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_d
         if (i + 1) % 500 == 0:
             log(f"features: {i + 1}/{len(utterances)} utterances, {time.monotonic() - started:.0f} s")
     flush()
+    if not spectrograms:
+        raise CorpusError("no utterances to featurise")
     result = SegmentSet(torch.cat(spectrograms), torch.tensor(n_frames), torch.tensor(owner), torch.tensor(labels))
     if cache is not None:
         atomic_torch_save(asdict(result), cache)

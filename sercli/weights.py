@@ -20,6 +20,7 @@ from .model import LABELS, EmotionNet, ModelConfig
 FORMAT = "sercli-checkpoint/1"
 SUFFIX = ".pt"
 DEFAULT_MODEL = "cnn-lstm-10hz"  # the model `sercli analyze` uses without --model
+DEFAULT_DENOISE_MODEL = "cnn-lstm-10hz-denoise"  # and with --denoise
 MODEL_PATH_ENV = "SERCLI_MODEL_PATH"  # extra folders of models, separated like PATH
 
 
@@ -142,6 +143,9 @@ def resolve(name_or_path: str | Path | None) -> Path:
         raise ModelError(
             f"no default model '{DEFAULT_MODEL}' is installed: pass --model with a checkpoint "
             f"from `sercli train` or set {MODEL_PATH_ENV} to a folder holding {DEFAULT_MODEL}{SUFFIX}")
+    if name == DEFAULT_DENOISE_MODEL:
+        raise ModelError(f"no denoising model '{name}' is installed: train one with `sercli train --denoise` "
+                         f"and pass its model.pt with --model, or set {MODEL_PATH_ENV} to its folder")
     known = ", ".join(sorted(models)) or "none"
     raise ModelError(f"unknown model '{name}' (installed: {known}); give a name or a path to a .pt file")
 

@@ -39,8 +39,28 @@ def example() -> Path:
 
 
 @pytest.fixture(scope="session")
+def corpus(tmp_path_factory, run_ffmpeg, example):
+    """8 utterances cut from the example, 4 speakers in 2 folds, with a manifest and folds file."""
+    root = tmp_path_factory.mktemp("corpus")
+    rows = ["path,emotion,speaker,corpus"]
+    cuts = [(1.0, 4.4, "anger"), (6.4, 4.3, "happiness"), (11.7, 4.0, "neutral"), (16.8, 3.7, "sadness")]
+    for n, speaker in enumerate(["s1", "s2", "s3", "s4"]):
+        start, length, emotion = cuts[n]
+        for k, (other_start, other_length, other_emotion) in enumerate([cuts[n], cuts[(n + 1) % 4]]):
+            name = f"{speaker}_{k}.wav"
+            run_ffmpeg("-ss", str(other_start), "-t", str(other_length), "-i", str(example), "-ar", "16000",
+                       "-ac", "1", str(root / name))
+            rows.append(f"{name},{other_emotion},{speaker},toy")
+    rows.append("s1_0.wav,surprise,s1,toy")  # not one of the four classes: skipped
+    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
+    (root / "folds.csv").write_text("speaker,fold\ns1,1\ns2,1\ns3,2\ns4,2\n")
+    return root
+
+
+@pytest.fixture(scope="session")
 def model_dir(tmp_path_factory) -> Path:
-    """A folder with tiny random checkpoints: tiny-lstm (10 Hz) and tiny-cnn5 (20 Hz, 20 ms)."""
+    """A folder with tiny random checkpoints: tiny-lstm (10 Hz), tiny-cnn5 (20 Hz, 20 ms) and
+    tiny-denoise (10 Hz, on the noise filter's spectrograms)."""
     import torch
 
     from sercli.features import FeatureConfig
@@ -51,10 +71,11 @@ def model_dir(tmp_path_factory) -> Path:
     for name, config in {
         "tiny-lstm": ModelConfig(lstm_hidden=16, dense=16),
         "tiny-cnn5": ModelConfig(topology="cnn5", grid_hz=20, window_ms=20, dense=16),
+        "tiny-denoise": ModelConfig(lstm_hidden=16, dense=16),
     }.items():
         torch.manual_seed(0)
         net = EmotionNet(config)
-        features = FeatureConfig(grid_hz=config.grid_hz, window_ms=config.window_ms)
+        features = FeatureConfig(grid_hz=config.grid_hz, window_ms=config.window_ms, denoise=name == "tiny-denoise")
         save_checkpoint(folder / f"{name}.pt", config, net.state_dict(), features,
                         {"name": name, "metrics": {"ua": 0.25, "wa": 0.25}})
     return folder

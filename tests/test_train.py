@@ -18,25 +18,6 @@ from sercli.train import accuracies
 from conftest import SHARED_DATA, needs_shared_data
 
 
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory, run_ffmpeg, example):
-    """8 utterances cut from the example, 4 speakers in 2 folds, with a manifest and folds file."""
-    root = tmp_path_factory.mktemp("corpus")
-    rows = ["path,emotion,speaker,corpus"]
-    cuts = [(1.0, 4.4, "anger"), (6.4, 4.3, "happiness"), (11.7, 4.0, "neutral"), (16.8, 3.7, "sadness")]
-    for n, speaker in enumerate(["s1", "s2", "s3", "s4"]):
-        start, length, emotion = cuts[n]
-        for k, (other_start, other_length, other_emotion) in enumerate([cuts[n], cuts[(n + 1) % 4]]):
-            name = f"{speaker}_{k}.wav"
-            run_ffmpeg("-ss", str(other_start), "-t", str(other_length), "-i", str(example), "-ar", "16000",
-                       "-ac", "1", str(root / name))
-            rows.append(f"{name},{other_emotion},{speaker},toy")
-    rows.append("s1_0.wav,surprise,s1,toy")  # not one of the four classes: skipped
-    (root / "manifest.csv").write_text("\n".join(rows) + "\n")
-    (root / "folds.csv").write_text("speaker,fold\ns1,1\ns2,1\ns3,2\ns4,2\n")
-    return root
-
-
 def test_manifest_reader(corpus):
     utterances = read_manifest(corpus / "manifest.csv")
     assert len(utterances) == 8

@@ -1,0 +1,120 @@
+"""Noise at a chosen signal-to-noise ratio, for robustness tests (paper section 5.3).
+
+Speech power is measured over active speech only, so pauses inside an utterance do not lower
+it: 10 ms frames whose level is within ACTIVE_RANGE_DB of the utterance's loud frames (its 95th
+percentile) count as active, a simplified form of ITU-T P.56's active speech level. Noise power
+is the mean power of the noise actually added. Noise shorter than the speech is looped, longer
+noise cropped, starting at a random offset drawn from a seeded generator.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from .audio import MEDIA_EXTENSIONS, AudioError, load_audio
+
+FRAME = 160  # samples, 10 ms
+ACTIVE_RANGE_DB = 30.0  # frames this far below the loud frames still count as speech
+BABBLE_TALKERS = (6, 10)  # babble overlaps this many utterances (inclusive range)
+
+
+class NoiseError(Exception):
+    """A noise folder cannot be used; the message names it and the cause."""
+
+
+def active_speech_power(samples: np.ndarray) -> float:
+    """Mean power of the active frames of a 16 kHz signal (linear, full scale = 1)."""
+    x = np.asarray(samples, dtype=np.float64)
+    n = len(x) // FRAME
+    if n == 0:
+        return float(np.mean(x**2)) if len(x) else 0.0
+    power = np.mean(x[: n * FRAME].reshape(n, FRAME) ** 2, axis=1)
+    loud = np.percentile(power, 95)
+    if loud <= 0:
+        return 0.0
+    return float(power[power >= loud * 10 ** (-ACTIVE_RANGE_DB / 10)].mean())
+
+
+def fit_length(noise: np.ndarray, n_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """n_samples of noise from a random offset, looping it as often as needed."""
+    if len(noise) == 0:
+        raise ValueError("empty noise")
+    offset = int(rng.integers(len(noise)))
+    index = (offset + np.arange(n_samples)) % len(noise)
+    return noise[index]
+
+
+def mix(speech: np.ndarray, noise: np.ndarray, snr_db: float, rng: np.random.Generator) -> np.ndarray:
+    """speech + noise scaled to snr_db (active speech power over added noise power), float32."""
+    part = fit_length(np.asarray(noise, dtype=np.float64), len(speech), rng)
+    noise_power = float(np.mean(part**2))
+    speech_power = active_speech_power(speech)
+    if noise_power <= 0 or speech_power <= 0:
+        return np.asarray(speech, dtype=np.float32).copy()
+    gain = np.sqrt(speech_power / (noise_power * 10 ** (snr_db / 10)))
+    return (np.asarray(speech, dtype=np.float64) + gain * part).astype(np.float32)
+
+
+def babble(utterances: list[np.ndarray], n_samples: int, rng: np.random.Generator) -> np.ndarray:
+    """Crowd speech: 6-10 of the given utterances, each at the same active level, looped to
+    n_samples from random offsets and summed. Pass utterances of speakers outside the test set."""
+    if len(utterances) < BABBLE_TALKERS[0]:
+        raise ValueError(f"babble needs at least {BABBLE_TALKERS[0]} utterances")
+    talkers = int(rng.integers(BABBLE_TALKERS[0], min(BABBLE_TALKERS[1], len(utterances)) + 1))
+    out = np.zeros(n_samples)
+    for i in rng.choice(len(utterances), size=talkers, replace=False):
+        voice = np.asarray(utterances[i], dtype=np.float64)
+        power = active_speech_power(voice)
+        if power > 0:
+            out += fit_length(voice / np.sqrt(power), n_samples, rng)
+    return out.astype(np.float32)
+
+
+def load_noise(folder: str | Path) -> np.ndarray:
+    """Every media file of a noise folder, decoded and joined end to end (sorted by name), so
+    short clips are cycled through. Raises NoiseError naming the folder or file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise NoiseError(f"{folder}: not a folder")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in MEDIA_EXTENSIONS and p.is_file())
+    if not files:
+        raise NoiseError(f"{folder}: no audio files")
+    parts = []
+    for path in files:
+        try:
+            parts.append(load_audio(str(path)))
+        except AudioError as exc:
+            raise NoiseError(f"{path}: {exc}") from exc
+    joined = np.concatenate(parts)
+    if not np.any(joined):
+        raise NoiseError(f"{folder}: the noise is silent")
+    return joined
+
+
+def noise_categories(path: str | Path) -> dict[str, Path]:
+    """Name -> folder: the folder itself if it holds audio, else each subfolder that does
+    (e.g. ../shared/data/noise gives music_ambient, music_pop, ..., laughter)."""
+    path = Path(path)
+    if not path.is_dir():
+        raise NoiseError(f"{path}: not a folder")
+
+    def has_audio(folder: Path) -> bool:
+        return any(p.suffix.lower() in MEDIA_EXTENSIONS for p in folder.iterdir())
+
+    if has_audio(path):
+        return {path.name: path}
+    found = {sub.name: sub for sub in sorted(path.iterdir()) if sub.is_dir() and has_audio(sub)}
+    if not found:
+        raise NoiseError(f"{path}: no audio files in it or its subfolders")
+    return found
+
+
+def utterance_seed(seed: int, key: str) -> np.random.Generator:
+    """A generator that depends only on the seed and a key (e.g. condition and file path), so a
+    mixture is the same whichever runs or folds ask for it."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
