@@ -68,7 +68,11 @@ class SpeechProbabilities:
 
     def __init__(self) -> None:
         import onnxruntime
+        import torch
 
+        # Creating an onnxruntime session sets OpenMP's thread count to 1 for the whole process,
+        # which would leave torch (features, the network, training) on one core: put it back.
+        threads = torch.get_num_threads()
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = 1
         options.inter_op_num_threads = 1
@@ -76,6 +80,7 @@ class SpeechProbabilities:
         self._session = onnxruntime.InferenceSession(
             model, sess_options=options, providers=["CPUExecutionProvider"]
         )
+        torch.set_num_threads(threads)
         self.reset()
 
     def reset(self) -> None:

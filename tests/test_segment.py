@@ -115,3 +115,19 @@ def test_bad_config():
         SegmentationConfig(mode="words")
     with pytest.raises(ValueError):
         SegmentationConfig(max_segment_s=0.0)
+
+
+def test_voice_activity_model_leaves_torch_its_threads():
+    import threading
+
+    import torch
+
+    from sercli.segment import SpeechProbabilities
+
+    before = torch.get_num_threads()
+    SpeechProbabilities()  # onnxruntime's start-up resets OpenMP's thread count process-wide
+    assert torch.get_num_threads() == before
+    worker = threading.Thread(target=SpeechProbabilities)  # as the pipeline's decoding thread does
+    worker.start()
+    worker.join()
+    assert torch.get_num_threads() == before
