@@ -110,6 +110,7 @@ class _Pending:
 
 
 _DONE = object()
+SORT_WINDOW = 4  # batches' worth of segments gathered and sorted by length before scoring
 
 
 def _produce(sources: Iterable[Source], config: SegmentationConfig, audio_stream: int, pitch: PitchTracker | None,
@@ -208,7 +209,7 @@ class Pipeline:
                         files[-1].report = value
                     else:
                         files[-1].failure = value
-                if batch and (event is None or done or len(batch) >= self.batch_size):
+                if batch and (event is None or done or len(batch) >= SORT_WINDOW * self.batch_size):
                     self._score(batch)
                     batch = []
                 while files and files[0].finished:
@@ -218,25 +219,28 @@ class Pipeline:
             producer.join()
 
     def _score(self, batch: list[tuple[_Pending, int, Segment]]) -> None:
+        """Classify a window of segments, shortest first in batches of batch_size: the network
+        cuts each batch to its longest segment, so batches of similar lengths waste little."""
         live = [(pending, i, seg) for pending, i, seg in batch if pending.failure is None]
-        if not live:
-            return
+        live.sort(key=lambda item: len(item[2].samples))
         model = self.model
-        samples = [seg.samples for _, _, seg in live]
-        try:
-            spectrograms = log_spectrograms(samples, model.features, model.device, [seg.f0 for _, _, seg in live])
-            n_frames = torch.tensor([model.features.frames_for(len(s)) for s in samples])
-            posteriors = model.posteriors(spectrograms, n_frames).numpy()
-        except torch.cuda.OutOfMemoryError as exc:
-            raise DeviceOutOfMemory(
-                f"{model.device} ran out of memory on a batch of {len(live)} segments: "
-                "retry with a smaller --batch-size") from exc
-        for (pending, i, seg), p in zip(live, posteriors):
-            best = int(p.argmax())
-            pending.results[i] = SegmentResult(
-                round(seg.start_s, 3), round(seg.end_s, 3), model.labels[best], float(p[best]),
-                {label: float(v) for label, v in zip(model.labels, p)})
-            pending.unscored -= 1
+        for first in range(0, len(live), self.batch_size):
+            part = live[first : first + self.batch_size]
+            samples = [seg.samples for _, _, seg in part]
+            try:
+                spectrograms = log_spectrograms(samples, model.features, model.device, [seg.f0 for _, _, seg in part])
+                n_frames = torch.tensor([model.features.frames_for(len(s)) for s in samples])
+                posteriors = model.posteriors(spectrograms, n_frames).numpy()
+            except torch.cuda.OutOfMemoryError as exc:
+                raise DeviceOutOfMemory(
+                    f"{model.device} ran out of memory on a batch of {len(part)} segments: "
+                    "retry with a smaller --batch-size") from exc
+            for (pending, i, seg), p in zip(part, posteriors):
+                best = int(p.argmax())
+                pending.results[i] = SegmentResult(
+                    round(seg.start_s, 3), round(seg.end_s, 3), model.labels[best], float(p[best]),
+                    {label: float(v) for label, v in zip(model.labels, p)})
+                pending.unscored -= 1
 
     def _finish(self, pending: _Pending) -> FileResult | FileFailure:
         if pending.failure is not None:
