@@ -5,7 +5,9 @@ For a sample of shared utterances, each noise category is mixed in at the given 
 that Praat finds voiced in the clean utterance (its F0 is used for both, to isolate the envelope
 estimator from pitch errors), the envelope of the noisy frame is compared with that of the clean
 frame. Reported per method and category: the mean absolute difference in dB over 0-4 kHz, and its
-mean signed difference (how far the noise lifts the envelope).
+mean signed difference (how far the noise lifts the envelope). Also per category: the share of
+the clean voiced frames that Praat still finds voiced in the noisy utterance, and the share
+whose noisy pitch is within 2% of the clean one.
 
     python train/measure_envelope.py ../shared/data --per-corpus 40 --snr 0
 """
@@ -52,17 +54,22 @@ def main() -> None:
     clean = [load_audio(str(p)) for p in paths]
     tracks = [pitch_track(x) for x in clean]
     print(f"{len(paths)} utterances, {sum((t > 0).sum() for t in tracks)} voiced frames, SNR {args.snr:g} dB\n")
-    print("| noise | " + " | ".join(f"{m}: mean abs / mean signed (dB)" for m in METHODS) + " |")
-    print("|---|" + "---|" * len(METHODS))
+    print("| noise | " + " | ".join(f"{m}: mean abs / mean signed (dB)" for m in METHODS)
+          + " | still voiced | pitch within 2% |")
+    print("|---|" + "---|" * (len(METHODS) + 2))
     totals = {m: [] for m in METHODS}
     for name, folder in noise_categories(args.data / "noise").items():
         noise = load_noise(folder)
         errors = {m: [] for m in METHODS}
+        kept = close = 0
         for path, x, f0 in zip(paths, clean, tracks):
             noisy = mix(x, noise, args.snr, utterance_seed(0, f"{name}:{path}"))
             voiced = torch.from_numpy(f0 > 0)
             if not bool(voiced.any()):
                 continue
+            heard = pitch_track(noisy)[f0 > 0]
+            kept += int(np.count_nonzero(heard))
+            close += int(np.count_nonzero(np.abs(heard / f0[f0 > 0] - 1) < 0.02))
             pitch = torch.from_numpy(f0)[voiced]
             a, b = frames_db(x, config)[voiced], frames_db(noisy, config)[voiced]
             for method, envelope in METHODS.items():
@@ -72,12 +79,13 @@ def main() -> None:
             diff = torch.cat(errors[method])
             totals[method].append(diff)
             cells.append(f"{diff.abs().mean():.1f} / {diff.mean():+.1f}")
-        print(f"| {name} | " + " | ".join(cells) + " |")
+        n_voiced = sum(int((t > 0).sum()) for t in tracks)
+        print(f"| {name} | " + " | ".join(cells) + f" | {kept / n_voiced:.2f} | {close / n_voiced:.2f} |")
     cells = []
     for method in METHODS:
         diff = torch.cat(totals[method])
         cells.append(f"{diff.abs().mean():.1f} / {diff.mean():+.1f}")
-    print("| **all** | " + " | ".join(cells) + " |")
+    print("| **all** | " + " | ".join(cells) + " | | |")
 
 
 if __name__ == "__main__":
