@@ -312,8 +312,14 @@ def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
 @main.command()
 @_corpus_options("train on", "Test fold(s) to run [default: all]; none trains one model on every speaker, "
                  "with validation speakers held out.")
-@click.option("--topology", type=click.Choice(["cnn-lstm", "cnn5"]), default="cnn-lstm", show_default=True,
-              help="3 conv layers + BiLSTM (paper Figure 1) or the 5-conv CNN.")
+@click.option("--topology", type=click.Choice(["cnn-lstm", "cnn5", "two-step"]), default="cnn-lstm",
+              show_default=True,
+              help="3 conv layers + BiLSTM (paper Figure 1), the 5-conv CNN, or the paper's two-step predictor: "
+                   "a CNN-LSTM, then three binary CNN5 networks (neutral against angry, happy, sad) where it "
+                   "says neutral, bundled in one checkpoint.")
+@click.option("--first-step", default=None, metavar="RUN/{run}/model.pt",
+              help="With --topology two-step: take each run's four-class network from this earlier training "
+                   "run (same folds and validation) instead of training it again.")
 @click.option("--grid", type=click.Choice(["10", "20"]), default="10", show_default=True, help="Frequency grid, Hz.")
 @click.option("--window", type=click.Choice(["40", "20"]), default="40", show_default=True, help="Window, ms.")
 @click.option("--denoise", is_flag=True,
@@ -339,7 +345,8 @@ def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
                    "rerunning the same command resumes it.")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for cached spectrograms (default: OUT/cache).")
-def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validation, topology, grid, window, denoise,
+def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validation, topology, first_step, grid,
+          window, denoise,
           epochs, average_from, patience, batch_size, lr, oversample, seed, device, out_dir, cache_dir) -> None:
     """Train and cross-validate a model on labelled speech.
 
@@ -360,20 +367,25 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
     except (CorpusError, ModelError) as exc:
         _say(None, "error", str(exc))
         sys.exit(EXIT_USAGE)
-    model_config = ModelConfig(topology=topology, grid_hz=int(grid), window_ms=int(window))
+    if first_step and topology != "two-step":
+        raise click.UsageError("--first-step needs --topology two-step")
+    two_step = topology == "two-step"
+    model_config = ModelConfig(topology="cnn-lstm" if two_step else topology, grid_hz=int(grid), window_ms=int(window))
     train_config = TrainConfig(epochs=epochs, swa_from=average_from, patience=patience, batch_size=batch_size,
                                lr=lr, oversample=oversample, seed=seed)
     command = " ".join(["sercli train", *(f"--corpus {c}" for c in corpora),
                         *(["--include-scripted"] if include_scripted else []),
                         *(["--excited-as-happy"] if excited_as_happy else []),
                         *([f"--folds {folds_path}"] if folds_path else []),
-                        f"--fold {fold or 'all'} --validation {validation} --topology {topology} --grid {grid} "
+                        f"--fold {fold or 'all'} --validation {validation} --topology {topology} "
+                        f"{f'--first-step {first_step} ' if first_step else ''}--grid {grid} "
                         f"--window {window}{' --denoise' if denoise else ''} --epochs {epochs} "
                         f"--average-from {average_from} --patience {patience} --batch-size {batch_size} "
                         f"--lr {lr}{' --oversample' if oversample else ''} --seed {seed} --out {out_dir}"])
     try:
         run_training(utterances, splits, model_config, train_config, target, out_dir,
-                     cache_dir or out_dir / "cache", command=command, denoise=denoise)
+                     cache_dir or out_dir / "cache", command=command, denoise=denoise, two_step=two_step,
+                     first_step=first_step)
     except CorpusError as exc:
         _say(None, "error", str(exc))
         sys.exit(EXIT_FAILED)
@@ -503,7 +515,12 @@ def models() -> None:
         scores = ", ".join(f"{k} {v:.1%}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()
                            if not isinstance(v, dict)) or "no metrics recorded"
         default = " (default)" if name == DEFAULT_MODEL else ""
-        click.echo(f"{name}{default}\t{config['topology']}, {config['grid_hz']} Hz grid, "
+        kind = config["topology"]
+        if checkpoint.get("kind") == "two-step":
+            kind = f"two-step ({config['topology']}, then {len(checkpoint['members'])} binary networks)"
+        if meta.get("features", {}).get("denoise"):
+            kind += ", denoising"
+        click.echo(f"{name}{default}\t{kind}, {config['grid_hz']} Hz grid, "
                    f"{config['window_ms']} ms window\t{scores}\t{path}")
 
 

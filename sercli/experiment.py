@@ -16,8 +16,9 @@ from . import __version__
 from .corpora import Split, Utterance
 from .features import FeatureConfig
 from .model import LABELS, ModelConfig
+from .corpora import CorpusError
 from .train import SegmentSet, TrainConfig, build_segments, evaluate, predict_segments, train_model
-from .weights import atomic_write_bytes, save_checkpoint
+from .weights import atomic_write_bytes, bf16_supported, save_checkpoint
 
 
 def _mean_std(values: list[float]) -> str:
@@ -34,9 +35,12 @@ def split_sets(data: SegmentSet, speakers: np.ndarray, split: Split) -> tuple[Se
 
 def run_training(utterances: list[Utterance], splits: list[Split], model_config: ModelConfig,
                  train_config: TrainConfig, device: torch.device, out_dir: Path, cache_dir: Path,
-                 command: str = "", denoise: bool = False) -> dict:
+                 command: str = "", denoise: bool = False, two_step: bool = False,
+                 first_step: str | None = None) -> dict:
     """Train one model per split (see corpora.plan_splits) and write the reports. denoise:
-    train on the harmonic model's spectrograms (sercli.denoise), the paper's modified predictor."""
+    train on the harmonic model's spectrograms (sercli.denoise), the paper's modified predictor.
+    two_step: per split, a four-class network of model_config (or the split's checkpoint from
+    `first_step`, a path with "{run}") and three binary CNN5 networks, bundled (see _two_step)."""
     features = FeatureConfig(grid_hz=model_config.grid_hz, window_ms=model_config.window_ms, denoise=denoise)
     out_dir.mkdir(parents=True, exist_ok=True)
     log_file = open(out_dir / "train.log", "a", encoding="utf-8")
@@ -64,8 +68,14 @@ def run_training(utterances: list[Utterance], splits: list[Split], model_config:
         log(f"{name}: train {train_set.n_utterances} utterances / {len(train_set.labels)} segments, "
             f"validation speakers {sorted(split.valid)}, test {test_set.n_utterances} utterances")
         started = time.monotonic()
-        net, info = train_model(model_config, train_set, valid_set, train_config, device,
-                                fold_dir / "state.pt", log)
+        members = None
+        if two_step:
+            spec = first_step.replace("{run}", name) if first_step else None
+            net, members, info = _two_step(model_config, features, train_set, valid_set, train_config, device,
+                                           fold_dir, spec, log)
+        else:
+            net, info = train_model(model_config, train_set, valid_set, train_config, device,
+                                    fold_dir / "state.pt", log)
         metrics = {"fold": test_fold, "role": split.role, "validation_speakers": sorted(split.valid),
                    "test_speakers": sorted(split.test), "best_epoch": info["best_epoch"],
                    "valid_wa": info["best_valid_wa"], "train_seconds": time.monotonic() - started,
@@ -76,7 +86,7 @@ def run_training(utterances: list[Utterance], splits: list[Split], model_config:
             log(f"{name}: test utterance WA {scores['utterance']['wa']:.3f} UA {scores['utterance']['ua']:.3f}, "
                 f"segment WA {scores['segment']['wa']:.3f} UA {scores['segment']['ua']:.3f}")
         meta = {
-            "name": f"{model_config.topology}-{model_config.grid_hz}hz-{name}",
+            "name": f"{'two-step' if two_step else model_config.topology}-{model_config.grid_hz}hz-{name}",
             "training": {"command": command, "sercli": __version__, "date": date.today().isoformat(),
                          "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
                          "device": str(device), "corpora": sorted({u.corpus for u in utterances}),
@@ -88,13 +98,64 @@ def run_training(utterances: list[Utterance], splits: list[Split], model_config:
                 {"test_wa": metrics["test"]["utterance"]["wa"], "test_ua": metrics["test"]["utterance"]["ua"]}
                 if split.test else {}),
         }
-        save_checkpoint(fold_dir / "model.pt", model_config, net.state_dict(), features, meta)
+        main_state = net.four.state_dict() if two_step else net.state_dict()
+        save_checkpoint(fold_dir / "model.pt", model_config, main_state, features, meta, members=members)
         atomic_write_bytes(metrics_path, json.dumps(metrics, indent=1).encode())
         (fold_dir / "state.pt").unlink(missing_ok=True)
         results[name] = metrics
-    _write_report(out_dir, results, model_config, command)
+    _write_report(out_dir, results, model_config, command, two_step)
     log_file.close()
     return results
+
+
+def _two_step(model_config: ModelConfig, features: FeatureConfig, train_set: SegmentSet, valid_set: SegmentSet,
+              train_config: TrainConfig, device: torch.device, fold_dir: Path, first_step: str | None, log):
+    """The two-step predictor of one split: (TwoStepNet, its binary members for the checkpoint,
+    info). Each network is kept in fold_dir as it is finished, so an interrupted run resumes at
+    the network it was training."""
+    from .model import TWO_STEP_EMOTIONS, EmotionNet, TwoStepNet
+    from .weights import load_model
+
+    def trained(name: str, config: ModelConfig, train: SegmentSet, valid: SegmentSet) -> tuple[EmotionNet, dict]:
+        done = fold_dir / f"{name}.pt"
+        if done.is_file():
+            loaded = load_model(done, device=str(device))
+            return loaded.net, loaded.meta["info"]
+        log(f"{fold_dir.name}: training the {name} network")
+        net, info = train_model(config, train, valid, train_config, device, fold_dir / f"state-{name}.pt", log)
+        save_checkpoint(done, config, net.state_dict(), features, {"name": name, "info": info})
+        (fold_dir / f"state-{name}.pt").unlink(missing_ok=True)
+        return net, info
+
+    if first_step:
+        loaded = load_model(first_step, device=str(device))
+        if loaded.features != features or not isinstance(loaded.net, EmotionNet):
+            raise CorpusError(f"{first_step}: not a four-class model on these features")
+        four, info_four = loaded.net, {"best_epoch": loaded.meta.get("training", {}).get("best_epoch"),
+                                       "checkpoint": first_step}
+    else:
+        four, info_four = trained("four-class", model_config, train_set, valid_set)
+    binary_config = ModelConfig(topology="cnn5", grid_hz=model_config.grid_hz, window_ms=model_config.window_ms,
+                                n_classes=2)
+    binary, infos = {}, {"four-class": info_four}
+    for emotion in TWO_STEP_EMOTIONS:
+        train_part, valid_part = train_set.binary("neutral", emotion), valid_set.binary("neutral", emotion)
+        for label, cls in enumerate(("neutral", emotion)):
+            if not bool((train_part.labels == label).any()):
+                raise CorpusError(f"{fold_dir.name}: no {cls} speech among the training speakers, which the "
+                                  f"neutral-{emotion} network needs")
+        if len(valid_part.labels) == 0:
+            raise CorpusError(f"{fold_dir.name}: no neutral or {emotion} speech among the validation speakers")
+        net, infos[emotion] = trained(f"neutral-{emotion}", binary_config, train_part, valid_part)
+        binary[emotion] = net
+    bundle = TwoStepNet(four, binary).to(device)
+    bf16 = bf16_supported(device)
+    scores = evaluate(predict_segments(bundle, valid_set, device, bf16), valid_set)
+    info = {"history": [], "best_epoch": {k: v.get("best_epoch") for k, v in infos.items()},
+            "best_valid_wa": scores["utterance"]["wa"], "bf16": bf16}
+    log(f"{fold_dir.name}: two-step validation WA {scores['utterance']['wa']:.3f} UA {scores['utterance']['ua']:.3f}")
+    members = {e: (binary_config, net.state_dict()) for e, net in binary.items()}
+    return bundle, members, info
 
 
 def _row(label: str, runs: list[dict]) -> tuple[str, dict]:
@@ -111,17 +172,21 @@ def _confusion_lines(name: str, confusion: list[list[int]]) -> list[str]:
             *("    " + " ".join(f"{c:5d}" for c in row) for row in confusion)]
 
 
-def _write_report(out_dir: Path, results: dict, model_config: ModelConfig, command: str) -> None:
+def _write_report(out_dir: Path, results: dict, model_config: ModelConfig, command: str,
+                  two_step: bool = False) -> None:
     tested = {k: v for k, v in results.items() if "test" in v}
     summary = {"model": asdict(model_config), "command": command, "folds": {}}
-    lines = [f"# {model_config.topology}, {model_config.grid_hz} Hz grid, {model_config.window_ms} ms window", "",
+    topology = model_config.topology if not two_step else f"two-step ({model_config.topology} + 3 binary cnn5)"
+    lines = [f"# {topology}, {model_config.grid_hz} Hz grid, {model_config.window_ms} ms window", "",
              f"`{command}`", "", "| run | utterance WA | utterance UA | segment WA | segment UA | best epoch | minutes |",
              "|---|---|---|---|---|---|---|"]
     for name, m in tested.items():
         u, s = m["test"]["utterance"], m["test"]["segment"]
         summary["folds"][name] = {"wa": u["wa"], "ua": u["ua"], "segment_wa": s["wa"], "segment_ua": s["ua"]}
+        epoch = m["best_epoch"]  # a dict for the two-step predictor: one per network
+        epoch = "/".join(str(e) for e in epoch.values()) if isinstance(epoch, dict) else epoch
         lines.append(f"| {name} | {100 * u['wa']:.1f} | {100 * u['ua']:.1f} | {100 * s['wa']:.1f} | "
-                     f"{100 * s['ua']:.1f} | {m['best_epoch']} | {m['train_seconds'] / 60:.0f} |")
+                     f"{100 * s['ua']:.1f} | {epoch} | {m['train_seconds'] / 60:.0f} |")
     if len(tested) > 1:
         line, summary["mean"] = _row("mean ± std", list(tested.values()))
         lines.append(line)

@@ -127,3 +127,54 @@ class EmotionNet(nn.Module):
             padded, _ = pad_packed_sequence(outputs, batch_first=True)  # (B, T', 2H), zero past each end
             summary = padded.sum(dim=1) / steps.to(padded.device, padded.dtype)[:, None]
         return self.head(summary)
+
+
+TWO_STEP_EMOTIONS = ("angry", "happy", "sad")  # each has a binary network against neutral
+MAJORITY = "neutral"
+
+
+def two_step_posteriors(four: torch.Tensor, binary: dict[str, torch.Tensor], labels=LABELS) -> torch.Tensor:
+    """The paper's two-step rule (section 4) on posteriors: (B, 4) and, per emotion e, (B, 2) from
+    the network of neutral (column 0) against e (column 1). Returns (B, 4) posteriors.
+
+    Where the four-class network's top class is not neutral, its posteriors stand. Elsewhere the
+    decision is the largest of the six binary posteriors: an emotion's own posterior names that
+    emotion, any network's neutral posterior names neutral (so neutral wins when some network is
+    surer of neutral than any is of its emotion). The posteriors reported there are, normalised to
+    sum to 1, each emotion's posterior from its own network and, for neutral, the largest neutral
+    posterior of the three; their top class is the decision.
+    """
+    neutral = labels.index(MAJORITY)
+    second = torch.zeros_like(four)
+    second[:, neutral] = torch.stack([binary[e][:, 0] for e in TWO_STEP_EMOTIONS], dim=1).amax(dim=1)
+    for emotion in TWO_STEP_EMOTIONS:
+        second[:, labels.index(emotion)] = binary[emotion][:, 1]
+    second = second / second.sum(dim=1, keepdim=True)
+    first_neutral = four.argmax(dim=1) == neutral
+    return torch.where(first_neutral[:, None], second, four)
+
+
+class TwoStepNet(nn.Module):
+    """A four-class network and three binary ones (neutral against angry, happy and sad), joined
+    by two_step_posteriors. forward returns log-posteriors, so a softmax of its output gives
+    the combined posteriors as for any EmotionNet."""
+
+    def __init__(self, four: EmotionNet, binary: dict[str, EmotionNet]) -> None:
+        super().__init__()
+        if set(binary) != set(TWO_STEP_EMOTIONS) or any(n.config.n_classes != 2 for n in binary.values()):
+            raise ValueError(f"a two-step model needs binary networks for {', '.join(TWO_STEP_EMOTIONS)}")
+        self.four = four
+        self.binary = nn.ModuleDict(binary)
+
+    def forward(self, spectrograms: torch.Tensor, n_frames: torch.Tensor | None = None) -> torch.Tensor:
+        four = torch.softmax(self.four(spectrograms, n_frames).float(), dim=-1)  # (B, 4)
+        combined = four
+        needed = four.argmax(dim=1) == LABELS.index(MAJORITY)
+        if bool(needed.any()):  # the binary networks run only where the first step says neutral
+            rows = needed.nonzero().squeeze(1)
+            part = spectrograms[rows]
+            frames = None if n_frames is None else n_frames.to(spectrograms.device)[rows]
+            binary = {e: torch.softmax(net(part, frames).float(), dim=-1) for e, net in self.binary.items()}
+            combined = four.clone()
+            combined[rows] = two_step_posteriors(four[rows], binary)
+        return torch.log(combined.clamp(min=1e-12))

@@ -77,6 +77,13 @@ class SegmentSet:
     def subset(self, mask: torch.Tensor) -> "SegmentSet":
         return SegmentSet(self.spectrograms[mask], self.n_frames[mask], self.utterance[mask], self.labels[mask])
 
+    def binary(self, negative: str, positive: str) -> "SegmentSet":
+        """The segments of two classes, relabelled 0 (negative) and 1 (positive)."""
+        a, b = LABELS.index(negative), LABELS.index(positive)
+        part = self.subset((self.labels == a) | (self.labels == b))
+        part.labels = (part.labels == b).long()
+        return part
+
 
 def utterance_segments(samples: np.ndarray, vad: SpeechProbabilities, pitch: PitchTracker | None = None,
                        heard: np.ndarray | None = None, max_s: float = 3.0) -> list[Segment]:
@@ -212,7 +219,7 @@ def predict_segments(net: EmotionNet, data: SegmentSet, device: torch.device, bf
     """Posteriors (N, classes) of every segment (computed shortest first, returned in order)."""
     net.eval()
     order = torch.argsort(data.n_frames, stable=True)
-    out = torch.zeros(len(order), len(LABELS))
+    out = torch.zeros(len(order), net.config.n_classes if hasattr(net, "config") else len(LABELS))
     for first in range(0, len(order), batch_size):
         index = order[first : first + batch_size]
         x = data.spectrograms[index].to(device).float()
@@ -280,10 +287,11 @@ def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet,
     n = len(train.labels)
     steps = math.ceil(n / config.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, _schedule(config, steps))
-    counts = torch.bincount(train.labels, minlength=len(LABELS)).float()
-    weights = (counts.sum() / (len(LABELS) * counts.clamp(min=1))) if config.class_weights else torch.ones(len(LABELS))
+    classes = model_config.n_classes
+    counts = torch.bincount(train.labels, minlength=classes).float()
+    weights = (counts.sum() / (classes * counts.clamp(min=1))) if config.class_weights else torch.ones(classes)
     if config.oversample:
-        weights = torch.ones(len(LABELS))  # the sampler balances the classes already
+        weights = torch.ones(classes)  # the sampler balances the classes already
     loss_fn = nn.CrossEntropyLoss(weight=weights.to(device), label_smoothing=config.label_smoothing)
     history: list[dict] = []
     best = {"wa": -1.0, "epoch": -1, "state": None}

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from .features import FeatureConfig
-from .model import LABELS, EmotionNet, ModelConfig
+from .model import LABELS, EmotionNet, ModelConfig, TwoStepNet
 
 FORMAT = "sercli-checkpoint/1"
 SUFFIX = ".pt"
@@ -62,22 +62,34 @@ def atomic_torch_save(obj: Any, path: Path) -> bytes:
 
 
 def save_checkpoint(path: str | Path, config: ModelConfig, state_dict: dict[str, torch.Tensor],
-                    features: FeatureConfig, meta: dict[str, Any] | None = None, half: bool = False) -> str:
+                    features: FeatureConfig, meta: dict[str, Any] | None = None, half: bool = False,
+                    members: dict[str, tuple[ModelConfig, dict[str, torch.Tensor]]] | None = None) -> str:
     """Write `path` and `path.sha256` (sha256sum format) atomically; returns the digest.
 
     half: store floating-point tensors as float16 (half the size; loading casts them back).
+    members: more networks in the same file, by name, making a two-step bundle: the main network
+    is the four-class one, the members the binary networks of model.TWO_STEP_EMOTIONS. One
+    file, one sha256, one model card.
     """
     path = Path(path)
     # Through JSON so meta holds only plain types (numpy scalars become Python ones): anything
     # else would make torch.load(weights_only=True) refuse the file.
     meta = json.loads(json.dumps(meta or {}, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+    def tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()
+                for k, v in state.items()}
+
     checkpoint = {
         "format": FORMAT,
         "config": asdict(config),
-        "state_dict": {k: v.detach().cpu().half() if half and v.is_floating_point() else v.detach().cpu()
-                       for k, v in state_dict.items()},
+        "state_dict": tensors(state_dict),
         "meta": {"labels": list(LABELS), "features": asdict(features), **meta},
     }
+    if members:
+        checkpoint["kind"] = "two-step"
+        checkpoint["members"] = {name: {"config": asdict(c), "state_dict": tensors(state)}
+                                 for name, (c, state) in members.items()}
     data = atomic_torch_save(checkpoint, path)
     digest = hashlib.sha256(data).hexdigest()
     atomic_write_bytes(checksum_path(path), f"{digest}  {path.name}\n".encode())
@@ -196,13 +208,28 @@ class Model:
         return torch.softmax(logits.float(), dim=-1).cpu()
 
 
+def build_network(checkpoint: dict[str, Any]) -> torch.nn.Module:
+    """The network of a checkpoint: an EmotionNet, or a TwoStepNet for a two-step bundle."""
+
+    def network(config: dict, state: dict) -> EmotionNet:
+        net = EmotionNet(ModelConfig(**config))
+        net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+        return net
+
+    main = network(checkpoint["config"], checkpoint["state_dict"])
+    kind = checkpoint.get("kind", "single")
+    if kind == "single":
+        return main
+    if kind != "two-step":
+        raise ValueError(f"unknown model kind {kind!r}")
+    return TwoStepNet(main, {name: network(m["config"], m["state_dict"]) for name, m in checkpoint["members"].items()})
+
+
 def from_checkpoint(checkpoint: dict[str, Any], name: str, path: Path | None = None,
                     device: str | torch.device = "auto", precision: str = "auto") -> Model:
     try:
-        config = ModelConfig(**checkpoint["config"])
         features = FeatureConfig(**checkpoint["meta"]["features"])
-        net = EmotionNet(config)
-        net.load_state_dict(checkpoint["state_dict"])
+        net = build_network(checkpoint)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         detail = " ".join(str(exc).split())
         detail = detail if len(detail) <= 160 else detail[:157] + "..."
