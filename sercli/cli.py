@@ -133,10 +133,16 @@ def main() -> None:
               help="Segments per forward pass; lower it if the GPU runs out of memory.")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
               help="auto: bf16 where the hardware runs it fast (AMX CPUs, recent GPUs), else fp32.")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS|auto|local]",
+              help="Spread the work over a Ray cluster: local starts one on this machine, auto attaches to the "
+                   "running one, ADDRESS to that head node. Put it after the inputs, or write --ray=local. "
+                   'Needs pip install "sercli[ray]".')
+@click.option("--ray-actors", type=click.IntRange(min=1), default=None, metavar="N",
+              help="With --ray: model actors [default: one per GPU, else one per 4 CPUs].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, warnings or summary on stderr; errors only.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
 def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing, segmentation, denoise, max_segment,
-            audio_stream, device, batch_size, precision, quiet, debug) -> None:
+            audio_stream, device, batch_size, precision, ray_address, ray_actors, quiet, debug) -> None:
     """Label every stretch of speech (at most 3 s) in PATH... with an emotion.
 
     PATH is a media file, a folder (its media files; -r for subfolders) or - to read one
@@ -167,8 +173,18 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
     except ModelError as exc:
         _say(None, "error", str(exc))
         sys.exit(EXIT_USAGE)
-    pipeline = Pipeline(model, SegmentationConfig(mode=segmentation, max_segment_s=max_segment),
-                        batch_size, audio_stream)
+    if ray_actors is not None and ray_address is None:
+        raise click.UsageError("--ray-actors needs --ray")
+    segmenting = SegmentationConfig(mode=segmentation, max_segment_s=max_segment)
+    pipeline = Pipeline(model, segmenting, batch_size, audio_stream)
+    if ray_address is not None:
+        from .cluster import ClusterError, connect
+
+        try:
+            connect(ray_address)
+        except ClusterError as exc:
+            _say(None, "error", str(exc))
+            sys.exit(EXIT_USAGE)
 
     progress = _progress(quiet)
     console = progress.console if progress is not None else None
@@ -214,7 +230,14 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
 
     exit_code = EXIT_OK
     try:
-        for result in pipeline.run(sources(), on_audio):
+        if ray_address is None:
+            results = pipeline.run(sources(), on_audio)
+        else:
+            from . import cluster
+
+            results = cluster.run(sources(), model.path, model, segmenting, batch_size, audio_stream, device,
+                                  precision, ray_actors, on_audio)
+        for result in results:
             stats["files"] += 1
             if progress is not None:
                 progress.update(task, advance=1)
