@@ -154,7 +154,9 @@ def run(sources: Iterable[str], checkpoint_path, model, segmentation: Segmentati
     count = actors or (gpus if use_gpu else max(1, cpus // 4))
     data = open(checkpoint_path, "rb").read()
     blob = ray.put(data)
-    actor_class = ray.remote(num_gpus=1 if use_gpu else 0, num_cpus=0 if use_gpu else 1,
+    # CPU actors together leave at least one CPU to the file tasks, or nothing would feed them.
+    actor_cpus = 0 if use_gpu else min(1.0, max(0.0, (cpus - 1) / count))
+    actor_class = ray.remote(num_gpus=1 if use_gpu else 0, num_cpus=actor_cpus,
                              max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)(_Classifier)
     idle = [actor_class.remote(hashlib.sha256(data).hexdigest(), "cuda" if use_gpu else "cpu", precision)
             for _ in range(count)]

@@ -69,7 +69,7 @@ def test_ray_local_gives_the_local_results(tmp_path, example, run_ffmpeg):
     assert_same(rows(tmp_path / "local"), rows(tmp_path / "ray"))
     assert len(rows(tmp_path / "ray")) == 6
     # one combined output, in input order, as locally
-    combined = run("analyze", media / "talk00.mp3", media / "talk01.wav", "--ray", "local", "-q")
+    combined = run("analyze", media / "talk00.mp3", media / "talk01.wav", "--ray", "local", "--ray-actors", "2", "-q")
     assert combined.returncode == 0
     alone = run("analyze", media / "talk00.mp3", media / "talk01.wav", "-q")
     assert [r.split(",")[:4] for r in combined.stdout.splitlines()] == [r.split(",")[:4] for r in alone.stdout.splitlines()]
