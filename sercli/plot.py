@@ -12,25 +12,18 @@ import numpy as np
 
 from .audio import SAMPLE_RATE, AudioError, stream_audio
 from .features import FeatureConfig, log_spectrograms, pitch_tracker
-from .segment import track_part
+from .segment import samples_between, track_part
 
 CONTEXT_S = 1.0  # s of audio on each side that pitch tracking sees, as it would inside a region
 
 
 def read_window(path: str, start_s: float, end_s: float, audio_stream: int = 0) -> np.ndarray:
     """Samples [start_s, end_s) of a media file, decoding up to end_s only."""
-    first, last = round(start_s * SAMPLE_RATE), round(end_s * SAMPLE_RATE)
-    pieces, offset = [], 0
-    for chunk in stream_audio(path, audio_stream):
-        a, b = max(first - offset, 0), min(last - offset, chunk.size)
-        if a < b:
-            pieces.append(chunk[a:b])
-        offset += chunk.size
-        if offset >= last:
-            break
-    if offset <= first:
-        raise AudioError(f"starts at {start_s:g} s but the audio is only {offset / SAMPLE_RATE:.1f} s long")
-    return np.concatenate(pieces)
+    first = round(start_s * SAMPLE_RATE)
+    samples, reached = samples_between(stream_audio(path, audio_stream), 0, first, round(end_s * SAMPLE_RATE))
+    if reached <= first:
+        raise AudioError(f"starts at {start_s:g} s but the audio is only {reached / SAMPLE_RATE:.1f} s long")
+    return samples
 
 
 def spectrogram_pair(samples: np.ndarray, offset: int, n_samples: int, features: FeatureConfig):

@@ -158,6 +158,21 @@ PitchTracker = Callable[[np.ndarray], np.ndarray]  # 16 kHz samples -> F0 per 10
 HOP = 160  # samples, 10 ms: the pitch track's frame step
 
 
+def samples_between(chunks: Iterable[np.ndarray], offset: int, start: int, end: int) -> tuple[np.ndarray, int]:
+    """Samples [start, end) of a signal given as consecutive chunks, the first beginning at sample
+    `offset`; chunks are read only until `end` and only those overlapping are copied. Returns the
+    samples and the sample index where reading stopped (below `end` if the signal ends first)."""
+    pieces = []
+    for chunk in chunks:
+        a, b = max(start - offset, 0), min(end - offset, chunk.size)
+        if a < b:
+            pieces.append(chunk[a:b])
+        offset += chunk.size
+        if offset >= end:
+            break
+    return (np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)), offset
+
+
 def track_part(track: np.ndarray, offset: int, n_samples: int) -> np.ndarray:
     """The frames of a pitch track (one every HOP samples from its signal's start) for the
     n_samples from sample `offset` on: segment frame t takes the track frame nearest to it."""
@@ -249,15 +264,7 @@ class Segmenter:
                         track_part(track, a - start, b - a)) for a, b in parts]
 
     def _segment(self, start: int, end: int) -> Segment:
-        pieces, offset = [], self._buffer_start
-        for chunk in self._chunks:  # copy only the chunks the segment overlaps
-            a, b = max(start - offset, 0), min(end - offset, chunk.size)
-            if a < b:
-                pieces.append(chunk[a:b])
-            offset += chunk.size
-            if offset >= end:
-                break
-        samples = np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+        samples, _ = samples_between(self._chunks, self._buffer_start, start, end)
         return Segment(start / SAMPLE_RATE, end / SAMPLE_RATE, samples.astype(np.float32, copy=True))
 
     def _drop_before(self, sample: int) -> None:
