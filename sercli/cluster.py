@@ -28,6 +28,7 @@ from .segment import SegmentationConfig
 
 RAY_INSTALL = 'sercli --ray needs Ray: pip install "sercli[ray]"'
 FILES_IN_FLIGHT_PER_CPU = 2  # featurising tasks kept queued per cluster CPU
+BATCHES_WAITING_PER_ACTOR = 4  # scored batches queued per model actor before more files start
 TASK_RETRIES = 3  # a file's task is rerun this often when its worker dies
 ACTOR_RESTARTS = 3  # a classifier actor is restarted this often, its calls retried
 
@@ -191,7 +192,9 @@ def run(sources: Iterable[str], checkpoint_path, model, segmentation: Segmentati
                 close_batch()
 
     while True:
-        while not exhausted and len(featurising) < limit:
+        # Backpressure: no new file while the actors have batches enough waiting, so spectrograms
+        # never pile up in the object store faster than the network scores them.
+        while not exhausted and len(featurising) < limit and len(ready_batches) < BATCHES_WAITING_PER_ACTOR * count:
             try:
                 name = next(inputs)
             except StopIteration:
