@@ -66,17 +66,14 @@ def _featurise(name: str, segmentation: dict, features: dict, audio_stream: int)
 
     from .audio import AudioError, DecodeReport, stream_audio
     from .features import FeatureConfig, log_spectrograms, pitch_tracker
-    from .segment import Segmenter
+    from .segment import segment_stream
 
     torch.set_num_threads(1)
     config = FeatureConfig(**features)
     report = DecodeReport()
     try:
-        segmenter = Segmenter(SegmentationConfig(**segmentation), pitch=pitch_tracker(config))
-        segments = []
-        for chunk in stream_audio(name, audio_stream, report=report):
-            segments += segmenter.feed(chunk)
-        segments += segmenter.finish()
+        segments = list(segment_stream(stream_audio(name, audio_stream, report=report),
+                                       SegmentationConfig(**segmentation), pitch=pitch_tracker(config)))
         parts = [log_spectrograms([s.samples for s in segments[i : i + 32]], config,
                                   f0=[s.f0 for s in segments[i : i + 32]]).half()
                  for i in range(0, len(segments), 32)]
@@ -247,10 +244,7 @@ def run(sources: Iterable[str], checkpoint_path, model, segmentation: Segmentati
 def _result(file: _File, model) -> FileResult | FileFailure:
     if file.failure is not None:
         return file.failure
-    segments = []
-    for (start, end), p in zip(file.meta["times"], file.posteriors):
-        best = int(np.argmax(p))
-        segments.append(SegmentResult(round(start, 3), round(end, 3), model.labels[best], float(p[best]),
-                                      {label: float(v) for label, v in zip(model.labels, p)}))
+    segments = [SegmentResult.scored(start, end, p, model.labels)
+                for (start, end), p in zip(file.meta["times"], file.posteriors)]
     return FileResult(file.name, round(file.meta["duration_s"], 3), model.name, segments, model.labels,
                       file.meta["warnings"])

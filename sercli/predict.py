@@ -36,6 +36,13 @@ class SegmentResult:
     def duration_s(self) -> float:
         return self.end_s - self.start_s
 
+    @classmethod
+    def scored(cls, start_s: float, end_s: float, posteriors: np.ndarray, labels: tuple[str, ...]) -> "SegmentResult":
+        """A segment labelled with the top class of its posteriors (times rounded to 1 ms)."""
+        best = int(np.argmax(posteriors))
+        return cls(round(start_s, 3), round(end_s, 3), labels[best], float(posteriors[best]),
+                   {label: float(v) for label, v in zip(labels, posteriors)})
+
 
 @dataclass
 class Summary:
@@ -236,10 +243,7 @@ class Pipeline:
                     f"{model.device} ran out of memory on a batch of {len(part)} segments: "
                     "retry with a smaller --batch-size") from exc
             for (pending, i, seg), p in zip(part, posteriors):
-                best = int(p.argmax())
-                pending.results[i] = SegmentResult(
-                    round(seg.start_s, 3), round(seg.end_s, 3), model.labels[best], float(p[best]),
-                    {label: float(v) for label, v in zip(model.labels, p)})
+                pending.results[i] = SegmentResult.scored(seg.start_s, seg.end_s, p, model.labels)
                 pending.unscored -= 1
 
     def _finish(self, pending: _Pending) -> FileResult | FileFailure:
