@@ -368,9 +368,12 @@ def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
                    "rerunning the same command resumes it.")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for cached spectrograms (default: OUT/cache).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Processes that decode and featurise the speech (default: the CPU count, at most 8).")
 def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validation, topology, first_step, grid,
           window, denoise,
-          epochs, average_from, patience, batch_size, lr, oversample, seed, device, out_dir, cache_dir) -> None:
+          epochs, average_from, patience, batch_size, lr, oversample, seed, device, out_dir, cache_dir,
+          workers) -> None:
     """Train and cross-validate a model on labelled speech.
 
     Each utterance is cut into segments of at most 3 s as at analysis time; utterance scores
@@ -408,7 +411,7 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
     try:
         run_training(utterances, splits, model_config, train_config, target, out_dir,
                      cache_dir or out_dir / "cache", command=command, denoise=denoise, two_step=two_step,
-                     first_step=first_step)
+                     first_step=first_step, workers=workers or _default_workers())
     except CorpusError as exc:
         _say(None, "error", str(exc))
         sys.exit(EXIT_FAILED)
@@ -436,8 +439,10 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
               help="Folder for cached spectrograms (default: none).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write the scores, with confusion matrices, to this JSON file.")
+@click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Processes that decode and featurise the speech (default: the CPU count, at most 8).")
 def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_path, fold, validation, noises, snrs,
-             noise_seed, device, precision, cache_dir, output) -> None:
+             noise_seed, device, precision, cache_dir, output, workers) -> None:
     """Score checkpoints on labelled speech: WA, UA and confusion, per utterance and segment.
 
     With --noise, each noise category at each --snr is a further condition; several models and
@@ -466,8 +471,10 @@ def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_pat
         splits = plan_splits(utterances, fold, validation) if fold else []
         if any("{run}" in spec for spec in model_specs) and not splits:
             raise CorpusError("--model with {run} needs --fold (and --folds unless the corpus has its own)")
+        clean: dict = {}  # decoded utterances, shared by the models
         results = [run_evaluation(utterances, splits, spec, device, precision, cache_dir,
-                                  log=lambda line: click.echo(line, err=True), conditions=tuple(conditions))
+                                  log=lambda line: click.echo(line, err=True), conditions=tuple(conditions),
+                                  workers=workers or _default_workers(), clean=clean if len(conditions) > 1 else None)
                    for spec in (model_specs or (None,))]
     except (CorpusError, ModelError, NoiseError) as exc:
         _say(None, "error", str(exc))
@@ -516,6 +523,10 @@ def plot(path, start, duration, output, grid, window, audio_stream) -> None:
         _say(None, "error", f"{out}: cannot write: {exc}")
         sys.exit(EXIT_FAILED)
     click.echo(str(out))
+
+
+def _default_workers() -> int:
+    return max(1, min(8, os.cpu_count() or 1))
 
 
 @main.command()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import time
@@ -36,7 +37,7 @@ def split_sets(data: SegmentSet, speakers: np.ndarray, split: Split) -> tuple[Se
 def run_training(utterances: list[Utterance], splits: list[Split], model_config: ModelConfig,
                  train_config: TrainConfig, device: torch.device, out_dir: Path, cache_dir: Path,
                  command: str = "", denoise: bool = False, two_step: bool = False,
-                 first_step: str | None = None) -> dict:
+                 first_step: str | None = None, workers: int = 1) -> dict:
     """Train one model per split (see corpora.plan_splits) and write the reports. denoise:
     train on the harmonic model's spectrograms (sercli.denoise), the paper's modified predictor.
     two_step: per split, a four-class network of model_config (or the split's checkpoint from
@@ -52,7 +53,7 @@ def run_training(utterances: list[Utterance], splits: list[Split], model_config:
         log_file.flush()
 
     log(f"{command or 'training'}: {len(utterances)} utterances, {len({u.speaker for u in utterances})} speakers")
-    data = build_segments(utterances, features, cache_dir, log)
+    data = build_segments(utterances, features, cache_dir, log, workers=workers)
     log(f"{len(data.labels)} segments")
     speakers = np.array([u.speaker for u in utterances])
     results = {}
@@ -222,50 +223,69 @@ CLEAN = Condition()
 BABBLE_POOL = 60  # utterances per split that babble is drawn from
 
 
+@dataclass
+class _Mix:
+    """Adds a condition's noise to the test utterances `paths` (by index), each with its own seeded
+    offset (and talkers, for babble); a picklable corruption for build_segments' workers."""
+
+    condition: Condition
+    paths: list[str]
+    babble_pool: list[np.ndarray] | None = None  # else the noise is the condition's folder, decoded once per process
+
+    def __call__(self, i: int, clean: np.ndarray) -> np.ndarray:
+        from .noise import babble, mix, utterance_seed
+
+        rng = utterance_seed(self.condition.seed, f"{self.condition.name}:{self.paths[i]}")
+        if self.babble_pool is not None:
+            noise = babble(self.babble_pool, len(clean), rng)
+        else:
+            noise = _noise(self.condition.folder)
+        return mix(clean, noise, self.condition.snr_db, rng)
+
+
+@functools.lru_cache(maxsize=4)
+def _noise(folder: str) -> np.ndarray:
+    from .noise import load_noise
+
+    return load_noise(folder)
+
+
 def _corruption(condition: Condition, utterances: list[Utterance], split: Split, heard: list[Utterance],
-                noises: dict):
+                noises: dict, clean: dict | None = None):
     """(corrupt function, cache key) for build_segments(heard, ...): the test utterances `heard`
-    of `split` under a noisy `condition`. `noises` keeps decoded noise between calls."""
+    of `split` under a noisy `condition`. `noises` keeps babble's talkers between calls; `clean`,
+    build_segments' memo of decoded utterances, is used for babble's talkers when it has them."""
     from .audio import load_audio
-    from .noise import babble, load_noise, mix, utterance_seed
+    from .noise import utterance_seed
 
     if condition.snr_db is None:
         return None, ""
+    paths = [u.path for u in heard]
     if condition.name == "babble":
         pool_key = ("babble", split.name, condition.seed)
         if pool_key not in noises:  # speakers outside the test fold, decoded once per split
             others = [u for u in utterances if u.speaker not in split.test]
             rng = utterance_seed(condition.seed, f"babble-pool:{split.name}")
             chosen = rng.choice(len(others), size=min(BABBLE_POOL, len(others)), replace=False)
-            noises[pool_key] = [load_audio(others[i].path) for i in sorted(chosen)]
-        pool = noises[pool_key]
-
-        def noise_for(clean, rng):
-            return babble(pool, len(clean), rng)
-        key = f"babble:{split.name}:{condition.snr_db}:{condition.seed}"
-    else:
-        if condition.folder not in noises:
-            noises[condition.folder] = load_noise(condition.folder)
-        loaded = noises[condition.folder]
-
-        def noise_for(clean, rng):
-            return loaded
-        key = f"{condition.folder}:{condition.snr_db}:{condition.seed}"
-
-    def corrupt(i: int, clean: np.ndarray) -> np.ndarray:
-        rng = utterance_seed(condition.seed, f"{condition.name}:{heard[i].path}")
-        return mix(clean, noise_for(clean, rng), condition.snr_db, rng)
-
-    return corrupt, key
+            noises[pool_key] = [clean[others[i].path][0] if clean and others[i].path in clean
+                                else load_audio(others[i].path) for i in sorted(chosen)]
+        return (_Mix(condition, paths, babble_pool=noises[pool_key]),
+                f"babble:{split.name}:{condition.snr_db}:{condition.seed}")
+    _noise(condition.folder)  # a missing or empty folder fails here, in the caller's process
+    return _Mix(condition, paths), f"{condition.folder}:{condition.snr_db}:{condition.seed}"
 
 
 def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str | None, device: str, precision: str,
                    cache_dir: Path | None, log=print, conditions: tuple[Condition, ...] = (CLEAN,),
-                   loaded_models: dict | None = None) -> dict:
+                   loaded_models: dict | None = None, workers: int = 1, clean: dict | None = None) -> dict:
     """Score a checkpoint (or, with "{run}" in `model`, each split's own checkpoint) on the test
     speakers of each split; with no splits, on every utterance. Each condition (clean, or a noise
     at an SNR) is scored separately: {"model", "conditions": {label: {"runs", "mean"}}}; the clean
-    condition's runs and mean are also at the top level."""
+    condition's runs and mean are also at the top level.
+
+    workers: featurising processes (build_segments). clean: build_segments' memo of decoded
+    utterances, kept by the caller to share it between models; with noisy conditions one is
+    kept here anyway, so each utterance is decoded and segmented once."""
     from .weights import load_model
 
     speakers = np.array([u.speaker for u in utterances])
@@ -273,6 +293,8 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
     models = loaded_models if loaded_models is not None else {}
     noises: dict = {}
     datasets: dict = {}
+    if clean is None and any(c.snr_db is not None for c in conditions):
+        clean = {}
     results: dict = {"model": model, "conditions": {}}
     for condition in conditions:
         scored: dict = {"runs": {}}
@@ -285,12 +307,14 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
             if condition.snr_db is None:  # clean: featurise every utterance once, pick each split's
                 key = (tuple(sorted(asdict(loaded.features).items())), "clean")
                 if key not in datasets:
-                    datasets[key] = build_segments(utterances, loaded.features, cache_dir, log)
+                    datasets[key] = build_segments(utterances, loaded.features, cache_dir, log, workers=workers,
+                                                   clean=clean)
                 test_set = split_sets(datasets[key], speakers, split)[2]
             else:  # noisy: featurise only this split's test utterances, with their noise
                 heard = [u for u in utterances if u.speaker in split.test]
-                corrupt, corrupt_key = _corruption(condition, utterances, split, heard, noises)
-                test_set = build_segments(heard, loaded.features, cache_dir, log, corrupt, corrupt_key)
+                corrupt, corrupt_key = _corruption(condition, utterances, split, heard, noises, clean)
+                test_set = build_segments(heard, loaded.features, cache_dir, log, corrupt, corrupt_key,
+                                          workers=workers, clean=clean)
             scores = evaluate(predict_segments(loaded.net, test_set, loaded.device, loaded.precision == "bf16"),
                               test_set)
             scored["runs"][split.name] = {"model": str(loaded.path), "test_speakers": sorted(split.test)} | scores

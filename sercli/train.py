@@ -5,6 +5,7 @@ Never imported by the inference path.
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import json
 import math
@@ -85,19 +86,24 @@ class SegmentSet:
         return part
 
 
-def utterance_segments(samples: np.ndarray, vad: SpeechProbabilities, pitch: PitchTracker | None = None,
-                       heard: np.ndarray | None = None, max_s: float = 3.0) -> list[Segment]:
-    """The paper's sub-sentence split, applied to the speech the VAD finds (as at inference);
-    an utterance where it finds none is split whole.
+def speech_bounds(samples: np.ndarray, vad: SpeechProbabilities, max_s: float = 3.0) -> list[tuple[int, int]]:
+    """Sample ranges of the paper's sub-sentence split, applied to the speech the VAD finds (as at
+    inference); an utterance where it finds none is split whole."""
+    bounds = [(round(s.start_s * SAMPLE_RATE), round(s.end_s * SAMPLE_RATE))
+              for s in segment_audio(samples, SegmentationConfig(max_segment_s=max_s), vad)]
+    return bounds or split_evenly(0, len(samples), int(max_s * SAMPLE_RATE))
+
+
+def utterance_segments(samples: np.ndarray, vad: SpeechProbabilities | None, pitch: PitchTracker | None = None,
+                       heard: np.ndarray | None = None, max_s: float = 3.0,
+                       bounds: list[tuple[int, int]] | None = None) -> list[Segment]:
+    """The segments of one utterance (see speech_bounds; `bounds` when they are known already).
 
     heard: the same utterance as it is to be featurised (e.g. with noise added, same length);
     segment boundaries always come from the clean samples, so a clean and a noisy test see the
     same segments. pitch: track the pitch of the whole utterance once (for denoising features).
     """
-    max_samples = int(max_s * SAMPLE_RATE)
-    bounds = [(round(s.start_s * SAMPLE_RATE), round(s.end_s * SAMPLE_RATE))
-              for s in segment_audio(samples, SegmentationConfig(max_segment_s=max_s), vad)]
-    bounds = bounds or split_evenly(0, len(samples), max_samples)
+    bounds = bounds if bounds is not None else speech_bounds(samples, vad, max_s)
     source = samples if heard is None else heard
     track = pitch(source) if pitch is not None else None
     return [Segment(a / SAMPLE_RATE, b / SAMPLE_RATE, source[a:b],
@@ -105,26 +111,19 @@ def utterance_segments(samples: np.ndarray, vad: SpeechProbabilities, pitch: Pit
 
 
 Corruption = Callable[[int, np.ndarray], np.ndarray]  # (utterance index, clean samples) -> heard samples
+Clean = dict[str, tuple[np.ndarray, list[tuple[int, int]]]]  # utterance path -> (decoded samples, segment bounds)
 
 
-def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_dir: Path | None,
-                   log: Callable[[str], None] = print, corrupt: Corruption | None = None,
-                   corrupt_key: str = "") -> SegmentSet:
-    """Decode, segment and featurise every utterance once; cached on disk by content key.
-
-    corrupt: applied to each decoded utterance before featurising (noise for robustness tests);
-    corrupt_key must then describe it, since it is part of the cache key."""
-    described = [asdict(features), [(u.path, u.label) for u in utterances]] + ([corrupt_key] if corrupt else [])
-    key = hashlib.sha256(json.dumps(described).encode())
-    cache = cache_dir / f"segments-{key.hexdigest()[:16]}.pt" if cache_dir else None
-    if cache is not None and cache.is_file():
-        data = torch.load(cache, weights_only=True)
-        return SegmentSet(**data)
-    vad = SpeechProbabilities()
+def _featurise(utterances: list[Utterance], first: int, last: int, features: FeatureConfig,
+               corrupt: Corruption | None, clean: Clean | None, keep_clean: bool) -> tuple:
+    """Utterances [first, last): their segments' spectrograms (float16), frame counts, owners
+    (indices into `utterances`) and labels, plus the newly decoded (samples, bounds) when
+    keep_clean. Runs in the caller's process or in a pool worker."""
+    vad = None
     pitch = pitch_tracker(features)
     spectrograms, n_frames, owner, labels = [], [], [], []
+    decoded: Clean = {}
     pending: list[Segment] = []
-    started = time.monotonic()
 
     def flush() -> None:
         if pending:
@@ -133,24 +132,106 @@ def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_d
             n_frames.extend(features.frames_for(len(p.samples)) for p in pending)
             pending.clear()
 
-    for i, utterance in enumerate(utterances):
-        try:
-            audio = load_audio(utterance.path)
-        except AudioError as exc:
-            raise CorpusError(f"{utterance.path}: {exc}") from exc
+    for i in range(first, last):
+        utterance = utterances[i]
+        known = clean.get(utterance.path) if clean is not None else None
+        if known is not None:
+            audio, bounds = known
+        else:
+            try:
+                audio = load_audio(utterance.path)
+            except AudioError as exc:
+                raise CorpusError(f"{utterance.path}: {exc}") from exc
+            vad = vad or SpeechProbabilities()
+            bounds = speech_bounds(audio, vad)
+            if keep_clean:
+                decoded[utterance.path] = (audio, bounds)
         heard = corrupt(i, audio) if corrupt is not None else None
-        for segment in utterance_segments(audio, vad, pitch, heard):
+        for segment in utterance_segments(audio, None, pitch, heard, bounds=bounds):
             pending.append(segment)
             owner.append(i)
             labels.append(LABELS.index(utterance.label))
         if len(pending) >= 64:
             flush()
-        if (i + 1) % 500 == 0:
-            log(f"features: {i + 1}/{len(utterances)} utterances, {time.monotonic() - started:.0f} s")
     flush()
+    return spectrograms, n_frames, owner, labels, decoded
+
+
+def _worker_start() -> None:
+    torch.set_num_threads(1)  # the pool's processes share the cores
+
+
+_pool: tuple[int, object] | None = None  # (workers, ProcessPoolExecutor), kept for the next call
+
+
+def _executor(workers: int):
+    """A pool of `workers` processes, started once and reused: scoring many conditions calls
+    build_segments hundreds of times, and each new process would import torch again."""
+    global _pool
+    if _pool is None or _pool[0] != workers:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        _close_pool()
+        _pool = (workers, ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                              initializer=_worker_start))
+        atexit.register(_close_pool)  # before interpreter teardown, which would leave it half-closed
+    return _pool[1]
+
+
+def _close_pool() -> None:
+    global _pool
+    if _pool is not None:
+        _pool[1].shutdown()
+        _pool = None
+
+
+def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_dir: Path | None,
+                   log: Callable[[str], None] = print, corrupt: Corruption | None = None,
+                   corrupt_key: str = "", workers: int = 1, clean: Clean | None = None) -> SegmentSet:
+    """Decode, segment and featurise every utterance once; cached on disk by content key.
+
+    corrupt: applied to each decoded utterance before featurising (noise for robustness tests);
+    corrupt_key must then describe it, since it is part of the cache key. It must pickle when
+    workers > 1.
+    workers: featurise in this many processes, each taking a contiguous share of the utterances;
+    the result is the same as with one.
+    clean: a dict the caller keeps between calls: each utterance's decoded samples and segment
+    bounds are added to it and reused, so scoring several conditions or feature settings decodes
+    and runs the VAD once per utterance (memory: the whole corpus's samples)."""
+    described = [asdict(features), [(u.path, u.label) for u in utterances]] + ([corrupt_key] if corrupt else [])
+    key = hashlib.sha256(json.dumps(described).encode())
+    cache = cache_dir / f"segments-{key.hexdigest()[:16]}.pt" if cache_dir else None
+    if cache is not None and cache.is_file():
+        data = torch.load(cache, weights_only=True)
+        return SegmentSet(**data)
+    started = time.monotonic()
+    keep = clean is not None
+    workers = max(1, min(workers, len(utterances) // 4))  # at least 4 utterances a process
+    if workers == 1:
+        parts = [_featurise(utterances, 0, len(utterances), features, corrupt, clean, keep)]
+    else:
+        pool = _executor(workers)
+        edges = np.linspace(0, len(utterances), 4 * workers + 1).round().astype(int)
+        futures = []
+        for first, last in zip(edges[:-1], edges[1:]):
+            part = {u.path: clean[u.path] for u in utterances[first:last] if keep and u.path in clean}
+            futures.append(pool.submit(_featurise, utterances, int(first), int(last), features, corrupt,
+                                       part if keep else None, keep))
+        parts = [f.result() for f in futures]
+    spectrograms, n_frames, owner, labels = [], [], [], []
+    for part_spectrograms, part_frames, part_owner, part_labels, decoded in parts:
+        spectrograms += part_spectrograms
+        n_frames += part_frames
+        owner += part_owner
+        labels += part_labels
+        if keep:
+            clean.update(decoded)
     if not spectrograms:
         raise CorpusError("no utterances to featurise")
     result = SegmentSet(torch.cat(spectrograms), torch.tensor(n_frames), torch.tensor(owner), torch.tensor(labels))
+    log(f"features: {len(utterances)} utterances, {len(labels)} segments, {time.monotonic() - started:.0f} s"
+        + (f" ({workers} processes)" if workers > 1 else ""))
     if cache is not None:
         atomic_torch_save(asdict(result), cache)
     return result
@@ -174,6 +255,9 @@ def _warp(x: torch.Tensor, n_frames: torch.Tensor, config: TrainConfig,
     f = torch.arange(bins, dtype=torch.float32)
     knee = (0.8 * top * torch.clamp(1 / alpha, max=1.0))[:, None]  # (B, 1)
     src_f = torch.where(f <= knee, f * alpha[:, None], top - (top - knee * alpha[:, None]) * (top - f) / (top - knee))
+    # The random draws stay on the CPU generator (the same augmentation on every device); the
+    # grid is built where the spectrograms are.
+    src_t, src_f = src_t.to(x.device), src_f.to(x.device)
     grid = torch.stack([(src_t / (frames - 1) * 2 - 1)[:, None, :].expand(batch, bins, frames),
                         (src_f / top * 2 - 1)[:, :, None].expand(batch, bins, frames)], dim=-1)
     out = nn.functional.grid_sample(x[:, None], grid, mode="bilinear", padding_mode="zeros", align_corners=True)
@@ -185,18 +269,20 @@ def _augment(x: torch.Tensor, n_frames: torch.Tensor, config: TrainConfig,
     """Warp, then one time mask and one frequency mask per spectrogram (zero = the floor)."""
     if config.freq_warp or config.time_stretch:
         x, n_frames = _warp(x, n_frames, config, generator)
-    else:
-        x = x.clone()
-    bins = x.shape[1]
-    for i in range(len(x)):
-        if config.time_mask:
-            width = int(torch.randint(0, config.time_mask + 1, (1,), generator=generator))
-            start = int(torch.randint(0, max(1, int(n_frames[i]) - width), (1,), generator=generator))
-            x[i, :, start : start + width] = 0
-        if config.freq_mask:
-            width = int(torch.randint(0, config.freq_mask + 1, (1,), generator=generator))
-            start = int(torch.randint(0, max(1, bins - width), (1,), generator=generator))
-            x[i, start : start + width, :] = 0
+    batch, bins, frames = x.shape
+
+    def band(size: int, max_width: int, extent: torch.Tensor | int) -> torch.Tensor:
+        """(batch, size) mask of one band per row, 0..max_width wide, starting inside [0, extent - width)."""
+        width = torch.floor(torch.rand(batch, generator=generator) * (max_width + 1))
+        start = torch.floor(torch.rand(batch, generator=generator)
+                            * torch.clamp(torch.as_tensor(extent).float() - width, min=1))
+        position = torch.arange(size, dtype=torch.float32)
+        return ((position >= start[:, None]) & (position < (start + width)[:, None])).to(x.device)
+
+    if config.time_mask:  # within each spectrogram's own frames
+        x = x.masked_fill(band(frames, config.time_mask, n_frames)[:, None, :], 0)
+    if config.freq_mask:
+        x = x.masked_fill(band(bins, config.freq_mask, bins)[:, :, None], 0)
     return x, n_frames
 
 
@@ -267,6 +353,14 @@ def _schedule(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], floa
     return factor
 
 
+def _running_mean(averaged: torch.Tensor, current: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """Uniform weight average; integer buffers (batch norm's step counter) keep the latest value.
+    torch's default averaging fails on integer buffers on CUDA."""
+    if not averaged.is_floating_point():
+        return current
+    return averaged + (current - averaged) / (count + 1)
+
+
 def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet, config: TrainConfig,
                 device: torch.device, state_path: Path | None = None,
                 log: Callable[[str], None] = print) -> tuple[EmotionNet, dict]:
@@ -278,11 +372,15 @@ def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet,
     bf16 = bf16_supported(device)
     if device.type == "cpu" and bf16:
         net = net.to(memory_format=torch.channels_last)
+    if device.type == "cuda":
+        # Batches are cut to their longest segment, a multiple of 8 frames: at most 38 shapes,
+        # each tuned once.
+        torch.backends.cudnn.benchmark = True
     average = None
     if config.ema:
         average = AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(config.ema), use_buffers=True)
     elif config.swa_from:
-        average = AveragedModel(net, use_buffers=True)  # batch-norm statistics are averaged too
+        average = AveragedModel(net, avg_fn=_running_mean, use_buffers=True)  # batch-norm statistics too
     optimiser = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n = len(train.labels)
     steps = math.ceil(n / config.batch_size)
@@ -293,6 +391,9 @@ def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet,
     if config.oversample:
         weights = torch.ones(classes)  # the sampler balances the classes already
     loss_fn = nn.CrossEntropyLoss(weight=weights.to(device), label_smoothing=config.label_smoothing)
+    # On a GPU the whole training set lives there (float16, about 1 GB for 4,000 segments), so
+    # that a step moves no data and augments in place.
+    source = train.spectrograms.to(device) if device.type == "cuda" else train.spectrograms
     history: list[dict] = []
     best = {"wa": -1.0, "epoch": -1, "state": None}
     start_epoch = 0
@@ -321,7 +422,8 @@ def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet,
         batches = _length_batches(order, train.n_frames, config.batch_size, generator)
         for index in tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False,
                           disable=None):
-            x, n_frames = _augment(train.spectrograms[index].float(), train.n_frames[index], config, generator)
+            x, n_frames = _augment(source[index.to(source.device)].float(), train.n_frames[index], config,
+                                   generator)
             y = train.labels[index].to(device)
             if config.mixup:
                 share = float(torch.distributions.Beta(config.mixup, config.mixup).sample())

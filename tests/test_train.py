@@ -283,6 +283,26 @@ def test_warp_is_identity_at_factor_one_and_keeps_the_floor_past_the_end():
     assert masked_n.tolist() == n.tolist() and (masked <= x).all() and (masked == 0).sum() > (x == 0).sum()
 
 
+
+def test_masks_are_one_band_per_spectrogram_within_its_frames():
+    from dataclasses import replace
+
+    from sercli.train import TrainConfig, _augment
+
+    x = torch.rand(64, 40, 60) + 1
+    n = torch.randint(5, 61, (64,), generator=torch.Generator().manual_seed(2))
+    config = replace(TrainConfig(), freq_warp=0.0, time_stretch=0.0, time_mask=12, freq_mask=9)
+    masked, _ = _augment(x, n, config, torch.Generator().manual_seed(3))
+    for i in range(64):
+        # masked whole columns inside the spectrogram's frames: the time band (past them is padding)
+        frames = (masked[i, :, : int(n[i])] == 0).all(dim=0).nonzero().flatten()
+        bins = (masked[i] == 0).all(dim=1).nonzero().flatten()
+        for band, most, extent in ((frames, 12, int(n[i])), (bins, 9, 40)):
+            if band.numel():
+                assert band.numel() <= most and int(band[-1] - band[0]) + 1 == band.numel()
+                assert int(band[0]) < extent
+    assert (masked == 0).any(dim=1).any(dim=1).float().mean() > 0.8  # nearly every one is masked
+
 def test_length_batches_cover_every_segment_once_with_similar_lengths():
     from sercli.train import _length_batches
 
@@ -326,3 +346,27 @@ def test_weight_average_is_the_mean_of_the_epoch_end_weights(tmp_path):
     assert not torch.equal(first["head.0.weight"], second["head.0.weight"])
     with pytest.raises(ValueError, match="one weight average"):
         replace(TrainConfig(), ema=0.99, swa_from=3)
+
+
+def test_workers_and_the_clean_memo_give_the_same_segments(corpus):
+    from sercli.corpora import Split
+    from sercli.experiment import Condition, _corruption
+    from sercli.features import FeatureConfig
+    from sercli.train import build_segments
+
+    utterances = read_manifest(corpus / "manifest.csv")
+    features = FeatureConfig(denoise=True)  # pitch tracking too
+    alone = build_segments(utterances, features, None, log=lambda _: None)
+    shared = build_segments(utterances, features, None, log=lambda _: None, workers=2)
+    for name in ("spectrograms", "n_frames", "utterance", "labels"):
+        assert torch.equal(getattr(alone, name), getattr(shared, name)), name
+    # Noisy: a picklable corruption through two processes, decoding through the memo on the second call.
+    split = Split("fold-1", 1, frozenset(), frozenset(u.speaker for u in utterances))
+    corrupt, key = _corruption(Condition("babble", 0.0, None, 3), utterances, split, utterances, {})
+    clean: dict = {}
+    first = build_segments(utterances, features, None, lambda _: None, corrupt, key, workers=2, clean=clean)
+    assert set(clean) == {u.path for u in utterances}
+    clean = {path: (samples, bounds) for path, (samples, bounds) in clean.items()}
+    again = build_segments(utterances, features, None, lambda _: None, corrupt, key, clean=clean)
+    assert torch.equal(first.spectrograms, again.spectrograms) and torch.equal(first.n_frames, alone.n_frames)
+    assert not torch.equal(first.spectrograms, alone.spectrograms)

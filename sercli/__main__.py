@@ -1,0 +1,6 @@
+"""`python -m sercli` is the `sercli` command."""
+
+from .cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,234 @@
+"""Every training and evaluation behind train/RESULTS.md in one go, as many side by side as the
+machine takes: Table 1 rows 1-5 (five folds each), the --denoise model and Table 2, the
+all-speaker models that ship, and recipe variants.
+
+    python train/campaign.py ../shared/data --runs runs --device cuda --parallel 12
+
+Each job is one `sercli train` or `sercli evaluate` process, one fold per training, so folds
+run side by side; a job starts when the jobs it needs have finished. The spectrogram caches are
+built first, once, with --workers processes. Rerunning resumes: `sercli train` skips finished
+folds and resumes interrupted ones. --deadline stops starting jobs, and then ends the running
+ones, in time to write the reports, so a machine lent for a fixed time returns what it finished.
+Reports: RUNS/NAME/results.md per configuration (as `sercli train --fold all` writes it), RUNS/
+table2-*.md, and RUNS/campaign.log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+# name: (sercli train flags, report title flags). Table 1 rows, the modified predictor, variants.
+CONFIGS = {
+    "cnn-lstm-10hz": ["--topology", "cnn-lstm", "--grid", "10"],  # row 3
+    "cnn-lstm-10hz-denoise": ["--topology", "cnn-lstm", "--grid", "10", "--denoise"],  # Table 2's modified
+    "cnn5-10hz": ["--topology", "cnn5", "--grid", "10"],  # row 1
+    "cnn-lstm-20hz": ["--topology", "cnn-lstm", "--grid", "20"],  # row 4
+    "cnn5-20hz": ["--topology", "cnn5", "--grid", "20"],  # row 2
+    # Recipe variants of row 3, each judged on its mean validation accuracy.
+    "variant-long": ["--topology", "cnn-lstm", "--grid", "10", "--epochs", "32", "--average-from", "8",
+                     "--patience", "8"],
+    "variant-oversample": ["--topology", "cnn-lstm", "--grid", "10", "--oversample"],
+    "variant-lr3e-4": ["--topology", "cnn-lstm", "--grid", "10", "--lr", "0.0003", "--epochs", "32",
+                       "--average-from", "8", "--patience", "8"],
+}
+FOLDS = [1, 2, 3, 4, 5]
+
+
+@dataclass
+class Job:
+    name: str
+    argv: list[str]
+    kind: str  # "train" or "evaluate"
+    needs: list[str] = field(default_factory=list)
+    stdout: Path | None = None
+
+
+GROUPS = ["cnn-lstm-10hz", "cnn-lstm-10hz-denoise", "cnn-lstm-10hz-denoise-all", "table2", "two-step",
+          "cnn5-10hz", "cnn-lstm-20hz", "cnn5-20hz", "two-step-all",
+          *(c for c in CONFIGS if c.startswith("variant-"))]
+
+
+def plan(data: Path, runs: Path, device: str, eval_workers: int, groups: list[str], epochs: int | None) -> list[Job]:
+    """The jobs of `groups` (see GROUPS), started in that order as their needs are met. A job
+    needing one of a group left out takes that group's results from RUNS as they are."""
+    sercli = [sys.executable, "-m", "sercli"]
+    corpora = ["--corpus", f"manifest={data / 'ravdess' / 'manifest.csv'}",
+               "--corpus", f"manifest={data / 'nemo' / 'manifest.csv'}", "--folds", str(data / "folds.csv")]
+    common = ["--device", device, "--cache", str(runs / "cache")]
+
+    def train(name: str, flags: list[str], fold: str, out: str, needs: list[str] | None = None) -> Job:
+        flags = list(flags)
+        if epochs is not None:  # a quick trial of the whole campaign
+            for option in ("--epochs", "--average-from", "--patience"):
+                if option in flags:
+                    i = flags.index(option)
+                    del flags[i : i + 2]
+            flags += ["--epochs", str(epochs), "--average-from", "1"]
+        return Job(name, [*sercli, "train", *corpora, *flags, "--fold", fold, "--out", str(runs / out), "--workers",
+                          "1", *common], "train", needs or [])
+
+    normal, modified = runs / "cnn-lstm-10hz" / "{run}" / "model.pt", runs / "cnn-lstm-10hz-denoise" / "{run}" / "model.pt"
+    jobs: list[Job] = []
+    for group in groups:
+        if group in CONFIGS:
+            jobs += [train(f"{group}/fold{k}", CONFIGS[group], str(k), group) for k in FOLDS]
+        elif group == "cnn-lstm-10hz-denoise-all":
+            jobs.append(train(group, CONFIGS["cnn-lstm-10hz-denoise"], "none", "cnn-lstm-10hz-denoise"))
+        elif group == "table2":  # normal against modified, every noise category and babble
+            for snrs in (["0"], ["5"], ["10"], ["20"]):  # one job each, so each table is done as soon as it can be
+                tag = "-".join(snrs)
+                jobs.append(Job(f"table2-{tag}", [
+                    *sercli, "evaluate", *corpora, "--fold", "all", "--model", str(normal), "--model", str(modified),
+                    "--noise", str(data / "noise"), "--noise", "babble", *(a for s in snrs for a in ("--snr", s)),
+                    "--workers", str(eval_workers), *common, "-o", str(runs / f"table2-{tag}.json")], "evaluate",
+                    [f"{c}/fold{k}" for c in ("cnn-lstm-10hz", "cnn-lstm-10hz-denoise") for k in FOLDS],
+                    runs / f"table2-{tag}.md"))
+        elif group == "two-step":  # binary networks beside each fold's four-class model
+            jobs += [train(f"two-step/fold{k}", ["--topology", "two-step", "--first-step", str(normal)], str(k),
+                           "two-step", [f"cnn-lstm-10hz/fold{k}"]) for k in FOLDS]
+        elif group == "two-step-all":  # the shipped four-class model as the first step
+            jobs.append(train(group, ["--topology", "two-step", "--first-step",
+                                      str(ROOT / "weights" / "cnn-lstm-10hz.pt")], "none", "two-step-all"))
+        else:
+            raise SystemExit(f"unknown group {group!r}; groups: {', '.join(GROUPS)}")
+    planned = {job.name for job in jobs}
+    for job in jobs:
+        job.needs = [n for n in job.needs if n in planned]
+    return jobs
+
+
+def build_caches(data: Path, runs: Path, workers: int, groups: list[str], log) -> None:
+    """Every spectrogram cache the groups' jobs read, built once with a pool of processes."""
+    from sercli.cli import _load_corpora
+    from sercli.features import FeatureConfig
+    from sercli.train import build_segments
+
+    corpora = (f"manifest={data / 'ravdess' / 'manifest.csv'}", f"manifest={data / 'nemo' / 'manifest.csv'}")
+    utterances = _load_corpora(corpora, False, False, data / "folds.csv")
+    wanted = [FeatureConfig(grid_hz=10, denoise=True)] if any("denoise" in g or g == "table2" for g in groups) else []
+    wanted += [FeatureConfig(grid_hz=10)] if any("10hz" in g and "denoise" not in g or g.startswith(("two-step", "variant"))
+                                                 or g == "table2" for g in groups) else []
+    wanted += [FeatureConfig(grid_hz=20)] if any("20hz" in g for g in groups) else []
+    for features in wanted:
+        started = time.monotonic()
+        build_segments(utterances, features, runs / "cache", log=lambda _: None, workers=workers)
+        log(f"cache {features.grid_hz} Hz{' denoise' if features.denoise else ''}: "
+            f"{time.monotonic() - started:.0f} s")
+
+
+def run_jobs(jobs: list[Job], runs: Path, parallel: dict[str, int], stop_starting: float, stop: float,
+             log) -> dict[str, str]:
+    """Start jobs as their needs finish (at most parallel[kind] at a time); returns name -> outcome."""
+    pending = list(jobs)
+    running: dict[str, tuple[subprocess.Popen, float, object]] = {}
+    outcome: dict[str, str] = {}
+    env = os.environ | {"OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+    (runs / "logs").mkdir(parents=True, exist_ok=True)
+    while pending or running:
+        now = time.monotonic()
+        for name, (process, started, handle) in list(running.items()):
+            code = process.poll()
+            if code is not None:
+                handle.close()
+                outcome[name] = "done" if code == 0 else f"failed ({code})"
+                log(f"{name}: {outcome[name]} after {now - started:.0f} s")
+                del running[name]
+        if now >= stop:
+            for name, (process, started, handle) in running.items():
+                process.terminate()
+                process.wait(timeout=30)
+                handle.close()
+                outcome[name] = f"stopped at the deadline after {now - started:.0f} s"
+                log(f"{name}: {outcome[name]}")
+            running.clear()
+            break
+        for job in list(pending):
+            if any(n in outcome and outcome[n] != "done" for n in job.needs):
+                pending.remove(job)
+                outcome[job.name] = "skipped: a job it needs did not finish"
+                log(f"{job.name}: {outcome[job.name]}")
+                continue
+            if now >= stop_starting:
+                pending.remove(job)
+                outcome[job.name] = "not started: deadline"
+                continue
+            busy = sum(1 for n in running if next(j for j in jobs if j.name == n).kind == job.kind)
+            if busy < parallel[job.kind] and all(outcome.get(n) == "done" for n in job.needs):
+                pending.remove(job)
+                log_path = runs / "logs" / (job.name.replace("/", "-") + ".log")
+                handle = open(job.stdout or log_path, "w")
+                stderr = open(log_path, "w") if job.stdout else subprocess.STDOUT
+                process = subprocess.Popen(job.argv, stdout=handle, stderr=stderr, env=env, cwd=ROOT)
+                running[job.name] = (process, now, handle)
+                log(f"{job.name}: started")
+        time.sleep(1)
+    return outcome
+
+
+def write_reports(runs: Path, data: Path, log) -> None:
+    """results.md/json per configuration from whatever folds finished (as `sercli train` writes them)."""
+    from sercli.experiment import _write_report
+    from sercli.model import ModelConfig
+
+    for out in sorted(p for p in runs.iterdir() if p.is_dir() and p.name not in ("cache", "logs")):
+        results = {p.parent.name: json.loads(p.read_text()) for p in sorted(out.glob("*/metrics.json"))}
+        if not results:
+            continue
+        flags = CONFIGS.get(out.name, ["--topology", "two-step"] if out.name.startswith("two-step") else [])
+        topology = flags[flags.index("--topology") + 1] if "--topology" in flags else "cnn-lstm"
+        grid = int(flags[flags.index("--grid") + 1]) if "--grid" in flags else 10
+        two_step = topology == "two-step"
+        config = ModelConfig(topology="cnn-lstm" if two_step else topology, grid_hz=grid)
+        command = " ".join(["sercli train", f"--corpus manifest={data}/ravdess/manifest.csv",
+                            f"--corpus manifest={data}/nemo/manifest.csv", f"--folds {data}/folds.csv",
+                            "--fold all", *flags, f"--out {out}"])
+        _write_report(out, results, config, command, two_step)
+        valid = [m["valid_wa"] for m in results.values()]
+        log(f"{out.name}: {len(results)} runs, mean validation WA {100 * sum(valid) / len(valid):.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("data", type=Path, help="../shared/data")
+    parser.add_argument("--runs", type=Path, required=True)
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--parallel", type=int, default=12, help="training processes at a time")
+    parser.add_argument("--workers", type=int, default=os.cpu_count(), help="processes building the caches")
+    parser.add_argument("--eval-workers", type=int, default=8, help="featurising processes per evaluation")
+    parser.add_argument("--deadline", type=float, default=None, help="seconds from now to stop")
+    parser.add_argument("--groups", default=",".join(GROUPS),
+                        help=f"comma-separated, in the order to start them [default: {','.join(GROUPS)}]")
+    parser.add_argument("--epochs", type=int, default=None, help="override every training's epochs (trials)")
+    args = parser.parse_args()
+    runs, data = args.runs.resolve(), args.data.resolve()
+    runs.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    log_file = open(runs / "campaign.log", "a")
+
+    def log(message: str) -> None:
+        line = f"{time.monotonic() - started:6.0f} s  {message}"
+        print(line, flush=True)
+        log_file.write(line + "\n")
+        log_file.flush()
+
+    stop = started + args.deadline if args.deadline else float("inf")
+    jobs = plan(data, runs, args.device, args.eval_workers, args.groups.split(","), args.epochs)
+    build_caches(data, runs, args.workers, args.groups.split(","), log)
+    outcome = run_jobs(jobs, runs, {"train": args.parallel, "evaluate": 2}, stop - 60, stop - 15, log)
+    write_reports(runs, data, log)
+    (runs / "campaign.json").write_text(json.dumps(outcome, indent=1))
+    log(f"finished: {sum(v == 'done' for v in outcome.values())} of {len(outcome)} jobs done")
+
+
+if __name__ == "__main__":
+    main()
