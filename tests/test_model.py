@@ -196,3 +196,23 @@ def test_shipped_default_model(example):
     for s, t in zip(a.segments, b.segments):
         assert max(abs(s.probs[k] - t.probs[k]) for k in s.probs) < 0.01
     assert a.segments[0].label == "angry"  # the clearly angry first utterance
+
+
+def test_shipped_denoising_model(example):
+    """`analyze --denoise` with no --model finds the installed modified predictor, which verifies
+    and was trained on the noise filter's spectrograms."""
+    import json
+
+    from click.testing import CliRunner
+
+    from sercli.cli import main
+    from sercli.weights import DEFAULT_DENOISE_MODEL, installed_models
+
+    assert DEFAULT_DENOISE_MODEL in installed_models()
+    model = load_model(DEFAULT_DENOISE_MODEL, device="cpu")
+    assert model.features.denoise and model.meta["metrics"]["valid_wa"] > 0.3
+    assert (Path(model.path).parent / model.meta["model_card"]).is_file()
+    result = CliRunner().invoke(main, ["analyze", str(example), "--denoise", "-f", "json", "-q"])
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["model"] == DEFAULT_DENOISE_MODEL and len(document["segments"]) == 5
