@@ -451,6 +451,7 @@ def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_pat
     """
     import json
 
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as in analyze: featurising processes share the cores
     from .corpora import CorpusError, plan_splits
     from .experiment import CLEAN, Condition, conditions_table, evaluation_table, run_evaluation
     from .noise import NoiseError, noise_categories
