@@ -208,17 +208,30 @@ def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_d
     started = time.monotonic()
     keep = clean is not None
     workers = max(1, min(workers, len(utterances) // 4))  # at least 4 utterances a process
+    edges = np.linspace(0, len(utterances), max(4 * workers, len(utterances) // 250) + 1).round().astype(int)
+    shares = [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:]) if b > a]
+
+    last_log = started
+
+    def progress(done: int) -> None:  # a line every 30 s or so on long builds
+        nonlocal last_log
+        if done < len(utterances) and time.monotonic() - last_log > 30:
+            log(f"features: {done}/{len(utterances)} utterances, {time.monotonic() - started:.0f} s")
+            last_log = time.monotonic()
+
+    parts = []
     if workers == 1:
-        parts = [_featurise(utterances, 0, len(utterances), features, corrupt, clean, keep)]
+        for first, last in shares:
+            parts.append(_featurise(utterances, first, last, features, corrupt, clean, keep))
+            progress(last)
     else:
         pool = _executor(workers)
-        edges = np.linspace(0, len(utterances), 4 * workers + 1).round().astype(int)
-        futures = []
-        for first, last in zip(edges[:-1], edges[1:]):
-            part = {u.path: clean[u.path] for u in utterances[first:last] if keep and u.path in clean}
-            futures.append(pool.submit(_featurise, utterances, int(first), int(last), features, corrupt,
-                                       part if keep else None, keep))
-        parts = [f.result() for f in futures]
+        futures = [pool.submit(_featurise, utterances, first, last, features, corrupt,
+                               {u.path: clean[u.path] for u in utterances[first:last] if u.path in clean}
+                               if keep else None, keep) for first, last in shares]
+        for (first, last), future in zip(shares, futures):
+            parts.append(future.result())  # in order; the log lags a little behind the pool
+            progress(last)
     spectrograms, n_frames, owner, labels = [], [], [], []
     for part_spectrograms, part_frames, part_owner, part_labels, decoded in parts:
         spectrograms += part_spectrograms
