@@ -1,0 +1,51 @@
+"""The training campaign's plan (train/campaign.py) and the Table 2 summary (train/table2.py)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "train" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_plan_orders_groups_and_keeps_only_needs_it_plans(tmp_path):
+    campaign = _script("campaign")
+    jobs = campaign.plan(Path("/d"), tmp_path, "cuda", 4, ["cnn-lstm-10hz-denoise", "table2", "two-step"], None)
+    names = [j.name for j in jobs]
+    assert names[:5] == [f"cnn-lstm-10hz-denoise/fold{k}" for k in range(1, 6)]
+    table2 = next(j for j in jobs if j.name == "table2-0")
+    # the normal model's folds are not planned: they are taken from RUNS as they are
+    assert table2.needs == [f"cnn-lstm-10hz-denoise/fold{k}" for k in range(1, 6)] and table2.kind == "evaluate"
+    assert "--snr" in table2.argv and table2.argv[table2.argv.index("--snr") + 1] == "0"
+    two_step = next(j for j in jobs if j.name == "two-step/fold3")
+    assert two_step.needs == [] and "--fold" in two_step.argv and "3" in two_step.argv
+    full = campaign.plan(Path("/d"), tmp_path, "cuda", 4, ["cnn-lstm-10hz", "two-step"], 1)
+    assert next(j for j in full if j.name == "two-step/fold3").needs == ["cnn-lstm-10hz/fold3"]
+    trial = next(j for j in full if j.name == "cnn-lstm-10hz/fold1").argv
+    assert trial[trial.index("--epochs") + 1] == "1" and trial.count("--epochs") == 1
+
+
+def test_table2_summary_means_and_gaps(tmp_path):
+    def model(clean_ua, noisy_ua):
+        conditions = {"clean": {"mean": {"wa": clean_ua, "ua": clean_ua}}}
+        for name, ua in noisy_ua.items():
+            conditions[f"{name} 0 dB"] = {"mean": {"wa": ua, "ua": ua}}
+        return {"model": "m", "conditions": conditions}
+
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps([model(0.40, {"a": 0.20, "b": 0.30}), model(0.38, {"a": 0.30, "b": 0.34})]))
+    out = subprocess.run([sys.executable, str(ROOT / "train" / "table2.py"), str(path)], capture_output=True,
+                         text=True, check=True).stdout
+    assert "| a 0 dB | 20.0 | 20.0 | 30.0 | 30.0 |" in out
+    assert "| 0 dB (2 conditions) | 25.0 | 25.0 | 32.0 | 32.0 | +7.0 | 6.0 |" in out
