@@ -94,19 +94,14 @@ def speech_bounds(samples: np.ndarray, vad: SpeechProbabilities, max_s: float = 
     return bounds or split_evenly(0, len(samples), int(max_s * SAMPLE_RATE))
 
 
-def utterance_segments(samples: np.ndarray, vad: SpeechProbabilities | None, pitch: PitchTracker | None = None,
-                       heard: np.ndarray | None = None, max_s: float = 3.0,
-                       bounds: list[tuple[int, int]] | None = None) -> list[Segment]:
-    """The segments of one utterance (see speech_bounds; `bounds` when they are known already).
-
-    heard: the same utterance as it is to be featurised (e.g. with noise added, same length);
-    segment boundaries always come from the clean samples, so a clean and a noisy test see the
-    same segments. pitch: track the pitch of the whole utterance once (for denoising features).
-    """
-    bounds = bounds if bounds is not None else speech_bounds(samples, vad, max_s)
-    source = samples if heard is None else heard
-    track = pitch(source) if pitch is not None else None
-    return [Segment(a / SAMPLE_RATE, b / SAMPLE_RATE, source[a:b],
+def utterance_segments(samples: np.ndarray, bounds: list[tuple[int, int]],
+                       pitch: PitchTracker | None = None) -> list[Segment]:
+    """The segments of one utterance at `bounds` (speech_bounds of its clean samples, so a clean
+    and a noisy test see the same segments). samples: the utterance as it is to be featurised
+    (clean, or with noise added). pitch: track the pitch of the whole utterance once (for
+    denoising features)."""
+    track = pitch(samples) if pitch is not None else None
+    return [Segment(a / SAMPLE_RATE, b / SAMPLE_RATE, samples[a:b],
                     None if track is None else track_part(track, a, b - a)) for a, b in bounds]
 
 
@@ -146,8 +141,8 @@ def _featurise(utterances: list[Utterance], first: int, last: int, features: Fea
             bounds = speech_bounds(audio, vad)
             if keep_clean:
                 decoded[utterance.path] = (audio, bounds)
-        heard = corrupt(i, audio) if corrupt is not None else None
-        for segment in utterance_segments(audio, None, pitch, heard, bounds=bounds):
+        heard = corrupt(i, audio) if corrupt is not None else audio
+        for segment in utterance_segments(heard, bounds, pitch):
             pending.append(segment)
             owner.append(i)
             labels.append(LABELS.index(utterance.label))

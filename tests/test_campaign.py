@@ -49,3 +49,20 @@ def test_table2_summary_means_and_gaps(tmp_path):
                          text=True, check=True).stdout
     assert "| a 0 dB | 20.0 | 20.0 | 30.0 | 30.0 |" in out
     assert "| 0 dB (2 conditions) | 25.0 | 25.0 | 32.0 | 32.0 | +7.0 | 6.0 |" in out
+
+
+def test_run_jobs_follows_needs_and_outcomes(tmp_path):
+    import time
+
+    campaign = _script("campaign")
+    py = [sys.executable, "-c"]
+    jobs = [campaign.Job("a", [*py, "print('a')"], "train"),
+            campaign.Job("b", [*py, "raise SystemExit(3)"], "train"),
+            campaign.Job("c", [*py, "print('c')"], "train", ["b"]),
+            campaign.Job("d", [*py, "print('table')"], "evaluate", ["a"], tmp_path / "d.md"),
+            campaign.Job("e", [*py, "import time; time.sleep(60)"], "train")]
+    now = time.monotonic()
+    outcome = campaign.run_jobs(jobs, tmp_path, {"train": 2, "evaluate": 1}, now + 20, now + 6, lambda _: None)
+    assert outcome == {"a": "done", "b": "failed (3)", "c": "skipped: a job it needs did not finish",
+                       "d": "done", "e": "stopped at the deadline"}
+    assert (tmp_path / "d.md").read_text() == "table\n" and (tmp_path / "logs" / "a.log").read_text() == "a\n"

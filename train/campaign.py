@@ -130,27 +130,29 @@ def run_jobs(jobs: list[Job], runs: Path, parallel: dict[str, int], stop_startin
              log) -> dict[str, str]:
     """Start jobs as their needs finish (at most parallel[kind] at a time); returns name -> outcome."""
     pending = list(jobs)
-    running: dict[str, tuple[subprocess.Popen, float, object]] = {}
+    running: dict[str, tuple[Job, subprocess.Popen, float, list]] = {}  # name -> (job, process, start, files)
     outcome: dict[str, str] = {}
     env = os.environ | {"OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
     (runs / "logs").mkdir(parents=True, exist_ok=True)
+
+    def finish(name: str, what: str) -> None:
+        _, _, started, files = running.pop(name)
+        for handle in files:
+            handle.close()
+        outcome[name] = what
+        log(f"{name}: {what} after {time.monotonic() - started:.0f} s")
+
     while pending or running:
         now = time.monotonic()
-        for name, (process, started, handle) in list(running.items()):
+        for name, (_, process, _, _) in list(running.items()):
             code = process.poll()
             if code is not None:
-                handle.close()
-                outcome[name] = "done" if code == 0 else f"failed ({code})"
-                log(f"{name}: {outcome[name]} after {now - started:.0f} s")
-                del running[name]
+                finish(name, "done" if code == 0 else f"failed ({code})")
         if now >= stop:
-            for name, (process, started, handle) in running.items():
+            for name, (_, process, _, _) in list(running.items()):
                 process.terminate()
                 process.wait(timeout=30)
-                handle.close()
-                outcome[name] = f"stopped at the deadline after {now - started:.0f} s"
-                log(f"{name}: {outcome[name]}")
-            running.clear()
+                finish(name, "stopped at the deadline")
             break
         for job in list(pending):
             if any(n in outcome and outcome[n] != "done" for n in job.needs):
@@ -162,14 +164,14 @@ def run_jobs(jobs: list[Job], runs: Path, parallel: dict[str, int], stop_startin
                 pending.remove(job)
                 outcome[job.name] = "not started: deadline"
                 continue
-            busy = sum(1 for n in running if next(j for j in jobs if j.name == n).kind == job.kind)
+            busy = sum(1 for other, *_ in running.values() if other.kind == job.kind)
             if busy < parallel[job.kind] and all(outcome.get(n) == "done" for n in job.needs):
                 pending.remove(job)
                 log_path = runs / "logs" / (job.name.replace("/", "-") + ".log")
-                handle = open(job.stdout or log_path, "w")
-                stderr = open(log_path, "w") if job.stdout else subprocess.STDOUT
-                process = subprocess.Popen(job.argv, stdout=handle, stderr=stderr, env=env, cwd=ROOT)
-                running[job.name] = (process, now, handle)
+                files = [open(log_path, "w")] + ([open(job.stdout, "w")] if job.stdout else [])
+                process = subprocess.Popen(job.argv, stdout=files[-1], stderr=files[0] if job.stdout else
+                                           subprocess.STDOUT, env=env, cwd=ROOT)
+                running[job.name] = (job, process, now, files)
                 log(f"{job.name}: started")
         time.sleep(1)
     return outcome
