@@ -362,6 +362,11 @@ def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
               help="Draw batches with equal class shares instead of weighting the loss by inverse class size.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for initialisation, batch order, augmentation and the validation speakers.")
+@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
+              help="Any other training or network setting, repeatable: a field of sercli.train.TrainConfig "
+                   "(e.g. weight_decay=1e-4, label_smoothing=0, freq_warp=0, select_from=1) or of "
+                   "sercli.model.ModelConfig (e.g. summary=last, lstm_dropout=0). Network settings are saved "
+                   "in the checkpoint.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]", help="Where to train.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Run folder: a folder per run with model.pt and metrics.json, results.md and results.json; "
@@ -372,7 +377,7 @@ def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
               help="Processes that decode and featurise the speech (default: the CPU count, at most 8).")
 def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validation, topology, first_step, grid,
           window, denoise,
-          epochs, average_from, patience, batch_size, lr, oversample, seed, device, out_dir, cache_dir,
+          epochs, average_from, patience, batch_size, lr, oversample, seed, settings, device, out_dir, cache_dir,
           workers) -> None:
     """Train and cross-validate a model on labelled speech.
 
@@ -380,10 +385,12 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
     average its segments' posteriors. Weighted accuracy (WA) is the share right, unweighted
     (UA) the mean recall per class, both on the test speakers of each fold.
     """
+    from dataclasses import fields
+
     from .corpora import CorpusError, plan_splits
     from .experiment import run_training
     from .model import ModelConfig
-    from .train import TrainConfig
+    from .train import TrainConfig, override
     from .weights import ModelError, resolve_device
 
     try:
@@ -399,6 +406,18 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
     model_config = ModelConfig(topology="cnn-lstm" if two_step else topology, grid_hz=int(grid), window_ms=int(window))
     train_config = TrainConfig(epochs=epochs, swa_from=average_from, patience=patience, batch_size=batch_size,
                                lr=lr, oversample=oversample, seed=seed)
+    pairs = dict(item.partition("=")[::2] for item in settings)
+    named = {"topology", "grid_hz", "window_ms", "epochs", "swa_from", "patience", "batch_size", "lr", "oversample",
+             "seed"}  # set by their own options
+    unknown = sorted(set(pairs) - ({f.name for f in fields(ModelConfig)} | {f.name for f in fields(TrainConfig)}))
+    if unknown or named & set(pairs) or any("=" not in item for item in settings):
+        raise click.BadParameter(f"not a NAME=VALUE of a setting without its own option: "
+                                 f"{', '.join(unknown or sorted(named & set(pairs)) or settings)}",
+                                 param_hint="--set")
+    try:
+        model_config, train_config = override(model_config, pairs), override(train_config, pairs)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--set") from None
     command = " ".join(["sercli train", *(f"--corpus {c}" for c in corpora),
                         *(["--include-scripted"] if include_scripted else []),
                         *(["--excited-as-happy"] if excited_as_happy else []),
@@ -407,7 +426,8 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
                         f"{f'--first-step {first_step} ' if first_step else ''}--grid {grid} "
                         f"--window {window}{' --denoise' if denoise else ''} --epochs {epochs} "
                         f"--average-from {average_from} --patience {patience} --batch-size {batch_size} "
-                        f"--lr {lr}{' --oversample' if oversample else ''} --seed {seed} --out {out_dir}"])
+                        f"--lr {lr}{' --oversample' if oversample else ''} --seed {seed}",
+                        *(f"--set {item}" for item in settings), f"--out {out_dir}"])
     try:
         run_training(utterances, splits, model_config, train_config, target, out_dir,
                      cache_dir or out_dir / "cache", command=command, denoise=denoise, two_step=two_step,

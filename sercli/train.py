@@ -10,7 +10,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
@@ -60,6 +60,25 @@ class TrainConfig:
             raise ValueError(f"schedule must be constant or cosine, not {self.schedule!r}")
         if self.swa_from and self.ema:
             raise ValueError("choose one weight average: swa_from or ema")
+
+
+def override(config, settings: dict[str, str]):
+    """A copy of a frozen config dataclass with `settings` (field name -> text) applied, each
+    value read as the field's type; names the config lacks are left for another config.
+    Raises ValueError for a value of the wrong type."""
+    chosen = {}
+    for name in settings.keys() & {f.name for f in fields(config)}:
+        text, current = settings[name], getattr(config, name)
+        if isinstance(current, bool):
+            if text.lower() not in ("1", "0", "true", "false", "yes", "no"):
+                raise ValueError(f"{name} takes true or false, not {text!r}")
+            chosen[name] = text.lower() in ("1", "true", "yes")
+        else:
+            try:
+                chosen[name] = type(current)(text)
+            except ValueError:
+                raise ValueError(f"{name} takes a {type(current).__name__}, not {text!r}") from None
+    return replace(config, **chosen)
 
 
 @dataclass

@@ -34,6 +34,13 @@ def test_plan_orders_groups_and_keeps_only_needs_it_plans(tmp_path):
     assert next(j for j in full if j.name == "two-step/fold3").needs == ["cnn-lstm-10hz/fold3"]
     trial = next(j for j in full if j.name == "cnn-lstm-10hz/fold1").argv
     assert trial[trial.index("--epochs") + 1] == "1" and trial.count("--epochs") == 1
+    plain = campaign.plan(Path("/d"), tmp_path, "cuda", 4, ["cnn-lstm-10hz", "cnn-lstm-10hz-all"], None, "plain")
+    argv = plain[0].argv
+    assert argv[argv.index("--average-from") + 1] == "0" and "summary=last" in argv
+    shipped = next(j for j in plain if j.name == "cnn-lstm-10hz-all").argv
+    assert shipped[shipped.index("--fold") + 1] == "none" and str(tmp_path / "cnn-lstm-10hz") in shipped
+    quick = campaign.plan(Path("/d"), tmp_path, "cuda", 4, ["cnn5-20hz"], 2, "plain")[0].argv
+    assert quick.count("--epochs") == 1 and quick.count("--average-from") == 1 and "summary=last" in quick
 
 
 def test_table2_summary_means_and_gaps(tmp_path):

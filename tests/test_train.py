@@ -13,7 +13,9 @@ from click.testing import CliRunner
 
 from sercli.cli import main
 from sercli.corpora import CorpusError, assign_folds, read_folds, read_manifest, validation_speakers
-from sercli.train import accuracies
+from sercli.model import ModelConfig
+from sercli.train import TrainConfig, accuracies, override
+from sercli.weights import load_model
 
 from conftest import SHARED_DATA, needs_shared_data
 
@@ -72,13 +74,14 @@ def test_one_epoch_training_run_then_analyze(corpus, tmp_path, example):
     runner = CliRunner()
     result = runner.invoke(main, ["train", "--corpus", f"manifest={corpus / 'manifest.csv'}", "--folds",
                                   str(corpus / "folds.csv"), "--fold", "1", "--epochs", "1", "--out", str(out),
-                                  "--device", "cpu"])
+                                  "--device", "cpu", "--set", "summary=last", "--set", "label_smoothing=0"])
     assert result.exit_code == 0, result.output
+    assert load_model(out / "fold1" / "model.pt", device="cpu").net.config.summary == "last"
     metrics = json.loads((out / "fold1" / "metrics.json").read_text())
     assert metrics["test"]["utterance"]["count"] == 4  # s1 and s2, two utterances each
     report = (out / "results.md").read_text()
     assert sum(line.startswith("| fold1 | ") for line in report.splitlines()) == 1
-    assert "--fold 1" in report and "--epochs 1" in report
+    assert "--fold 1" in report and "--epochs 1" in report and "--set summary=last --set label_smoothing=0" in report
     analysed = runner.invoke(main, ["analyze", "-m", str(out / "fold1" / "model.pt"), str(example), "-q"])
     assert analysed.exit_code == 0, analysed.stderr
     assert len(analysed.stdout.strip().splitlines()) == 1 + 5
@@ -370,3 +373,19 @@ def test_workers_and_the_clean_memo_give_the_same_segments(corpus):
     again = build_segments(utterances, features, None, lambda _: None, corrupt, key, clean=clean)
     assert torch.equal(first.spectrograms, again.spectrograms) and torch.equal(first.n_frames, alone.n_frames)
     assert not torch.equal(first.spectrograms, alone.spectrograms)
+
+
+def test_settings_override_typed_fields_and_refuse_bad_values(corpus, tmp_path):
+    config = override(TrainConfig(), {"weight_decay": "1e-4", "class_weights": "false", "seed": "3", "summary": "last"})
+    assert (config.weight_decay, config.class_weights, config.seed) == (1e-4, False, 3)
+    assert override(ModelConfig(), {"summary": "last", "lr": "1"}).summary == "last"
+    for bad in ({"seed": "x"}, {"class_weights": "maybe"}, {"schedule": "linear"}):
+        with pytest.raises(ValueError):
+            override(TrainConfig(), bad)
+    base = ["train", "--corpus", f"manifest={corpus / 'manifest.csv'}", "--folds", str(corpus / "folds.csv"),
+            "--out", str(tmp_path / "run")]
+    for setting, message in (("bogus=1", "bogus"), ("epochs=3", "epochs"), ("summary", "summary"),
+                             ("summary=first", "summary must be")):
+        result = CliRunner().invoke(main, [*base, "--set", setting])
+        assert result.exit_code == 2 and message in result.output, result.output
+    assert not (tmp_path / "run").exists()

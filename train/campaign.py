@@ -42,6 +42,16 @@ CONFIGS = {
                        "--average-from", "8", "--patience", "8"],
 }
 FOLDS = [1, 2, 3, 4, 5]
+# Training recipes, flags given to every training before the configuration's own. "swa": the
+# defaults of `sercli train` (weight averaging). "plain": the first session's recipe (final LSTM
+# states, the single best epoch, light regularisation, masks as the only augmentation).
+RECIPES = {
+    "swa": [],
+    "plain": ["--epochs", "20", "--average-from", "0", "--patience", "6", "--set", "summary=last",
+              "--set", "lstm_dropout=0", "--set", "weight_decay=1e-4", "--set", "label_smoothing=0",
+              "--set", "freq_warp=0", "--set", "time_stretch=0", "--set", "select_from=1",
+              "--set", "warmup_epochs=0"],
+}
 
 
 @dataclass
@@ -53,12 +63,13 @@ class Job:
     stdout: Path | None = None
 
 
-GROUPS = ["cnn-lstm-10hz", "cnn-lstm-10hz-denoise", "cnn-lstm-10hz-denoise-all", "table2", "two-step",
+GROUPS = ["cnn-lstm-10hz", "cnn-lstm-10hz-all", "cnn-lstm-10hz-denoise", "cnn-lstm-10hz-denoise-all", "table2", "two-step",
           "cnn5-10hz", "cnn-lstm-20hz", "cnn5-20hz", "two-step-all",
           *(c for c in CONFIGS if c.startswith("variant-"))]
 
 
-def plan(data: Path, runs: Path, device: str, eval_workers: int, groups: list[str], epochs: int | None) -> list[Job]:
+def plan(data: Path, runs: Path, device: str, eval_workers: int, groups: list[str], epochs: int | None,
+         recipe: str = "swa") -> list[Job]:
     """The jobs of `groups` (see GROUPS), started in that order as their needs are met. A job
     needing one of a group left out takes that group's results from RUNS as they are."""
     sercli = [sys.executable, "-m", "sercli"]
@@ -67,10 +78,10 @@ def plan(data: Path, runs: Path, device: str, eval_workers: int, groups: list[st
     common = ["--device", device, "--cache", str(runs / "cache")]
 
     def train(name: str, flags: list[str], fold: str, out: str, needs: list[str] | None = None) -> Job:
-        flags = list(flags)
+        flags = RECIPES[recipe] + list(flags)  # click keeps the last of a repeated option
         if epochs is not None:  # a quick trial of the whole campaign
             for option in ("--epochs", "--average-from", "--patience"):
-                if option in flags:
+                while option in flags:
                     i = flags.index(option)
                     del flags[i : i + 2]
             flags += ["--epochs", str(epochs), "--average-from", "1"]
@@ -82,6 +93,8 @@ def plan(data: Path, runs: Path, device: str, eval_workers: int, groups: list[st
     for group in groups:
         if group in CONFIGS:
             jobs += [train(f"{group}/fold{k}", CONFIGS[group], str(k), group) for k in FOLDS]
+        elif group == "cnn-lstm-10hz-all":  # the shipped default model
+            jobs.append(train(group, CONFIGS["cnn-lstm-10hz"], "none", "cnn-lstm-10hz"))
         elif group == "cnn-lstm-10hz-denoise-all":
             jobs.append(train(group, CONFIGS["cnn-lstm-10hz-denoise"], "none", "cnn-lstm-10hz-denoise"))
         elif group == "table2":  # normal against modified, every noise category and babble
@@ -177,7 +190,7 @@ def run_jobs(jobs: list[Job], runs: Path, parallel: dict[str, int], stop_startin
     return outcome
 
 
-def write_reports(runs: Path, data: Path, log) -> None:
+def write_reports(runs: Path, data: Path, log, recipe: str = "swa") -> None:
     """results.md/json per configuration from whatever folds finished (as `sercli train` writes them)."""
     from sercli.experiment import _write_report
     from sercli.model import ModelConfig
@@ -193,7 +206,7 @@ def write_reports(runs: Path, data: Path, log) -> None:
         config = ModelConfig(topology="cnn-lstm" if two_step else topology, grid_hz=grid)
         command = " ".join(["sercli train", f"--corpus manifest={data}/ravdess/manifest.csv",
                             f"--corpus manifest={data}/nemo/manifest.csv", f"--folds {data}/folds.csv",
-                            "--fold all", *flags, f"--out {out}"])
+                            "--fold all", *RECIPES[recipe], *flags, f"--out {out}"])
         _write_report(out, results, config, command, two_step)
         valid = [m["valid_wa"] for m in results.values()]
         log(f"{out.name}: {len(results)} runs, mean validation WA {100 * sum(valid) / len(valid):.1f}")
@@ -211,6 +224,7 @@ def main() -> None:
     parser.add_argument("--groups", default=",".join(GROUPS),
                         help=f"comma-separated, in the order to start them [default: {','.join(GROUPS)}]")
     parser.add_argument("--epochs", type=int, default=None, help="override every training's epochs (trials)")
+    parser.add_argument("--recipe", choices=sorted(RECIPES), default="swa", help="training recipe [default: swa]")
     args = parser.parse_args()
     runs, data = args.runs.resolve(), args.data.resolve()
     runs.mkdir(parents=True, exist_ok=True)
@@ -224,10 +238,10 @@ def main() -> None:
         log_file.flush()
 
     stop = started + args.deadline if args.deadline else float("inf")
-    jobs = plan(data, runs, args.device, args.eval_workers, args.groups.split(","), args.epochs)
+    jobs = plan(data, runs, args.device, args.eval_workers, args.groups.split(","), args.epochs, args.recipe)
     build_caches(data, runs, args.workers, args.groups.split(","), log)
     outcome = run_jobs(jobs, runs, {"train": args.parallel, "evaluate": 2}, stop - 60, stop - 15, log)
-    write_reports(runs, data, log)
+    write_reports(runs, data, log, args.recipe)
     (runs / "campaign.json").write_text(json.dumps(outcome, indent=1))
     log(f"finished: {sum(v == 'done' for v in outcome.values())} of {len(outcome)} jobs done")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict, fields, replace
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -24,19 +24,9 @@ from sercli.corpora import assign_folds, plan_splits, read_folds, read_manifest
 from sercli.experiment import split_sets
 from sercli.features import FeatureConfig
 from sercli.model import ModelConfig
-from sercli.train import TrainConfig, build_segments, evaluate, predict_segments, train_model
+from sercli.train import TrainConfig, build_segments, evaluate, override, predict_segments, train_model
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-
-
-def _override(config, pairs: dict[str, str]):
-    known = {f.name: f.type for f in fields(config)}
-    chosen = {}
-    for key, value in pairs.items():
-        if key in known:
-            current = getattr(config, key)
-            chosen[key] = type(current)(value) if not isinstance(current, bool) else value in ("1", "true", "yes")
-    return replace(config, **chosen)
 
 
 def main() -> None:
@@ -50,8 +40,8 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("runs/cache"))
     args = parser.parse_args()
     pairs = dict(item.split("=", 1) for item in args.overrides)
-    model_config = _override(ModelConfig(grid_hz=args.grid), pairs)
-    train_config = _override(TrainConfig(), pairs)
+    model_config = override(ModelConfig(grid_hz=args.grid), pairs)
+    train_config = override(TrainConfig(), pairs)
     unknown = set(pairs) - {f.name for f in fields(ModelConfig)} - {f.name for f in fields(TrainConfig)}
     if unknown:
         raise SystemExit(f"unknown settings: {', '.join(sorted(unknown))}")
