@@ -365,7 +365,8 @@ def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
 @click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
               help="Any other training or network setting, repeatable: a field of sercli.train.TrainConfig "
                    "(e.g. weight_decay=1e-4, label_smoothing=0, freq_warp=0, select_from=1) or of "
-                   "sercli.model.ModelConfig (e.g. summary=last, lstm_dropout=0). Network settings are saved "
+                   "sercli.model.ModelConfig (e.g. summary=last, lstm_dropout=0) or of "
+                   "sercli.features.FeatureConfig (e.g. e_noise_db=-50). Network and feature settings are saved "
                    "in the checkpoint.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]", help="Where to train.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
@@ -389,6 +390,7 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
 
     from .corpora import CorpusError, plan_splits
     from .experiment import run_training
+    from .features import FeatureConfig
     from .model import ModelConfig
     from .train import TrainConfig, override
     from .weights import ModelError, resolve_device
@@ -407,15 +409,17 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
     train_config = TrainConfig(epochs=epochs, swa_from=average_from, patience=patience, batch_size=batch_size,
                                lr=lr, oversample=oversample, seed=seed)
     pairs = dict(item.partition("=")[::2] for item in settings)
-    named = {"topology", "grid_hz", "window_ms", "epochs", "swa_from", "patience", "batch_size", "lr", "oversample",
-             "seed"}  # set by their own options
-    unknown = sorted(set(pairs) - ({f.name for f in fields(ModelConfig)} | {f.name for f in fields(TrainConfig)}))
+    named = {"topology", "grid_hz", "window_ms", "denoise", "epochs", "swa_from", "patience", "batch_size", "lr",
+             "oversample", "seed"}  # set by their own options
+    known = {f.name for config in (ModelConfig, TrainConfig, FeatureConfig) for f in fields(config)}
+    unknown = sorted(set(pairs) - known)
     if unknown or named & set(pairs) or any("=" not in item for item in settings):
         raise click.BadParameter(f"not a NAME=VALUE of a setting without its own option: "
                                  f"{', '.join(unknown or sorted(named & set(pairs)) or settings)}",
                                  param_hint="--set")
     try:
         model_config, train_config = override(model_config, pairs), override(train_config, pairs)
+        features = override(FeatureConfig(grid_hz=int(grid), window_ms=int(window), denoise=denoise), pairs)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--set") from None
     command = " ".join(["sercli train", *(f"--corpus {c}" for c in corpora),
@@ -431,7 +435,7 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
     try:
         run_training(utterances, splits, model_config, train_config, target, out_dir,
                      cache_dir or out_dir / "cache", command=command, denoise=denoise, two_step=two_step,
-                     first_step=first_step, workers=workers or _default_workers())
+                     first_step=first_step, workers=workers or _default_workers(), features=features)
     except CorpusError as exc:
         _say(None, "error", str(exc))
         sys.exit(EXIT_FAILED)

@@ -37,12 +37,13 @@ def split_sets(data: SegmentSet, speakers: np.ndarray, split: Split) -> tuple[Se
 def run_training(utterances: list[Utterance], splits: list[Split], model_config: ModelConfig,
                  train_config: TrainConfig, device: torch.device, out_dir: Path, cache_dir: Path,
                  command: str = "", denoise: bool = False, two_step: bool = False,
-                 first_step: str | None = None, workers: int = 1) -> dict:
+                 first_step: str | None = None, workers: int = 1, features: FeatureConfig | None = None) -> dict:
     """Train one model per split (see corpora.plan_splits) and write the reports. denoise:
     train on the harmonic model's spectrograms (sercli.denoise), the paper's modified predictor.
     two_step: per split, a four-class network of model_config (or the split's checkpoint from
     `first_step`, a path with "{run}") and three binary CNN5 networks, bundled (see _two_step)."""
-    features = FeatureConfig(grid_hz=model_config.grid_hz, window_ms=model_config.window_ms, denoise=denoise)
+    features = features or FeatureConfig(grid_hz=model_config.grid_hz, window_ms=model_config.window_ms,
+                                         denoise=denoise)
     out_dir.mkdir(parents=True, exist_ok=True)
     log_file = open(out_dir / "train.log", "a", encoding="utf-8")
 

@@ -33,6 +33,9 @@ class FeatureConfig:
     # The paper's noise filter (sercli.denoise): voiced frames rebuilt from their pitch, the
     # rest silent. Praat pitch settings: floor and ceiling in Hz, and its voicing threshold.
     denoise: bool = False
+    # Speaker normalisation (experimental; training and evaluation only): each frequency bin is
+    # also standardised over all speech frames of the segment's speaker (sercli.train.standardise).
+    context_norm: bool = False
     pitch_floor_hz: float = 75.0
     pitch_ceiling_hz: float = 600.0
     voicing_threshold: float = 0.45

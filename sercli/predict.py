@@ -178,6 +178,9 @@ class Pipeline:
         if segmentation.max_segment_s * SAMPLE_RATE > model.features.max_samples:
             raise ValueError(f"max segment length is {model.features.max_samples / SAMPLE_RATE:g} s "
                              f"for this model, not {segmentation.max_segment_s:g} s")
+        if model.features.context_norm:
+            raise ValueError("this model normalises by speaker (an experiment for train and evaluate); "
+                             "analysis needs a model without context_norm")
         self.model = model
         self.segmentation = segmentation
         self.batch_size = batch_size

@@ -213,6 +213,11 @@ def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_d
     clean: a dict the caller keeps between calls: each utterance's decoded samples and segment
     bounds are added to it and reused, so scoring several conditions or feature settings decodes
     and runs the VAD once per utterance (memory: the whole corpus's samples)."""
+    if features.context_norm:
+        plain = build_segments(utterances, replace(features, context_norm=False), cache_dir, log, corrupt,
+                               corrupt_key, workers, clean)
+        speaker = {s: i for i, s in enumerate(sorted({u.speaker for u in utterances}))}
+        return standardise(plain, torch.tensor([speaker[u.speaker] for u in utterances])[plain.utterance])
     described = [asdict(features), [(u.path, u.label) for u in utterances]] + ([corrupt_key] if corrupt else [])
     key = hashlib.sha256(json.dumps(described).encode())
     cache = cache_dir / f"segments-{key.hexdigest()[:16]}.pt" if cache_dir else None
@@ -262,6 +267,22 @@ def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_d
     if cache is not None:
         atomic_torch_save(asdict(result), cache)
     return result
+
+
+def standardise(data: SegmentSet, groups: torch.Tensor) -> SegmentSet:
+    """Each frequency bin standardised to mean 0 and variance 1 over the frames inside the
+    segments of each group (groups: (N,) per segment, e.g. its speaker); zero past each end."""
+    out = torch.zeros_like(data.spectrograms)
+    frames = data.spectrograms.shape[2]
+    for group in torch.unique(groups):
+        members = torch.nonzero(groups == group).squeeze(1)
+        x = data.spectrograms[members].float()
+        valid = (torch.arange(frames)[None, :] < data.n_frames[members][:, None]).float()[:, None, :]  # (n, 1, T)
+        count = valid.sum().clamp(min=1)
+        mean = (x * valid).sum(dim=(0, 2)) / count  # (F,)
+        std = (((x - mean[None, :, None]) * valid).square().sum(dim=(0, 2)) / count).sqrt().clamp(min=1e-3)
+        out[members] = ((x - mean[None, :, None]) / std[None, :, None] * valid).to(out.dtype)
+    return SegmentSet(out, data.n_frames, data.utterance, data.labels)
 
 
 def _warp(x: torch.Tensor, n_frames: torch.Tensor, config: TrainConfig,

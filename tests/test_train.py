@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from sercli.cli import main
 from sercli.corpora import CorpusError, assign_folds, read_folds, read_manifest, validation_speakers
 from sercli.model import ModelConfig
-from sercli.train import TrainConfig, accuracies, override
+from sercli.train import SegmentSet, TrainConfig, accuracies, override, standardise
 from sercli.weights import load_model
 
 from conftest import SHARED_DATA, needs_shared_data
@@ -389,3 +389,20 @@ def test_settings_override_typed_fields_and_refuse_bad_values(corpus, tmp_path):
         result = CliRunner().invoke(main, [*base, "--set", setting])
         assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "run").exists()
+
+
+def test_standardise_gives_each_group_zero_mean_unit_variance_per_bin_inside_the_segments():
+    generator = torch.Generator().manual_seed(0)
+    x = (torch.rand(5, 4, 6, generator=generator) * 10 + torch.arange(4)[None, :, None]).half()
+    n_frames, groups = torch.tensor([6, 3, 6, 2, 5]), torch.tensor([0, 0, 1, 1, 1])
+    data = SegmentSet(x, n_frames, torch.arange(5), torch.zeros(5, dtype=torch.long))
+    out = standardise(data, groups).spectrograms
+    for group in (0, 1):
+        frames = torch.cat([out[i, :, : n_frames[i]].float() for i in range(5) if groups[i] == group], dim=1)
+        assert torch.allclose(frames.mean(dim=1), torch.zeros(4), atol=2e-3)
+        assert torch.allclose(frames.std(dim=1, unbiased=False), torch.ones(4), atol=2e-3)
+    assert out[1, :, 3:].abs().max() == 0 and out[3, :, 2:].abs().max() == 0  # nothing past the ends
+    # one group's statistics do not depend on another's segments
+    alone = standardise(SegmentSet(x[:2], n_frames[:2], torch.arange(2), torch.zeros(2, dtype=torch.long)),
+                        groups[:2]).spectrograms
+    assert torch.equal(alone, out[:2])

@@ -38,6 +38,7 @@ CONFIGS = {
     "variant-long": ["--topology", "cnn-lstm", "--grid", "10", "--epochs", "32", "--average-from", "8",
                      "--patience", "8"],
     "variant-oversample": ["--topology", "cnn-lstm", "--grid", "10", "--oversample"],
+    "variant-speaker-norm": ["--topology", "cnn-lstm", "--grid", "10", "--set", "context_norm=true"],
     "variant-lr3e-4": ["--topology", "cnn-lstm", "--grid", "10", "--lr", "0.0003", "--epochs", "32",
                        "--average-from", "8", "--patience", "8"],
 }
