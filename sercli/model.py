@@ -104,7 +104,7 @@ class EmotionNet(nn.Module):
         keep = -(-int(n.max()) // self.pooling) * self.pooling  # zero-padded to a multiple of the pooling
         x = spectrograms[:, :, :keep] if keep <= total else nn.functional.pad(spectrograms, (0, keep - total))
         x = x.unsqueeze(1)  # (B, 1, F, T)
-        if x.device.type == "cpu" and self.blocks[-1][1].weight.is_contiguous(memory_format=torch.channels_last):
+        if self.blocks[-1][1].weight.is_contiguous(memory_format=torch.channels_last):
             x = x.contiguous(memory_format=torch.channels_last)
         for block, norm in zip(self.blocks, self.norms):
             x = block(x)

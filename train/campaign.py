@@ -27,6 +27,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# Training recipes, flags given to every training before the configuration's own. "swa": the
+# defaults of `sercli train` (weight averaging). "plain": the first session's recipe (final LSTM
+# states, the single best epoch, light regularisation, masks as the only augmentation).
+# "speaker-norm": swa on spectrograms standardised per speaker (--set context_norm=true).
+PLAIN = ["--epochs", "20", "--average-from", "0", "--patience", "6", "--set", "summary=last", "--set", "lstm_dropout=0",
+         "--set", "weight_decay=1e-4", "--set", "label_smoothing=0", "--set", "freq_warp=0", "--set", "time_stretch=0",
+         "--set", "select_from=1", "--set", "warmup_epochs=0"]
+RECIPES = {"swa": [], "plain": PLAIN, "speaker-norm": ["--set", "context_norm=true"]}
+
 # name: (sercli train flags, report title flags). Table 1 rows, the modified predictor, variants.
 CONFIGS = {
     "cnn-lstm-10hz": ["--topology", "cnn-lstm", "--grid", "10"],  # row 3
@@ -38,21 +47,11 @@ CONFIGS = {
     "variant-long": ["--topology", "cnn-lstm", "--grid", "10", "--epochs", "32", "--average-from", "8",
                      "--patience", "8"],
     "variant-oversample": ["--topology", "cnn-lstm", "--grid", "10", "--oversample"],
-    "variant-speaker-norm": ["--topology", "cnn-lstm", "--grid", "10", "--set", "context_norm=true"],
+    "variant-plain-speaker-norm": ["--topology", "cnn-lstm", "--grid", "10", *PLAIN, "--set", "context_norm=true"],
     "variant-lr3e-4": ["--topology", "cnn-lstm", "--grid", "10", "--lr", "0.0003", "--epochs", "32",
                        "--average-from", "8", "--patience", "8"],
 }
 FOLDS = [1, 2, 3, 4, 5]
-# Training recipes, flags given to every training before the configuration's own. "swa": the
-# defaults of `sercli train` (weight averaging). "plain": the first session's recipe (final LSTM
-# states, the single best epoch, light regularisation, masks as the only augmentation).
-RECIPES = {
-    "swa": [],
-    "plain": ["--epochs", "20", "--average-from", "0", "--patience", "6", "--set", "summary=last",
-              "--set", "lstm_dropout=0", "--set", "weight_decay=1e-4", "--set", "label_smoothing=0",
-              "--set", "freq_warp=0", "--set", "time_stretch=0", "--set", "select_from=1",
-              "--set", "warmup_epochs=0"],
-}
 
 
 @dataclass

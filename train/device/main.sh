@@ -4,6 +4,7 @@
 # train/campaign.py until DEADLINE seconds from now, and leaves the reports and the models to
 # ship in $OUT.
 #   Use: bash train/device/main.sh PARALLEL DEADLINE_S GROUPS [RECIPE]
+# A trial elsewhere: DEVICE=cpu EPOCHS=1 OUT=/tmp/out bash train/device/main.sh 1 300 cnn5-20hz
 set -u
 parallel=${1:-5}
 deadline=${2:-480}
@@ -22,9 +23,10 @@ for carried in .dev*/runs/*; do  # finished runs to reuse (train resumes and ski
   [ -d "$carried" ] && mkdir -p /tmp/runs && cp -rn "$carried" /tmp/runs/
 done
 echo "data ready in $(( $(date +%s) - started )) s"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt"
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv > "$OUT/gpu.txt" 2>&1
 lscpu | grep -E "Model name|^CPU\(s\)" >> "$OUT/gpu.txt"
-python3 train/campaign.py /tmp/sd/data --runs /tmp/runs --device cuda --parallel "$parallel" --workers 16 \
+python3 train/campaign.py /tmp/sd/data --runs /tmp/runs --device "${DEVICE:-cuda}" ${EPOCHS:+--epochs $EPOCHS} \
+  --parallel "$parallel" --workers 16 \
   --eval-workers 6 --deadline $(( deadline - ($(date +%s) - started) )) --groups "$groups" --recipe "$recipe" \
   > "$OUT/campaign.log" 2>&1
 status=$?

@@ -14,6 +14,7 @@ ms = [float(k.communicate()[0].strip() or "nan") for k in kids]
 print(f"{4000 / (sum(ms) / 4):.0f}")
 PY
 }
+python3 train/device/probe.py --layouts
 without=$(probe)
 nvidia-cuda-mps-control -d || { echo "MPS did not start; without it: $without steps/s"; exit 0; }
 with=$(probe)

@@ -15,7 +15,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
-def steps(topology: str, n: int, benchmark: bool = False, varying: bool = False) -> float:
+def steps(topology: str, n: int, benchmark: bool = False, varying: bool = False, channels_last: bool = False) -> float:
     """Seconds per training step of 32 segments; varying: a new random length (multiple of 8
     frames, as batches are cut) every step, so cuDNN's autotuning is paid for each new shape."""
     import torch
@@ -25,6 +25,8 @@ def steps(topology: str, n: int, benchmark: bool = False, varying: bool = False)
     torch.backends.cudnn.benchmark = benchmark
     device = torch.device("cuda")
     net = EmotionNet(ModelConfig(topology=topology)).to(device)
+    if channels_last:
+        net = net.to(memory_format=torch.channels_last)
     optimiser = torch.optim.AdamW(net.parameters(), lr=1e-3)
     x = torch.randn(32, 400, 300, device=device)
     frames = torch.full((32,), 300)
@@ -49,9 +51,17 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--processes", type=int, default=8)
     parser.add_argument("--child", default=None)
+    parser.add_argument("--layouts", action="store_true",
+                        help="only compare the memory layouts: ms per step, one process, lengths varying")
     args = parser.parse_args()
     if args.child:
         print(f"{steps(args.child, 100) * 1000:.2f}", flush=True)
+        return
+    if args.layouts:
+        for topology in ("cnn-lstm", "cnn5"):
+            for channels_last in (False, True, False, True):  # twice each: the first pays cuDNN's tuning
+                ms = steps(topology, 150, True, True, channels_last) * 1000
+                print(f"{topology}, channels_last {channels_last}: {ms:.2f} ms per step (150 steps, lengths varying)")
         return
     import torch
 
