@@ -465,8 +465,14 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
               help="Also write the scores, with confusion matrices, to this JSON file.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="Processes that decode and featurise the speech (default: the CPU count, at most 8).")
+@click.option("--context", type=click.Choice(["speaker", "utterance"]), default="speaker", show_default=True,
+              help="Context-normalised models: standardise over each speaker's test speech (like a long "
+                   "recording of one voice), or over each utterance alone (like short clips analysed one by one).")
+@click.option("--context-prior", "context_prior_s", type=click.FloatRange(min=0), default=10.0, show_default=True,
+              metavar="SECONDS", help="Context-normalised models: seconds of speech the training speech's "
+                                      "statistics count for in each context (0: none).")
 def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_path, fold, validation, noises, snrs,
-             noise_seed, device, precision, cache_dir, output, workers) -> None:
+             noise_seed, device, precision, cache_dir, output, workers, context, context_prior_s) -> None:
     """Score checkpoints on labelled speech: WA, UA and confusion, per utterance and segment.
 
     With --noise, each noise category at each --snr is a further condition; several models and
@@ -499,7 +505,8 @@ def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_pat
         clean: dict = {}  # decoded utterances, shared by the models
         results = [run_evaluation(utterances, splits, spec, device, precision, cache_dir,
                                   log=lambda line: click.echo(line, err=True), conditions=tuple(conditions),
-                                  workers=workers or _default_workers(), clean=clean if len(conditions) > 1 else None)
+                                  workers=workers or _default_workers(), clean=clean if len(conditions) > 1 else None,
+                                  context=context, context_prior_s=context_prior_s)
                    for spec in (model_specs or (None,))]
     except (CorpusError, ModelError, NoiseError) as exc:
         _say(None, "error", str(exc))

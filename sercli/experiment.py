@@ -15,10 +15,11 @@ import torch
 
 from . import __version__
 from .corpora import Split, Utterance
-from .features import FeatureConfig
+from .features import CONTEXT_PRIOR_S, FeatureConfig, context_prior
 from .model import LABELS, ModelConfig
 from .corpora import CorpusError
-from .train import SegmentSet, TrainConfig, build_segments, evaluate, predict_segments, train_model
+from .train import (SegmentSet, TrainConfig, build_segments, evaluate, normalise_contexts, population_moments,
+                    predict_segments, train_model)
 from .weights import atomic_write_bytes, bf16_supported, save_checkpoint
 
 
@@ -57,6 +58,9 @@ def run_training(utterances: list[Utterance], splits: list[Split], model_config:
     data = build_segments(utterances, features, cache_dir, log, workers=workers)
     log(f"{len(data.labels)} segments")
     speakers = np.array([u.speaker for u in utterances])
+    plain = data
+    if features.context_norm:  # each speaker's segments standardised over the speaker's speech
+        data = normalise_contexts(plain, utterances, "speaker")
     results = {}
     for split in splits:
         name, test_fold = split.name, split.fold
@@ -96,6 +100,8 @@ def run_training(utterances: list[Utterance], splits: list[Split], model_config:
                          "speakers_validation": sorted(split.valid), "speakers_test": sorted(split.test),
                          "test_fold": test_fold,
                          "config": asdict(train_config), "best_epoch": info["best_epoch"]},
+            **({"context_prior": dict(zip(("mean", "variance"), (m.tolist() for m in population_moments(
+                split_sets(plain, speakers, split)[0])[:2])))} if features.context_norm else {}),
             "metrics": {"valid_wa": info["best_valid_wa"]} | (
                 {"test_wa": metrics["test"]["utterance"]["wa"], "test_ua": metrics["test"]["utterance"]["ua"]}
                 if split.test else {}),
@@ -278,7 +284,8 @@ def _corruption(condition: Condition, utterances: list[Utterance], split: Split,
 
 def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str | None, device: str, precision: str,
                    cache_dir: Path | None, log=print, conditions: tuple[Condition, ...] = (CLEAN,),
-                   loaded_models: dict | None = None, workers: int = 1, clean: dict | None = None) -> dict:
+                   loaded_models: dict | None = None, workers: int = 1, clean: dict | None = None,
+                   context: str = "speaker", context_prior_s: float = CONTEXT_PRIOR_S) -> dict:
     """Score a checkpoint (or, with "{run}" in `model`, each split's own checkpoint) on the test
     speakers of each split; with no splits, on every utterance. Each condition (clean, or a noise
     at an SNR) is scored separately: {"model", "conditions": {label: {"runs", "mean"}}}; the clean
@@ -286,7 +293,11 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
 
     workers: featurising processes (build_segments). clean: build_segments' memo of decoded
     utterances, kept by the caller to share it between models; with noisy conditions one is
-    kept here anyway, so each utterance is decoded and segmented once."""
+    kept here anyway, so each utterance is decoded and segmented once.
+    context, context_prior_s: for a context-normalised model, what its segments are standardised
+    over ("speaker": all of the speaker's test speech; "utterance": each utterance alone, like
+    short files analysed one by one) and how many seconds of speech the checkpoint's prior (the
+    moments of its training speech) counts for (0: none)."""
     from .weights import load_model
 
     speakers = np.array([u.speaker for u in utterances])
@@ -310,12 +321,18 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
                 if key not in datasets:
                     datasets[key] = build_segments(utterances, loaded.features, cache_dir, log, workers=workers,
                                                    clean=clean)
-                test_set = split_sets(datasets[key], speakers, split)[2]
+                if loaded.features.context_norm and (key, "context") not in datasets:
+                    datasets[key, "context"] = normalise_contexts(
+                        datasets[key], utterances, context, context_prior(loaded.meta, context_prior_s))
+                test_set = split_sets(datasets[key, "context"] if loaded.features.context_norm else datasets[key],
+                                      speakers, split)[2]
             else:  # noisy: featurise only this split's test utterances, with their noise
                 heard = [u for u in utterances if u.speaker in split.test]
                 corrupt, corrupt_key = _corruption(condition, utterances, split, heard, noises, clean)
                 test_set = build_segments(heard, loaded.features, cache_dir, log, corrupt, corrupt_key,
                                           workers=workers, clean=clean)
+                if loaded.features.context_norm:
+                    test_set = normalise_contexts(test_set, heard, context, context_prior(loaded.meta, context_prior_s))
             scores = evaluate(predict_segments(loaded.net, test_set, loaded.device, loaded.precision == "bf16"),
                               test_set)
             scored["runs"][split.name] = {"model": str(loaded.path), "test_speakers": sorted(split.test)} | scores

@@ -33,9 +33,12 @@ class FeatureConfig:
     # The paper's noise filter (sercli.denoise): voiced frames rebuilt from their pitch, the
     # rest silent. Praat pitch settings: floor and ceiling in Hz, and its voicing threshold.
     denoise: bool = False
-    # Speaker normalisation (experimental; training and evaluation only): each frequency bin is
-    # also standardised over all speech frames of the segment's speaker (sercli.train.standardise).
+    # Context normalisation: each frequency bin is also standardised over the speech around the
+    # segment (sercli.features.ContextStats): in training and evaluation the speaker's, in
+    # analysis the file's within context_window_s (the whole of a shorter file).
     context_norm: bool = False
+    context_window_s: float = 600.0
+
     pitch_floor_hz: float = 75.0
     pitch_ceiling_hz: float = 600.0
     voicing_threshold: float = 0.45
@@ -168,3 +171,58 @@ def log_spectrograms(segments: list[np.ndarray], config: FeatureConfig, device: 
             pitch[i, :n] = torch.from_numpy(np.asarray(track[:n], dtype=np.float64))
         power = modified_power(power, pitch.to(power.device), config.grid_hz)
     return normalise(power, lengths.to(device), config).float()
+
+
+CONTEXT_PRIOR_S = 10.0  # weight of the training speech's moments in a context's, in seconds of speech
+
+
+def context_prior(meta: dict, seconds: float = CONTEXT_PRIOR_S) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """A checkpoint's prior for ContextStats (its training speech's moments, weighted as
+    `seconds` of speech), or None where it has none or seconds is 0."""
+    moments = meta.get("context_prior")
+    if not moments or seconds <= 0:
+        return None
+    return np.asarray(moments["mean"]), np.asarray(moments["variance"]), seconds * 100.0  # 10 ms frames
+
+
+class ContextStats:
+    """Per-bin first and second moments of the speech frames of a context (a speaker, a file, or
+    the stretch of a file around a segment), from which its segments are standardised.
+
+    prior: (mean (F,), variance (F,), frames) of the training speech; it counts as that many
+    frames of speech with those moments, so a context with little speech leans on the training
+    population instead of on a few noisy frames. None: the context's own moments alone.
+    """
+
+    def __init__(self, n_bins: int, prior: tuple[np.ndarray, np.ndarray, float] | None = None) -> None:
+        self.n_bins = n_bins
+        self.prior = prior
+        self.starts: list[float] = []
+        self.cumulative = [np.zeros((3, n_bins))]  # running [frames, sum, sum of squares]
+
+    def add(self, start_s: float, spectrogram: np.ndarray) -> None:
+        """A segment's valid frames, (F, n), in start order."""
+        x = spectrogram.astype(np.float64)
+        self.starts.append(start_s)
+        self.cumulative.append(self.cumulative[-1] + np.stack(
+            [np.full(self.n_bins, x.shape[1], dtype=np.float64), x.sum(axis=1), np.square(x).sum(axis=1)]))
+
+    def moments(self, first_s: float = -np.inf, last_s: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) per bin over the segments starting within [first_s, last_s]."""
+        lo, hi = np.searchsorted(self.starts, first_s, "left"), np.searchsorted(self.starts, last_s, "right")
+        count, total, squares = self.cumulative[hi] - self.cumulative[lo]
+        if self.prior is not None:
+            mean, variance, frames = self.prior
+            count, total, squares = count + frames, total + frames * mean, squares + frames * (variance + mean ** 2)
+        count = np.maximum(count, 1.0)
+        mean = total / count
+        std = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))
+        return mean, np.maximum(std, 1e-3)
+
+
+def standardise_frames(x: torch.Tensor, n_frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """(B, F, T) spectrograms minus mean, over std (each (B, F) or (F,)), zero past each end."""
+    if mean.dim() == 1:
+        mean, std = mean[None], std[None]
+    valid = torch.arange(x.shape[2], device=x.device)[None, :] < n_frames.to(x.device)[:, None]
+    return (x - mean[:, :, None]) / std[:, :, None] * valid[:, None, :]

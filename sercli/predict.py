@@ -10,6 +10,7 @@ import queue
 import threading
 import traceback
 from collections import deque
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, Union
 
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, AudioError, DecodeReport, resample, stream_audio
-from .features import log_spectrograms, pitch_tracker
+from .features import ContextStats, context_prior, log_spectrograms, pitch_tracker, standardise_frames
 from .segment import PitchTracker, Segment, SegmentationConfig, SpeechProbabilities, Segmenter
 from .weights import Model
 
@@ -110,6 +111,12 @@ class _Pending:
     unscored: int = 0
     report: DecodeReport | None = None  # set when the file is fully segmented
     failure: FileFailure | None = None
+    # Context-normalised models: the file's speech statistics, and the segments featurised but
+    # not yet classified (result index, segment, its valid frames (F, n)) until their context is.
+    context: ContextStats | None = None
+    held: list[tuple[int, Segment, torch.Tensor]] = field(default_factory=list)
+    unfeaturised: int = 0
+    progress_s: float = -np.inf  # start of the latest featurised segment
 
     @property
     def finished(self) -> bool:
@@ -178,9 +185,7 @@ class Pipeline:
         if segmentation.max_segment_s * SAMPLE_RATE > model.features.max_samples:
             raise ValueError(f"max segment length is {model.features.max_samples / SAMPLE_RATE:g} s "
                              f"for this model, not {segmentation.max_segment_s:g} s")
-        if model.features.context_norm:
-            raise ValueError("this model normalises by speaker (an experiment for train and evaluate); "
-                             "analysis needs a model without context_norm")
+        self.prior = context_prior(model.meta) if model.features.context_norm else None
         self.model = model
         self.segmentation = segmentation
         self.batch_size = batch_size
@@ -209,11 +214,13 @@ class Pipeline:
                 elif event is not None:
                     kind, value = event
                     if kind == "file":
-                        files.append(_Pending(value))
+                        files.append(_Pending(value, context=ContextStats(self.model.features.n_bins, self.prior)
+                                              if self.model.features.context_norm else None))
                     elif kind == "segment":
                         current = files[-1]
                         current.results.append(None)
                         current.unscored += 1
+                        current.unfeaturised += 1
                         batch.append((current, len(current.results) - 1, value))
                     elif kind == "end":
                         files[-1].report = value
@@ -222,6 +229,8 @@ class Pipeline:
                 if batch and (event is None or done or len(batch) >= SORT_WINDOW * self.batch_size):
                     self._score(batch)
                     batch = []
+                if self.model.features.context_norm:
+                    self._score_in_context(files, everything=done)
                 while files and files[0].finished:
                     yield self._finish(files.popleft())
         finally:
@@ -230,22 +239,67 @@ class Pipeline:
 
     def _score(self, batch: list[tuple[_Pending, int, Segment]]) -> None:
         """Classify a window of segments, shortest first in batches of batch_size: the network
-        cuts each batch to its longest segment, so batches of similar lengths waste little."""
+        cuts each batch to its longest segment, so batches of similar lengths waste little. With
+        a context-normalised model, featurise them and hold them for _score_in_context."""
+        for pending, _, _ in batch:
+            pending.unfeaturised -= 1
         live = [(pending, i, seg) for pending, i, seg in batch if pending.failure is None]
         live.sort(key=lambda item: len(item[2].samples))
         model = self.model
+        held: dict[int, torch.Tensor] = {}
         for first in range(0, len(live), self.batch_size):
             part = live[first : first + self.batch_size]
             samples = [seg.samples for _, _, seg in part]
-            try:
+            n_frames = torch.tensor([model.features.frames_for(len(s)) for s in samples])
+            with _out_of_memory_hint(model.device, len(part)):
                 spectrograms = log_spectrograms(samples, model.features, model.device, [seg.f0 for _, _, seg in part])
-                n_frames = torch.tensor([model.features.frames_for(len(s)) for s in samples])
+                if model.features.context_norm:
+                    for (_, _, seg), x, n in zip(part, spectrograms, n_frames):
+                        held[id(seg)] = x[:, :n].half().cpu()
+                    continue
                 posteriors = model.posteriors(spectrograms, n_frames).numpy()
-            except torch.cuda.OutOfMemoryError as exc:
-                raise DeviceOutOfMemory(
-                    f"{model.device} ran out of memory on a batch of {len(part)} segments: "
-                    "retry with a smaller --batch-size") from exc
             for (pending, i, seg), p in zip(part, posteriors):
+                pending.results[i] = SegmentResult.scored(seg.start_s, seg.end_s, p, model.labels)
+                pending.unscored -= 1
+        for pending, i, seg in batch:  # in time order, as the context statistics want them
+            if id(seg) in held:
+                pending.context.add(seg.start_s, held[id(seg)].float().numpy())
+                pending.held.append((i, seg, held[id(seg)]))
+                pending.progress_s = max(pending.progress_s, seg.start_s)
+
+    def _score_in_context(self, files: deque[_Pending], everything: bool) -> None:
+        """Classify the held segments whose context is complete: every segment within half the
+        context window after it is featurised, or its whole file is (everything: all files are)."""
+        model = self.model
+        half = model.features.context_window_s / 2
+        ready = []
+        for pending in files:
+            if pending.failure is not None:
+                pending.unscored -= len(pending.held)
+                pending.held = []
+                continue
+            ended = everything or (pending.report is not None and pending.unfeaturised == 0)
+            keep = []
+            for i, seg, x in pending.held:
+                if ended or seg.start_s + half < pending.progress_s:
+                    mean, std = pending.context.moments(seg.start_s - half, seg.start_s + half)
+                    ready.append((pending, i, seg, x, mean, std))
+                else:
+                    keep.append((i, seg, x))
+            pending.held = keep
+        ready.sort(key=lambda item: item[3].shape[1])
+        for first in range(0, len(ready), self.batch_size):
+            part = ready[first : first + self.batch_size]
+            n_frames = torch.tensor([x.shape[1] for _, _, _, x, _, _ in part])
+            x = torch.zeros(len(part), model.features.n_bins, model.features.n_frames)
+            for k, (_, _, _, held, _, _) in enumerate(part):
+                x[k, :, : held.shape[1]] = held.float()
+            mean = torch.from_numpy(np.stack([m for *_, m, _ in part])).float()
+            std = torch.from_numpy(np.stack([s for *_, s in part])).float()
+            with _out_of_memory_hint(model.device, len(part)):
+                posteriors = model.posteriors(standardise_frames(x, n_frames, mean, std).to(model.device),
+                                              n_frames).numpy()
+            for (pending, i, seg, *_), p in zip(part, posteriors):
                 pending.results[i] = SegmentResult.scored(seg.start_s, seg.end_s, p, model.labels)
                 pending.unscored -= 1
 
@@ -255,6 +309,15 @@ class Pipeline:
         return FileResult(pending.name, round(pending.report.duration_s, 3), self.model.name,
                           [r for r in pending.results if r is not None], self.model.labels,
                           pending.report.warnings)
+
+
+@contextmanager
+def _out_of_memory_hint(device: torch.device, segments: int):
+    try:
+        yield
+    except torch.cuda.OutOfMemoryError as exc:
+        raise DeviceOutOfMemory(f"{device} ran out of memory on a batch of {segments} segments: "
+                                "retry with a smaller --batch-size") from exc
 
 
 def analyze(path_or_array: str | np.ndarray, model: Model | str | None = None, *, sample_rate: int = SAMPLE_RATE,

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .audio import SAMPLE_RATE, AudioError, load_audio
 from .corpora import CorpusError, Utterance
-from .features import FeatureConfig, log_spectrograms, pitch_tracker
+from .features import ContextStats, FeatureConfig, log_spectrograms, pitch_tracker, standardise_frames
 from .model import LABELS, EmotionNet, ModelConfig
 from .segment import (PitchTracker, Segment, SegmentationConfig, SpeechProbabilities, segment_audio, split_evenly,
                       track_part)
@@ -213,12 +213,9 @@ def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_d
     clean: a dict the caller keeps between calls: each utterance's decoded samples and segment
     bounds are added to it and reused, so scoring several conditions or feature settings decodes
     and runs the VAD once per utterance (memory: the whole corpus's samples)."""
-    if features.context_norm:
-        plain = build_segments(utterances, replace(features, context_norm=False), cache_dir, log, corrupt,
-                               corrupt_key, workers, clean)
-        speaker = {s: i for i, s in enumerate(sorted({u.speaker for u in utterances}))}
-        return standardise(plain, torch.tensor([speaker[u.speaker] for u in utterances])[plain.utterance])
-    described = [asdict(features), [(u.path, u.label) for u in utterances]] + ([corrupt_key] if corrupt else [])
+    # The spectrograms themselves: context normalisation comes after (normalise_contexts).
+    spectrogram = {k: v for k, v in asdict(features).items() if not k.startswith("context_")}
+    described = [spectrogram, [(u.path, u.label) for u in utterances]] + ([corrupt_key] if corrupt else [])
     key = hashlib.sha256(json.dumps(described).encode())
     cache = cache_dir / f"segments-{key.hexdigest()[:16]}.pt" if cache_dir else None
     if cache is not None and cache.is_file():
@@ -269,19 +266,35 @@ def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_d
     return result
 
 
-def standardise(data: SegmentSet, groups: torch.Tensor) -> SegmentSet:
-    """Each frequency bin standardised to mean 0 and variance 1 over the frames inside the
-    segments of each group (groups: (N,) per segment, e.g. its speaker); zero past each end."""
+def population_moments(data: SegmentSet) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per-bin mean and variance over every valid frame of a set, and its frame count: the
+    prior that ContextStats leans on (stored in a context-normalised model's checkpoint)."""
+    stats = ContextStats(data.spectrograms.shape[1])
+    for i in range(len(data.labels)):
+        stats.add(0.0, data.spectrograms[i, :, : int(data.n_frames[i])].float().numpy())
+    mean, std = stats.moments()
+    return mean, std ** 2, float(stats.cumulative[-1][0, 0])
+
+
+def normalise_contexts(data: SegmentSet, utterances: list[Utterance], by: str = "speaker",
+                       prior: tuple[np.ndarray, np.ndarray, float] | None = None) -> SegmentSet:
+    """Each segment standardised per frequency bin over its context's speech frames: its
+    speaker's (by="speaker", as in training) or its own utterance's (by="utterance", as when
+    short files are analysed one by one). prior: see ContextStats."""
+    if by not in ("speaker", "utterance"):
+        raise ValueError(f"context must be speaker or utterance, not {by!r}")
+    keys = [u.speaker if by == "speaker" else i for i, u in enumerate(utterances)]
+    index = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+    groups = torch.tensor([index[key] for key in keys])[data.utterance]
     out = torch.zeros_like(data.spectrograms)
-    frames = data.spectrograms.shape[2]
     for group in torch.unique(groups):
         members = torch.nonzero(groups == group).squeeze(1)
         x = data.spectrograms[members].float()
-        valid = (torch.arange(frames)[None, :] < data.n_frames[members][:, None]).float()[:, None, :]  # (n, 1, T)
-        count = valid.sum().clamp(min=1)
-        mean = (x * valid).sum(dim=(0, 2)) / count  # (F,)
-        std = (((x - mean[None, :, None]) * valid).square().sum(dim=(0, 2)) / count).sqrt().clamp(min=1e-3)
-        out[members] = ((x - mean[None, :, None]) / std[None, :, None] * valid).to(out.dtype)
+        stats = ContextStats(x.shape[1], prior)
+        for k in range(len(members)):
+            stats.add(0.0, x[k, :, : int(data.n_frames[members[k]])].numpy())
+        mean, std = (torch.from_numpy(m).float() for m in stats.moments())
+        out[members] = standardise_frames(x, data.n_frames[members], mean, std).to(out.dtype)
     return SegmentSet(out, data.n_frames, data.utterance, data.labels)
 
 

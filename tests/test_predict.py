@@ -85,3 +85,73 @@ def test_fixed_segmentation_through_pipeline(model, example):
 def test_too_long_segments_are_refused(model):
     with pytest.raises(ValueError, match="max segment"):
         Pipeline(model, SegmentationConfig(max_segment_s=5.0))
+
+
+@pytest.fixture(scope="module")
+def context_models(tmp_path_factory):
+    """One random tiny network saved twice as a context-normalised model: the default context
+    window (the whole 21 s example) and a 4 s one; with a prior in its metadata."""
+    import torch
+
+    from sercli.features import FeatureConfig
+    from sercli.model import EmotionNet, ModelConfig
+    from sercli.weights import save_checkpoint
+
+    folder = tmp_path_factory.mktemp("context")
+    config = ModelConfig(lstm_hidden=16, dense=16)
+    torch.manual_seed(0)
+    net = EmotionNet(config)
+    prior = {"mean": np.linspace(0.5, 1.5, 400).tolist(), "variance": np.full(400, 4.0).tolist()}
+    models = {}
+    for window in (600.0, 4.0):
+        path = folder / f"context-{window:g}.pt"
+        save_checkpoint(path, config, net.state_dict(), FeatureConfig(context_norm=True, context_window_s=window),
+                        {"name": "context", "context_prior": prior})
+        models[window] = load_model(path, device="cpu", precision="fp32")
+    return models
+
+
+def test_context_normalised_model_standardises_over_the_speech_around_each_segment(context_models, example):
+    import torch
+
+    from sercli.features import ContextStats, context_prior, log_spectrograms, standardise_frames
+    from sercli.segment import segment_audio
+
+    samples = load_audio(str(example))
+    results = {}
+    for window, model in context_models.items():
+        segments = segment_audio(samples, SegmentationConfig())
+        features = model.features
+        x = log_spectrograms([s.samples for s in segments], features)
+        n = torch.tensor([features.frames_for(len(s.samples)) for s in segments])
+        stats = ContextStats(features.n_bins, context_prior(model.meta))
+        for segment, spectrogram, frames in zip(segments, x, n):
+            stats.add(segment.start_s, spectrogram[:, :frames].numpy())
+        # Several files in one run, batches of 2: each file is its own context.
+        one, two = Pipeline(model, batch_size=2).run([str(example), str(example)])
+        assert len(one.segments) == len(two.segments) == len(segments) == 5
+        for k, segment in enumerate(segments):
+            mean, std = (torch.from_numpy(m).float() for m in stats.moments(segment.start_s - window / 2,
+                                                                             segment.start_s + window / 2))
+            expected = model.posteriors(standardise_frames(x[k : k + 1], n[k : k + 1], mean, std), n[k : k + 1])[0]
+            for result in (one, two):
+                got = np.array([result.segments[k].probs[label] for label in model.labels])
+                assert np.abs(got - expected.numpy()).max() < 1e-4
+        results[window] = one
+    whole, local = (np.array([[s.probs[label] for label in context_models[600.0].labels] for s in results[w].segments])
+                    for w in (600.0, 4.0))
+    assert np.abs(whole - local).max() > 1e-3  # the 4 s window changes what segments are compared with
+
+
+def test_context_statistics_by_hand():
+    from sercli.features import ContextStats
+
+    stats = ContextStats(2, (np.array([0.0, 10.0]), np.array([1.0, 1.0]), 2.0))
+    stats.add(0.0, np.array([[1.0, 3.0], [2.0, 2.0]]))
+    stats.add(5.0, np.array([[5.0], [2.0]]))
+    mean, std = stats.moments()  # frames 1, 3, 5 and two prior frames of mean 0, variance 1 (bin 0)
+    assert mean[0] == pytest.approx(9 / 5) and std[0] == pytest.approx(np.sqrt((1 + 9 + 25 + 2) / 5 - (9 / 5) ** 2))
+    assert mean[1] == pytest.approx((6 + 20) / 5)
+    mean, _ = stats.moments(4.0, 6.0)  # only the second segment: frame 5 and the prior
+    assert mean[0] == pytest.approx(5 / 3)
+    assert ContextStats(2).moments()[1].tolist() == [1e-3, 1e-3]  # empty: no division by zero

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from sercli.cli import main
 from sercli.corpora import CorpusError, assign_folds, read_folds, read_manifest, validation_speakers
 from sercli.model import ModelConfig
-from sercli.train import SegmentSet, TrainConfig, accuracies, override, standardise
+from sercli.train import SegmentSet, TrainConfig, accuracies, normalise_contexts, override
 from sercli.weights import load_model
 
 from conftest import SHARED_DATA, needs_shared_data
@@ -391,18 +391,49 @@ def test_settings_override_typed_fields_and_refuse_bad_values(corpus, tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_standardise_gives_each_group_zero_mean_unit_variance_per_bin_inside_the_segments():
+def test_contexts_get_zero_mean_unit_variance_per_bin_inside_their_segments():
+    from types import SimpleNamespace
+
     generator = torch.Generator().manual_seed(0)
     x = (torch.rand(5, 4, 6, generator=generator) * 10 + torch.arange(4)[None, :, None]).half()
-    n_frames, groups = torch.tensor([6, 3, 6, 2, 5]), torch.tensor([0, 0, 1, 1, 1])
-    data = SegmentSet(x, n_frames, torch.arange(5), torch.zeros(5, dtype=torch.long))
-    out = standardise(data, groups).spectrograms
-    for group in (0, 1):
-        frames = torch.cat([out[i, :, : n_frames[i]].float() for i in range(5) if groups[i] == group], dim=1)
-        assert torch.allclose(frames.mean(dim=1), torch.zeros(4), atol=2e-3)
-        assert torch.allclose(frames.std(dim=1, unbiased=False), torch.ones(4), atol=2e-3)
-    assert out[1, :, 3:].abs().max() == 0 and out[3, :, 2:].abs().max() == 0  # nothing past the ends
-    # one group's statistics do not depend on another's segments
-    alone = standardise(SegmentSet(x[:2], n_frames[:2], torch.arange(2), torch.zeros(2, dtype=torch.long)),
-                        groups[:2]).spectrograms
-    assert torch.equal(alone, out[:2])
+    n_frames = torch.tensor([6, 3, 6, 2, 5])
+    utterances = [SimpleNamespace(speaker=s) for s in ("a", "a", "b", "b")]  # segments 3 and 4: one utterance
+    data = SegmentSet(x, n_frames, torch.tensor([0, 1, 2, 3, 3]), torch.zeros(5, dtype=torch.long))
+    for by, groups in (("speaker", [[0, 1], [2, 3, 4]]), ("utterance", [[0], [1], [2], [3, 4]])):
+        out = normalise_contexts(data, utterances, by).spectrograms
+        for group in groups:
+            frames = torch.cat([out[i, :, : n_frames[i]].float() for i in group], dim=1)
+            assert torch.allclose(frames.mean(dim=1), torch.zeros(4), atol=2e-3)
+            assert torch.allclose(frames.std(dim=1, unbiased=False), torch.ones(4), atol=2e-3)
+        assert out[1, :, 3:].abs().max() == 0 and out[3, :, 2:].abs().max() == 0  # nothing past the ends
+    # a prior of many frames pulls a context's statistics to its own
+    prior = (np.full(4, 100.0), np.full(4, 1.0), 1e9)
+    pulled = normalise_contexts(data, utterances, "speaker", prior).spectrograms.float()
+    assert torch.allclose(pulled[0, :, :6], x[0].float() - 100.0, atol=0.1)
+    with pytest.raises(ValueError):
+        normalise_contexts(data, utterances, "file")
+
+
+def test_context_normalised_training_stores_its_prior_and_evaluates_by_speaker_or_utterance(corpus, tmp_path, example):
+    out = tmp_path / "run"
+    runner = CliRunner()
+    data = ["--corpus", f"manifest={corpus / 'manifest.csv'}", "--folds", str(corpus / "folds.csv"), "--fold", "1"]
+    trained = runner.invoke(main, ["train", *data, "--epochs", "1", "--out", str(out), "--device", "cpu",
+                                   "--set", "context_norm=true"])
+    assert trained.exit_code == 0, trained.output
+    model = load_model(out / "fold1" / "model.pt", device="cpu")
+    assert model.features.context_norm and len(model.meta["context_prior"]["mean"]) == model.features.n_bins
+    assert min(model.meta["context_prior"]["variance"]) > 0
+    metrics = json.loads((out / "fold1" / "metrics.json").read_text())
+    scores = {}
+    for context in ("speaker", "utterance"):
+        result = runner.invoke(main, ["evaluate", "--model", str(out / "{run}" / "model.pt"), *data, "--device", "cpu",
+                                      "--precision", "bf16" if model.precision == "bf16" else "fp32",
+                                      "--context", context, "--context-prior", "0", "-o", str(tmp_path / "s.json")])
+        assert result.exit_code == 0, result.output
+        scores[context] = json.loads((tmp_path / "s.json").read_text())["runs"]["fold1"]["segment"]
+    # by speaker without a prior is exactly how training normalised its test speakers
+    assert scores["speaker"]["confusion"] == metrics["test"]["segment"]["confusion"]
+    assert sum(map(sum, scores["utterance"]["confusion"])) == sum(map(sum, scores["speaker"]["confusion"]))
+    analysed = runner.invoke(main, ["analyze", "-m", str(out / "fold1" / "model.pt"), str(example), "-q"])
+    assert analysed.exit_code == 0 and len(analysed.stdout.strip().splitlines()) == 1 + 5
