@@ -348,6 +348,10 @@ def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
 @click.option("--denoise", is_flag=True,
               help="Train on the noise filter's spectrograms (voiced frames rebuilt from their pitch): the "
                    "model `sercli analyze --denoise` needs.")
+@click.option("--context-norm/--no-context-norm", default=True, show_default=True,
+              help="Standardise each frequency bin over the speaker's speech (in analysis: over the file's), "
+                   "which keeps new speakers' voices from shifting every prediction the same way; the "
+                   "checkpoint remembers it.")
 @click.option("--epochs", type=click.IntRange(min=1), default=16, show_default=True,
               help="Most epochs per run (constant learning rate after a one-epoch warm-up).")
 @click.option("--average-from", type=click.IntRange(min=0), default=4, show_default=True,
@@ -377,7 +381,7 @@ def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
 @click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="Processes that decode and featurise the speech (default: the CPU count, at most 8).")
 def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validation, topology, first_step, grid,
-          window, denoise,
+          window, denoise, context_norm,
           epochs, average_from, patience, batch_size, lr, oversample, seed, settings, device, out_dir, cache_dir,
           workers) -> None:
     """Train and cross-validate a model on labelled speech.
@@ -409,7 +413,7 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
     train_config = TrainConfig(epochs=epochs, swa_from=average_from, patience=patience, batch_size=batch_size,
                                lr=lr, oversample=oversample, seed=seed)
     pairs = dict(item.partition("=")[::2] for item in settings)
-    named = {"topology", "grid_hz", "window_ms", "denoise", "epochs", "swa_from", "patience", "batch_size", "lr",
+    named = {"topology", "grid_hz", "window_ms", "denoise", "context_norm", "epochs", "swa_from", "patience", "batch_size", "lr",
              "oversample", "seed"}  # set by their own options
     known = {f.name for config in (ModelConfig, TrainConfig, FeatureConfig) for f in fields(config)}
     unknown = sorted(set(pairs) - known)
@@ -419,7 +423,8 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
                                  param_hint="--set")
     try:
         model_config, train_config = override(model_config, pairs), override(train_config, pairs)
-        features = override(FeatureConfig(grid_hz=int(grid), window_ms=int(window), denoise=denoise), pairs)
+        features = override(FeatureConfig(grid_hz=int(grid), window_ms=int(window), denoise=denoise,
+                                          context_norm=context_norm), pairs)
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--set") from None
     command = " ".join(["sercli train", *(f"--corpus {c}" for c in corpora),
@@ -428,7 +433,8 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
                         *([f"--folds {folds_path}"] if folds_path else []),
                         f"--fold {fold or 'all'} --validation {validation} --topology {topology} "
                         f"{f'--first-step {first_step} ' if first_step else ''}--grid {grid} "
-                        f"--window {window}{' --denoise' if denoise else ''} --epochs {epochs} "
+                        f"--window {window}{' --denoise' if denoise else ''}{'' if context_norm else ' --no-context-norm'} "
+                        f"--epochs {epochs} "
                         f"--average-from {average_from} --patience {patience} --batch-size {batch_size} "
                         f"--lr {lr}{' --oversample' if oversample else ''} --seed {seed}",
                         *(f"--set {item}" for item in settings), f"--out {out_dir}"])

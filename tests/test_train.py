@@ -92,7 +92,8 @@ def test_one_epoch_training_run_then_analyze(corpus, tmp_path, example):
     # evaluate scores the saved fold model on the same test speakers: the same numbers as training.
     scored = runner.invoke(main, ["evaluate", "--model", str(out / "{run}" / "model.pt"), "--corpus",
                                   f"manifest={corpus / 'manifest.csv'}", "--folds", str(corpus / "folds.csv"),
-                                  "--fold", "1", "--device", "cpu", "-o", str(tmp_path / "scores.json")])
+                                  "--fold", "1", "--device", "cpu", "--context-prior", "0", "-o",
+                                  str(tmp_path / "scores.json")])
     assert scored.exit_code == 0, scored.output
     scores = json.loads((tmp_path / "scores.json").read_text())["runs"]["fold1"]
     for level in ("utterance", "segment"):
@@ -384,7 +385,7 @@ def test_settings_override_typed_fields_and_refuse_bad_values(corpus, tmp_path):
             override(TrainConfig(), bad)
     base = ["train", "--corpus", f"manifest={corpus / 'manifest.csv'}", "--folds", str(corpus / "folds.csv"),
             "--out", str(tmp_path / "run")]
-    for setting, message in (("bogus=1", "bogus"), ("epochs=3", "epochs"), ("summary", "summary"),
+    for setting, message in (("bogus=1", "bogus"), ("epochs=3", "epochs"), ("context_norm=false", "context_norm"), ("summary", "summary"),
                              ("summary=first", "summary must be")):
         result = CliRunner().invoke(main, [*base, "--set", setting])
         assert result.exit_code == 2 and message in result.output, result.output
@@ -418,8 +419,7 @@ def test_context_normalised_training_stores_its_prior_and_evaluates_by_speaker_o
     out = tmp_path / "run"
     runner = CliRunner()
     data = ["--corpus", f"manifest={corpus / 'manifest.csv'}", "--folds", str(corpus / "folds.csv"), "--fold", "1"]
-    trained = runner.invoke(main, ["train", *data, "--epochs", "1", "--out", str(out), "--device", "cpu",
-                                   "--set", "context_norm=true"])
+    trained = runner.invoke(main, ["train", *data, "--epochs", "1", "--out", str(out), "--device", "cpu"])
     assert trained.exit_code == 0, trained.output
     model = load_model(out / "fold1" / "model.pt", device="cpu")
     assert model.features.context_norm and len(model.meta["context_prior"]["mean"]) == model.features.n_bins

@@ -9,7 +9,7 @@ set -u
 parallel=${1:-5}
 deadline=${2:-480}
 groups=${3:-cnn-lstm-10hz,cnn-lstm-10hz-all,cnn5-10hz,cnn-lstm-20hz,cnn5-20hz,two-step}
-recipe=${4:-swa}
+recipe=${4:-context}
 started=$(date +%s)
 export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
 bash train/device/stage.sh || exit $?
