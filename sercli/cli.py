@@ -125,6 +125,10 @@ def main() -> None:
                    f"(default: cnn-lstm-10hz-denoise).")
 @click.option("--max-segment", type=click.FloatRange(0.5, 3.0), default=3.0, show_default=True,
               metavar="SECONDS", help="Longest segment (the paper's T).")
+@click.option("--context", type=click.Choice(["file", "all"]), default="file", show_default=True,
+              help="What the model's context normalisation compares each segment with: the speech of its own "
+                   "file (within 5 minutes), or all speech of all inputs together, for a collection of short "
+                   "clips of the same voices (results then come once every input is read).")
 @click.option("--audio-stream", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="Which audio stream of each input to analyse, counted from 0.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
@@ -142,7 +146,7 @@ def main() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, warnings or summary on stderr; errors only.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
 def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing, segmentation, denoise, max_segment,
-            audio_stream, device, batch_size, precision, ray_address, ray_actors, quiet, debug) -> None:
+            context, audio_stream, device, batch_size, precision, ray_address, ray_actors, quiet, debug) -> None:
     """Label every stretch of speech (at most 3 s) in PATH... with an emotion.
 
     PATH is a media file, a folder (its media files; -r for subfolders) or - to read one
@@ -175,8 +179,10 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
         sys.exit(EXIT_USAGE)
     if ray_actors is not None and ray_address is None:
         raise click.UsageError("--ray-actors needs --ray")
+    if context == "all" and ray_address is not None:
+        raise click.UsageError("--context all needs every input in one process: leave out --ray")
     segmenting = SegmentationConfig(mode=segmentation, max_segment_s=max_segment)
-    pipeline = Pipeline(model, segmenting, batch_size, audio_stream)
+    pipeline = Pipeline(model, segmenting, batch_size, audio_stream, context)
     if ray_address is not None:
         from .cluster import ClusterError, connect
 

@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from .features import context_prior
 from .predict import FileFailure, FileResult, SegmentResult
 from .segment import SegmentationConfig
 
@@ -60,12 +61,13 @@ def connect(address: str) -> None:
         raise ClusterError(f"cannot connect to Ray at {address}: {' '.join(str(exc).split())[:200]}") from exc
 
 
-def _featurise(name: str, segmentation: dict, features: dict, audio_stream: int):
-    """Runs in a Ray task: (metadata, spectrograms (N, F, T) float16 or None) of one file."""
+def _featurise(name: str, segmentation: dict, features: dict, audio_stream: int, prior=None):
+    """Runs in a Ray task: (metadata, spectrograms (N, F, T) float16 or None) of one file;
+    context-normalised over the file for a model that wants it (prior: see ContextStats)."""
     import torch
 
     from .audio import AudioError, DecodeReport, stream_audio
-    from .features import FeatureConfig, log_spectrograms, pitch_tracker
+    from .features import FeatureConfig, log_spectrograms, normalise_file, pitch_tracker
     from .segment import segment_stream
 
     torch.set_num_threads(1)
@@ -77,6 +79,9 @@ def _featurise(name: str, segmentation: dict, features: dict, audio_stream: int)
         parts = [log_spectrograms([s.samples for s in segments[i : i + 32]], config,
                                   f0=[s.f0 for s in segments[i : i + 32]]).half()
                  for i in range(0, len(segments), 32)]
+        if config.context_norm and parts:
+            n_frames = torch.tensor([config.frames_for(len(s.samples)) for s in segments])
+            parts = [normalise_file(torch.cat(parts), n_frames, [s.start_s for s in segments], config, prior).half()]
     except AudioError as exc:
         return {"name": name, "error": str(exc)}, None
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
@@ -160,6 +165,7 @@ def run(sources: Iterable[str], checkpoint_path, model, segmentation: Segmentati
             for _ in range(count)]
     featurise = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_featurise).options(num_returns=2)
     segmentation_dict, features_dict = asdict(segmentation), asdict(model.features)
+    prior = context_prior(model.meta) if model.features.context_norm else None
 
     order: deque[_File] = deque()
     featurising: dict = {}  # metadata ref -> (file, spectrogram ref)
@@ -199,7 +205,7 @@ def run(sources: Iterable[str], checkpoint_path, model, segmentation: Segmentati
                 break
             file = _File(name)
             order.append(file)
-            meta_ref, spectrogram_ref = featurise.remote(name, segmentation_dict, features_dict, audio_stream)
+            meta_ref, spectrogram_ref = featurise.remote(name, segmentation_dict, features_dict, audio_stream, prior)
             featurising[meta_ref] = (file, spectrogram_ref)
         if buffer and not ready_batches and (idle or not featurising):
             close_batch()  # an actor would idle, or nothing else will fill the batch: score what waits

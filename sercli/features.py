@@ -226,3 +226,18 @@ def standardise_frames(x: torch.Tensor, n_frames: torch.Tensor, mean: torch.Tens
         mean, std = mean[None], std[None]
     valid = torch.arange(x.shape[2], device=x.device)[None, :] < n_frames.to(x.device)[:, None]
     return (x - mean[:, :, None]) / std[:, :, None] * valid[:, None, :]
+
+
+def normalise_file(spectrograms: torch.Tensor, n_frames: torch.Tensor, starts: list[float], config: FeatureConfig,
+                   prior: tuple[np.ndarray, np.ndarray, float] | None) -> torch.Tensor:
+    """All of one file's segments (B, F, T), starting at `starts` seconds, each standardised over
+    the file's speech within half of config.context_window_s either side (as sercli.predict
+    does while streaming)."""
+    stats = ContextStats(config.n_bins, prior)
+    for start, x, n in zip(starts, spectrograms, n_frames):
+        stats.add(start, x[:, : int(n)].float().cpu().numpy())
+    half = config.context_window_s / 2
+    moments = [stats.moments(start - half, start + half) for start in starts]
+    mean = torch.from_numpy(np.stack([m for m, _ in moments])).float().to(spectrograms.device)
+    std = torch.from_numpy(np.stack([s for _, s in moments])).float().to(spectrograms.device)
+    return standardise_frames(spectrograms.float(), n_frames, mean, std)

@@ -179,9 +179,16 @@ class Pipeline:
     """Classifies files (or arrays) with one model, yielding results in input order."""
 
     def __init__(self, model: Model, segmentation: SegmentationConfig = SegmentationConfig(),
-                 batch_size: int = 32, audio_stream: int = 0) -> None:
+                 batch_size: int = 32, audio_stream: int = 0, context: str = "file") -> None:
+        """context: for a context-normalised model, what each segment is normalised over: the
+        speech of its own file around it ("file"), or all speech of all inputs of the run
+        ("all": for collections of short clips of the same voices; nothing is classified until
+        every input is featurised, and every input's spectrograms are held until then)."""
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
+        if context not in ("file", "all"):
+            raise ValueError(f"context must be file or all, not {context!r}")
+        self.context = context
         if segmentation.max_segment_s * SAMPLE_RATE > model.features.max_samples:
             raise ValueError(f"max segment length is {model.features.max_samples / SAMPLE_RATE:g} s "
                              f"for this model, not {segmentation.max_segment_s:g} s")
@@ -202,6 +209,8 @@ class Pipeline:
         producer.start()
         files: deque[_Pending] = deque()
         batch: list[tuple[_Pending, int, Segment]] = []
+        features = self.model.features
+        shared = ContextStats(features.n_bins, self.prior) if features.context_norm and self.context == "all" else None
         try:
             done = False
             while not done:
@@ -214,8 +223,8 @@ class Pipeline:
                 elif event is not None:
                     kind, value = event
                     if kind == "file":
-                        files.append(_Pending(value, context=ContextStats(self.model.features.n_bins, self.prior)
-                                              if self.model.features.context_norm else None))
+                        files.append(_Pending(value, context=shared or (
+                            ContextStats(features.n_bins, self.prior) if features.context_norm else None)))
                     elif kind == "segment":
                         current = files[-1]
                         current.results.append(None)
@@ -229,7 +238,7 @@ class Pipeline:
                 if batch and (event is None or done or len(batch) >= SORT_WINDOW * self.batch_size):
                     self._score(batch)
                     batch = []
-                if self.model.features.context_norm:
+                if features.context_norm and (done or self.context == "file"):
                     self._score_in_context(files, everything=done)
                 while files and files[0].finished:
                     yield self._finish(files.popleft())
@@ -262,8 +271,8 @@ class Pipeline:
                 pending.results[i] = SegmentResult.scored(seg.start_s, seg.end_s, p, model.labels)
                 pending.unscored -= 1
         for pending, i, seg in batch:  # in time order, as the context statistics want them
-            if id(seg) in held:
-                pending.context.add(seg.start_s, held[id(seg)].float().numpy())
+            if id(seg) in held:  # one shared context: all of it is every segment's window
+                pending.context.add(seg.start_s if self.context == "file" else 0.0, held[id(seg)].float().numpy())
                 pending.held.append((i, seg, held[id(seg)]))
                 pending.progress_s = max(pending.progress_s, seg.start_s)
 
@@ -282,7 +291,8 @@ class Pipeline:
             keep = []
             for i, seg, x in pending.held:
                 if ended or seg.start_s + half < pending.progress_s:
-                    mean, std = pending.context.moments(seg.start_s - half, seg.start_s + half)
+                    mean, std = (pending.context.moments(seg.start_s - half, seg.start_s + half)
+                                 if self.context == "file" else pending.context.moments())
                     ready.append((pending, i, seg, x, mean, std))
                 else:
                     keep.append((i, seg, x))

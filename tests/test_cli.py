@@ -597,8 +597,10 @@ def test_failure_with_output_file_still_writes_the_good_results(tiny_model, medi
 # --------------------------------------------------------------------------- usage and model errors
 
 
-@pytest.mark.parametrize("extra", [["--bogus"], ["--format", "xml"], ["--max-segment", "5"]],
-                         ids=["unknown-option", "format-xml", "max-segment-too-long"])
+@pytest.mark.parametrize("extra", [["--bogus"], ["--format", "xml"], ["--max-segment", "5"],
+                                   ["--context", "all", "--ray=local"], ["--context", "speaker"]],
+                         ids=["unknown-option", "format-xml", "max-segment-too-long", "context-all-with-ray",
+                              "context-speaker"])
 def test_usage_errors_exit_2(tiny_model, media, extra):
     result = analyze(tiny_model, media.speech, *extra)
     assert result.exit_code == 2

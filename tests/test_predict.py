@@ -155,3 +155,31 @@ def test_context_statistics_by_hand():
     mean, _ = stats.moments(4.0, 6.0)  # only the second segment: frame 5 and the prior
     assert mean[0] == pytest.approx(5 / 3)
     assert ContextStats(2).moments()[1].tolist() == [1e-3, 1e-3]  # empty: no division by zero
+
+
+def test_context_all_normalises_every_input_of_the_run_together(context_models, example):
+    import torch
+
+    from sercli.features import ContextStats, context_prior, log_spectrograms, standardise_frames
+    from sercli.segment import segment_audio
+
+    model = context_models[4.0]  # the window does not apply to one shared context
+    samples = load_audio(str(example))
+    part = samples[: 10 * 16000]
+    sources = [str(example), ("part", part)]
+    together = list(Pipeline(model, batch_size=3, context="all").run(sources))
+    alone = list(Pipeline(model, batch_size=3).run(sources))
+    segments = segment_audio(samples, SegmentationConfig()) + segment_audio(part, SegmentationConfig())
+    x = log_spectrograms([s.samples for s in segments], model.features)
+    n = torch.tensor([model.features.frames_for(len(s.samples)) for s in segments])
+    stats = ContextStats(model.features.n_bins, context_prior(model.meta))
+    for spectrogram, frames in zip(x, n):
+        stats.add(0.0, spectrogram[:, :frames].numpy())
+    mean, std = (torch.from_numpy(m).float() for m in stats.moments())
+    expected = model.posteriors(standardise_frames(x, n, mean, std), n).numpy()
+    got = np.array([[s.probs[label] for label in model.labels] for r in together for s in r.segments])
+    assert got.shape == expected.shape and np.abs(got - expected).max() < 1e-4
+    assert [len(r.segments) for r in together] == [len(r.segments) for r in alone]
+    assert np.abs(got - np.array([[s.probs[label] for label in model.labels] for r in alone for s in r.segments])).max() > 1e-3
+    with pytest.raises(ValueError):
+        Pipeline(model, context="speaker")
