@@ -235,10 +235,12 @@ class Pipeline:
                         files[-1].report = value
                     else:
                         files[-1].failure = value
-                if batch and (event is None or done or len(batch) >= SORT_WINDOW * self.batch_size):
+                featurised = bool(batch) and (event is None or done or len(batch) >= SORT_WINDOW * self.batch_size)
+                if featurised:
                     self._score(batch)
                     batch = []
-                if features.context_norm and (done or self.context == "file"):
+                if features.context_norm and (done or self.context == "file" and (
+                        featurised or event is not None and event[0] in ("end", "error"))):
                     self._score_in_context(files, everything=done)
                 while files and files[0].finished:
                     yield self._finish(files.popleft())
