@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,6 +16,7 @@ from sercli.features import FeatureConfig
 from sercli.model import LABELS, TWO_STEP_EMOTIONS, EmotionNet, ModelConfig, TwoStepNet, two_step_posteriors
 from sercli.weights import ModelError, load_model, read_checkpoint, save_checkpoint
 
+ROOT = Path(__file__).resolve().parent.parent
 A, H, N, S = (LABELS.index(x) for x in ("angry", "happy", "neutral", "sad"))
 
 
@@ -125,6 +129,14 @@ def test_train_two_step_reusing_the_first_step_then_analyze(corpus, tmp_path, ex
     assert "two-step" in (tmp_path / "two" / "results.md").read_text()
     analysed = runner.invoke(main, ["analyze", str(example), "--model", str(bundle), "-q"])
     assert analysed.exit_code == 0 and len(analysed.stdout.splitlines()) == 6
+    # shipped as an installed model (float16), the bundle keeps its binary networks
+    shipped = tmp_path / "installed"
+    shipped.mkdir()
+    subprocess.run([sys.executable, str(ROOT / "train" / "ship_model.py"), str(bundle), "two-step", "--weights",
+                    str(shipped)], check=True, capture_output=True)
+    installed = load_model(shipped / "two-step.pt", device="cpu")
+    assert isinstance(installed.net, TwoStepNet) and installed.name == "two-step"
+    assert installed.meta["trained_as"] == checkpoint["meta"]["name"] and "context_prior" in installed.meta
     wrong = runner.invoke(main, [*base, "--first-step", "x", "--out", str(tmp_path / "x")])
     assert wrong.exit_code == 2 and "--first-step needs --topology two-step" in wrong.output
     lacking = runner.invoke(main, [*base[:6], "1", *base[7:], "--topology", "two-step", "--out", str(tmp_path / "f1")])

@@ -2,6 +2,8 @@
 
     python train/ship_model.py runs/fold1/fold1/model.pt cnn-lstm-10hz
 
+A two-step bundle keeps its binary networks.
+
 The model card, weights/<name>.md, is written by hand from the run's metrics.json.
 """
 
@@ -22,6 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("name")
+    parser.add_argument("--weights", type=Path, default=WEIGHTS, help="where installed models live [weights/]")
     args = parser.parse_args()
     try:
         checkpoint = read_checkpoint(args.checkpoint)
@@ -33,9 +36,10 @@ def main() -> None:
     meta["trained_as"] = meta.get("name")
     meta["name"] = args.name
     meta["model_card"] = f"{args.name}.md"
-    digest = save_checkpoint(WEIGHTS / f"{args.name}.pt", ModelConfig(**checkpoint["config"]),
-                             checkpoint["state_dict"], features, meta, half=True)
-    print(f"{WEIGHTS / args.name}.pt  sha256 {digest}")
+    members = {name: (ModelConfig(**m["config"]), m["state_dict"]) for name, m in checkpoint.get("members", {}).items()}
+    digest = save_checkpoint(args.weights / f"{args.name}.pt", ModelConfig(**checkpoint["config"]),
+                             checkpoint["state_dict"], features, meta, half=True, members=members or None)
+    print(f"{args.weights / args.name}.pt  sha256 {digest}")
 
 
 if __name__ == "__main__":
