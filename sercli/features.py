@@ -198,14 +198,25 @@ class ContextStats:
         self.n_bins = n_bins
         self.prior = prior
         self.starts: list[float] = []
-        self.cumulative = [np.zeros((3, n_bins))]  # running [frames, sum, sum of squares]
+        # Running [frames, sum, sum of squares] per bin after each segment, row 0 before any: one
+        # array grown by doubling, since thousands of small arrays alive for the whole of a long
+        # file pinned the heap between the large short-lived ones and memory grew with length.
+        self.cumulative = np.zeros((64, 3, n_bins))
+
+    @property
+    def frames(self) -> float:
+        return float(self.cumulative[len(self.starts), 0, 0])
 
     def add(self, start_s: float, spectrogram: np.ndarray) -> None:
         """A segment's valid frames, (F, n), in start order."""
+        n = len(self.starts)
+        if n + 1 == len(self.cumulative):
+            self.cumulative = np.concatenate([self.cumulative, np.zeros_like(self.cumulative)])
         x = spectrogram.astype(np.float64)
+        self.cumulative[n + 1, 0] = self.cumulative[n, 0] + x.shape[1]
+        self.cumulative[n + 1, 1] = self.cumulative[n, 1] + x.sum(axis=1)
+        self.cumulative[n + 1, 2] = self.cumulative[n, 2] + np.square(x).sum(axis=1)
         self.starts.append(start_s)
-        self.cumulative.append(self.cumulative[-1] + np.stack(
-            [np.full(self.n_bins, x.shape[1], dtype=np.float64), x.sum(axis=1), np.square(x).sum(axis=1)]))
 
     def moments(self, first_s: float = -np.inf, last_s: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) per bin over the segments starting within [first_s, last_s]."""
@@ -220,12 +231,16 @@ class ContextStats:
         return mean, np.maximum(std, 1e-3)
 
 
-def standardise_frames(x: torch.Tensor, n_frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """(B, F, T) spectrograms minus mean, over std (each (B, F) or (F,)), zero past each end."""
+def standardise_frames(x: torch.Tensor, n_frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                       in_place: bool = False) -> torch.Tensor:
+    """(B, F, T) spectrograms minus mean, over std (each (B, F) or (F,)), zero past each end.
+    in_place: overwrite x (float) rather than allocate a result."""
     if mean.dim() == 1:
         mean, std = mean[None], std[None]
     valid = torch.arange(x.shape[2], device=x.device)[None, :] < n_frames.to(x.device)[:, None]
-    return (x - mean[:, :, None]) / std[:, :, None] * valid[:, None, :]
+    if not in_place:
+        x = x.clone()
+    return x.sub_(mean[:, :, None]).div_(std[:, :, None]).mul_(valid[:, None, :])
 
 
 def normalise_file(spectrograms: torch.Tensor, n_frames: torch.Tensor, starts: list[float], config: FeatureConfig,

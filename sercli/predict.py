@@ -112,9 +112,11 @@ class _Pending:
     report: DecodeReport | None = None  # set when the file is fully segmented
     failure: FileFailure | None = None
     # Context-normalised models: the file's speech statistics, and the segments featurised but
-    # not yet classified (result index, segment, its valid frames (F, n)) until their context is.
+    # not yet classified until their context is: (result index, start s, end s, valid frames
+    # (F, n)). Not the Segment: its samples were allocated by the decoding thread, and holding
+    # them for minutes fragmented that thread's heap, so memory grew with the input's length.
     context: ContextStats | None = None
-    held: list[tuple[int, Segment, torch.Tensor]] = field(default_factory=list)
+    held: list[tuple[int, float, float, torch.Tensor]] = field(default_factory=list)
     unfeaturised: int = 0
     progress_s: float = -np.inf  # start of the latest featurised segment
 
@@ -275,7 +277,7 @@ class Pipeline:
         for pending, i, seg in batch:  # in time order, as the context statistics want them
             if id(seg) in held:  # one shared context: all of it is every segment's window
                 pending.context.add(seg.start_s if self.context == "file" else 0.0, held[id(seg)].float().numpy())
-                pending.held.append((i, seg, held[id(seg)]))
+                pending.held.append((i, seg.start_s, seg.end_s, held[id(seg)]))
                 pending.progress_s = max(pending.progress_s, seg.start_s)
 
     def _score_in_context(self, files: deque[_Pending], everything: bool) -> None:
@@ -291,28 +293,29 @@ class Pipeline:
                 continue
             ended = everything or (pending.report is not None and pending.unfeaturised == 0)
             keep = []
-            for i, seg, x in pending.held:
-                if ended or seg.start_s + half < pending.progress_s:
-                    mean, std = (pending.context.moments(seg.start_s - half, seg.start_s + half)
+            for i, start, end, x in pending.held:
+                if ended or start + half < pending.progress_s:
+                    mean, std = (pending.context.moments(start - half, start + half)
                                  if self.context == "file" else pending.context.moments())
-                    ready.append((pending, i, seg, x, mean, std))
+                    ready.append((pending, i, start, end, x, mean, std))
                 else:
-                    keep.append((i, seg, x))
+                    keep.append((i, start, end, x))
             pending.held = keep
-        ready.sort(key=lambda item: item[3].shape[1])
+        ready.sort(key=lambda item: item[4].shape[1])
         for first in range(0, len(ready), self.batch_size):
             part = ready[first : first + self.batch_size]
-            n_frames = torch.tensor([x.shape[1] for _, _, _, x, _, _ in part])
+            n_frames = torch.tensor([held.shape[1] for *_, held, _, _ in part])
             x = torch.zeros(len(part), model.features.n_bins, model.features.n_frames)
-            for k, (_, _, _, held, _, _) in enumerate(part):
+            for k, (*_, held, _, _) in enumerate(part):
                 x[k, :, : held.shape[1]] = held.float()
             mean = torch.from_numpy(np.stack([m for *_, m, _ in part])).float()
             std = torch.from_numpy(np.stack([s for *_, s in part])).float()
             with _out_of_memory_hint(model.device, len(part)):
-                posteriors = model.posteriors(standardise_frames(x, n_frames, mean, std).to(model.device),
-                                              n_frames).numpy()
-            for (pending, i, seg, *_), p in zip(part, posteriors):
-                pending.results[i] = SegmentResult.scored(seg.start_s, seg.end_s, p, model.labels)
+                x = standardise_frames(x.to(model.device), n_frames, mean.to(model.device), std.to(model.device),
+                                       in_place=True)
+                posteriors = model.posteriors(x, n_frames).numpy()
+            for (pending, i, start, end, *_), p in zip(part, posteriors):
+                pending.results[i] = SegmentResult.scored(start, end, p, model.labels)
                 pending.unscored -= 1
 
     def _finish(self, pending: _Pending) -> FileResult | FileFailure:

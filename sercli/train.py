@@ -273,7 +273,7 @@ def population_moments(data: SegmentSet) -> tuple[np.ndarray, np.ndarray, float]
     for i in range(len(data.labels)):
         stats.add(0.0, data.spectrograms[i, :, : int(data.n_frames[i])].float().numpy())
     mean, std = stats.moments()
-    return mean, std ** 2, float(stats.cumulative[-1][0, 0])
+    return mean, std ** 2, stats.frames
 
 
 def normalise_contexts(data: SegmentSet, utterances: list[Utterance], by: str = "speaker",
