@@ -31,10 +31,12 @@ python3 train/campaign.py /tmp/sd/data --runs /tmp/runs --device "${DEVICE:-cuda
   > "$OUT/campaign.log" 2>&1
 status=$?
 cd /tmp/runs && tar -czf "$OUT/results.tar.gz" --exclude='*.pt' --exclude='*.pt.sha256' --exclude=cache .
-# The models, a tar each (at most 8 files come back, 16 MiB each; results.tar.gz is one).
+# The models, a tar each: at most 8 files come back, 16 MiB each, and gpu.txt, campaign.log
+# and results.tar.gz are three of them (on 2026-11-26 six model tars pushed results.tar.gz out;
+# fetch further models in a next call while the machine is warm).
 n=0
 for run in cnn-lstm-10hz/all cnn-lstm-10hz/fold? cnn-lstm-10hz-denoise/all two-step/fold?; do
-  if [ -f "$run/model.pt" ] && [ $n -lt 7 ]; then
+  if [ -f "$run/model.pt" ] && [ $n -lt 5 ]; then
     tar -cf "$OUT/$(echo "$run" | tr / -).tar" "$run"/model.pt* "$run"/metrics.json && n=$((n + 1))
   fi
 done
