@@ -196,6 +196,27 @@ def test_shipped_default_model(example):
     for s, t in zip(a.segments, b.segments):
         assert max(abs(s.probs[k] - t.probs[k]) for k in s.probs) < 0.01
     assert a.segments[0].label == "angry"  # the clearly angry first utterance
+    # a context-normalised model, with its training speech's statistics
+    assert fp32.features.context_norm and len(fp32.meta["context_prior"]["mean"]) == fp32.features.n_bins
+
+
+def test_shipped_two_step_model(example):
+    """`analyze --model two-step` finds the installed bundle, whose first step is the default
+    model's network."""
+    from click.testing import CliRunner
+
+    from sercli.cli import main
+    from sercli.model import TwoStepNet
+
+    bundle = load_model("two-step", device="cpu", precision="fp32")
+    assert isinstance(bundle.net, TwoStepNet) and bundle.features == load_model(device="cpu").features
+    assert (Path(bundle.path).parent / bundle.meta["model_card"]).is_file()
+    default = load_model(device="cpu", precision="fp32").net.state_dict()
+    for key, value in bundle.net.four.state_dict().items():
+        torch.testing.assert_close(value, default[key])
+    result = CliRunner().invoke(main, ["analyze", str(example), "--model", "two-step", "-q"])
+    assert result.exit_code == 0, result.output
+    assert len(result.stdout.strip().splitlines()) == 1 + 5
 
 
 def test_shipped_denoising_model(example):
