@@ -195,6 +195,11 @@ class Pipeline:
             raise ValueError(f"max segment length is {model.features.max_samples / SAMPLE_RATE:g} s "
                              f"for this model, not {segmentation.max_segment_s:g} s")
         self.prior = context_prior(model.meta) if model.features.context_norm else None
+        # Context-normalised models: held spectrograms live in reused blocks of one size, and a
+        # batch is assembled in one reused buffer. Allocating them afresh, between the large
+        # short-lived arrays of the spectrograms, fragmented the heap: memory grew with length.
+        self._blocks: list[torch.Tensor] = []
+        self._buffer: torch.Tensor | None = None
         self.model = model
         self.segmentation = segmentation
         self.batch_size = batch_size
@@ -268,7 +273,9 @@ class Pipeline:
                 spectrograms = log_spectrograms(samples, model.features, model.device, [seg.f0 for _, _, seg in part])
                 if model.features.context_norm:
                     for (_, _, seg), x, n in zip(part, spectrograms, n_frames):
-                        held[id(seg)] = x[:, :n].half().cpu()
+                        block = self._blocks.pop() if self._blocks else torch.empty(x.shape, dtype=torch.float16)
+                        block[:, :n] = x[:, :n]
+                        held[id(seg)] = block[:, :n]
                     continue
                 posteriors = model.posteriors(spectrograms, n_frames).numpy()
             for (pending, i, seg), p in zip(part, posteriors):
@@ -289,6 +296,7 @@ class Pipeline:
         for pending in files:
             if pending.failure is not None:
                 pending.unscored -= len(pending.held)
+                self._blocks += [x._base if x._base is not None else x for *_, x in pending.held]
                 pending.held = []
                 continue
             ended = everything or (pending.report is not None and pending.unfeaturised == 0)
@@ -305,7 +313,9 @@ class Pipeline:
         for first in range(0, len(ready), self.batch_size):
             part = ready[first : first + self.batch_size]
             n_frames = torch.tensor([held.shape[1] for *_, held, _, _ in part])
-            x = torch.zeros(len(part), model.features.n_bins, model.features.n_frames)
+            if self._buffer is None or len(self._buffer) < len(part):
+                self._buffer = torch.empty(self.batch_size, model.features.n_bins, model.features.n_frames)
+            x = self._buffer[: len(part)].zero_()
             for k, (*_, held, _, _) in enumerate(part):
                 x[k, :, : held.shape[1]] = held.float()
             mean = torch.from_numpy(np.stack([m for *_, m, _ in part])).float()
@@ -314,6 +324,7 @@ class Pipeline:
                 x = standardise_frames(x.to(model.device), n_frames, mean.to(model.device), std.to(model.device),
                                        in_place=True)
                 posteriors = model.posteriors(x, n_frames).numpy()
+            self._blocks += [held._base for *_, held, _, _ in part]
             for (pending, i, start, end, *_), p in zip(part, posteriors):
                 pending.results[i] = SegmentResult.scored(start, end, p, model.labels)
                 pending.unscored -= 1
