@@ -419,8 +419,8 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
     train_config = TrainConfig(epochs=epochs, swa_from=average_from, patience=patience, batch_size=batch_size,
                                lr=lr, oversample=oversample, seed=seed)
     pairs = dict(item.partition("=")[::2] for item in settings)
-    named = {"topology", "grid_hz", "window_ms", "denoise", "context_norm", "epochs", "swa_from", "patience", "batch_size", "lr",
-             "oversample", "seed"}  # set by their own options
+    named = {"topology", "grid_hz", "window_ms", "denoise", "context_norm", "epochs", "swa_from", "patience",
+             "batch_size", "lr", "oversample", "seed"}  # set by their own options
     known = {f.name for config in (ModelConfig, TrainConfig, FeatureConfig) for f in fields(config)}
     unknown = sorted(set(pairs) - known)
     if unknown or named & set(pairs) or any("=" not in item for item in settings):
@@ -439,7 +439,8 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
                         *([f"--folds {folds_path}"] if folds_path else []),
                         f"--fold {fold or 'all'} --validation {validation} --topology {topology} "
                         f"{f'--first-step {first_step} ' if first_step else ''}--grid {grid} "
-                        f"--window {window}{' --denoise' if denoise else ''}{'' if context_norm else ' --no-context-norm'} "
+                        f"--window {window}{' --denoise' if denoise else ''}"
+                        f"{'' if context_norm else ' --no-context-norm'} "
                         f"--epochs {epochs} "
                         f"--average-from {average_from} --patience {patience} --batch-size {batch_size} "
                         f"--lr {lr}{' --oversample' if oversample else ''} --seed {seed}",

@@ -67,7 +67,7 @@ def _featurise(name: str, segmentation: dict, features: dict, audio_stream: int,
     import torch
 
     from .audio import AudioError, DecodeReport, stream_audio
-    from .features import FeatureConfig, log_spectrograms, normalise_file, pitch_tracker
+    from .features import FeatureConfig, log_spectrograms, normalise_segments, pitch_tracker
     from .segment import segment_stream
 
     torch.set_num_threads(1)
@@ -79,9 +79,10 @@ def _featurise(name: str, segmentation: dict, features: dict, audio_stream: int,
         parts = [log_spectrograms([s.samples for s in segments[i : i + 32]], config,
                                   f0=[s.f0 for s in segments[i : i + 32]]).half()
                  for i in range(0, len(segments), 32)]
+        n_frames = [config.frames_for(len(s.samples)) for s in segments]
         if config.context_norm and parts:
-            n_frames = torch.tensor([config.frames_for(len(s.samples)) for s in segments])
-            parts = [normalise_file(torch.cat(parts), n_frames, [s.start_s for s in segments], config, prior).half()]
+            parts = [normalise_segments(torch.cat(parts), torch.tensor(n_frames), prior, [s.start_s for s in segments],
+                                        config.context_window_s / 2).half()]
     except AudioError as exc:
         return {"name": name, "error": str(exc)}, None
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
@@ -89,7 +90,7 @@ def _featurise(name: str, segmentation: dict, features: dict, audio_stream: int,
                 "detail": traceback.format_exc()}, None
     meta = {"name": name, "duration_s": report.duration_s, "warnings": report.warnings,
             "times": [(s.start_s, s.end_s) for s in segments],
-            "n_frames": [config.frames_for(len(s.samples)) for s in segments]}
+            "n_frames": n_frames}
     return meta, (torch.cat(parts).numpy() if parts else None)
 
 

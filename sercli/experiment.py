@@ -91,17 +91,19 @@ def run_training(utterances: list[Utterance], splits: list[Split], model_config:
             metrics["test"] = scores
             log(f"{name}: test utterance WA {scores['utterance']['wa']:.3f} UA {scores['utterance']['ua']:.3f}, "
                 f"segment WA {scores['segment']['wa']:.3f} UA {scores['segment']['ua']:.3f}")
+        training_speakers = sorted(set(speakers.tolist()) - split.valid - split.test)
         meta = {
             "name": f"{'two-step' if two_step else model_config.topology}-{model_config.grid_hz}hz-{name}",
             "training": {"command": command, "sercli": __version__, "date": date.today().isoformat(),
                          "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
                          "device": str(device), "corpora": sorted({u.corpus for u in utterances}),
-                         "speakers_train": sorted(set(speakers.tolist()) - split.valid - split.test),
+                         "speakers_train": training_speakers,
                          "speakers_validation": sorted(split.valid), "speakers_test": sorted(split.test),
                          "test_fold": test_fold,
                          "config": asdict(train_config), "best_epoch": info["best_epoch"]},
             **({"context_prior": dict(zip(("mean", "variance"), (m.tolist() for m in population_moments(
-                split_sets(plain, speakers, split)[0])[:2])))} if features.context_norm else {}),
+                plain, torch.from_numpy(np.isin(speakers, training_speakers))[plain.utterance])[:2])))}
+               if features.context_norm else {}),
             "metrics": {"valid_wa": info["best_valid_wa"]} | (
                 {"test_wa": metrics["test"]["utterance"]["wa"], "test_ua": metrics["test"]["utterance"]["ua"]}
                 if split.test else {}),

@@ -243,16 +243,20 @@ def standardise_frames(x: torch.Tensor, n_frames: torch.Tensor, mean: torch.Tens
     return x.sub_(mean[:, :, None]).div_(std[:, :, None]).mul_(valid[:, None, :])
 
 
-def normalise_file(spectrograms: torch.Tensor, n_frames: torch.Tensor, starts: list[float], config: FeatureConfig,
-                   prior: tuple[np.ndarray, np.ndarray, float] | None) -> torch.Tensor:
-    """All of one file's segments (B, F, T), starting at `starts` seconds, each standardised over
-    the file's speech within half of config.context_window_s either side (as sercli.predict
-    does while streaming)."""
-    stats = ContextStats(config.n_bins, prior)
+def normalise_segments(spectrograms: torch.Tensor, n_frames: torch.Tensor,
+                       prior: tuple[np.ndarray, np.ndarray, float] | None, starts: list[float] | None = None,
+                       half_window_s: float = np.inf) -> torch.Tensor:
+    """Segments (B, F, T) of one context, standardised over its speech: each over the segments
+    starting within half_window_s of its own start (`starts`, seconds; as sercli.predict does for
+    a file while streaming), or all over all of them (no starts). prior: see ContextStats."""
+    stats = ContextStats(spectrograms.shape[1], prior)
+    starts = starts if starts is not None else [0.0] * len(spectrograms)
     for start, x, n in zip(starts, spectrograms, n_frames):
         stats.add(start, x[:, : int(n)].float().cpu().numpy())
-    half = config.context_window_s / 2
-    moments = [stats.moments(start - half, start + half) for start in starts]
+    if np.isinf(half_window_s):
+        moments = [stats.moments()]
+    else:
+        moments = [stats.moments(start - half_window_s, start + half_window_s) for start in starts]
     mean = torch.from_numpy(np.stack([m for m, _ in moments])).float().to(spectrograms.device)
     std = torch.from_numpy(np.stack([s for _, s in moments])).float().to(spectrograms.device)
     return standardise_frames(spectrograms.float(), n_frames, mean, std)

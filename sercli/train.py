@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .audio import SAMPLE_RATE, AudioError, load_audio
 from .corpora import CorpusError, Utterance
-from .features import ContextStats, FeatureConfig, log_spectrograms, pitch_tracker, standardise_frames
+from .features import ContextStats, FeatureConfig, log_spectrograms, normalise_segments, pitch_tracker
 from .model import LABELS, EmotionNet, ModelConfig
 from .segment import (PitchTracker, Segment, SegmentationConfig, SpeechProbabilities, segment_audio, split_evenly,
                       track_part)
@@ -266,11 +266,13 @@ def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_d
     return result
 
 
-def population_moments(data: SegmentSet) -> tuple[np.ndarray, np.ndarray, float]:
-    """Per-bin mean and variance over every valid frame of a set, and its frame count: the
-    prior that ContextStats leans on (stored in a context-normalised model's checkpoint)."""
+def population_moments(data: SegmentSet, members: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per-bin mean and variance over every valid frame of a set (or of its segments `members`,
+    a boolean mask), and its frame count: the prior that ContextStats leans on (stored in a
+    context-normalised model's checkpoint)."""
     stats = ContextStats(data.spectrograms.shape[1])
-    for i in range(len(data.labels)):
+    chosen = range(len(data.labels)) if members is None else torch.nonzero(members).squeeze(1).tolist()
+    for i in chosen:
         stats.add(0.0, data.spectrograms[i, :, : int(data.n_frames[i])].float().numpy())
     mean, std = stats.moments()
     return mean, std ** 2, stats.frames
@@ -289,12 +291,7 @@ def normalise_contexts(data: SegmentSet, utterances: list[Utterance], by: str = 
     out = torch.zeros_like(data.spectrograms)
     for group in torch.unique(groups):
         members = torch.nonzero(groups == group).squeeze(1)
-        x = data.spectrograms[members].float()
-        stats = ContextStats(x.shape[1], prior)
-        for k in range(len(members)):
-            stats.add(0.0, x[k, :, : int(data.n_frames[members[k]])].numpy())
-        mean, std = (torch.from_numpy(m).float() for m in stats.moments())
-        out[members] = standardise_frames(x, data.n_frames[members], mean, std).to(out.dtype)
+        out[members] = normalise_segments(data.spectrograms[members], data.n_frames[members], prior).to(out.dtype)
     return SegmentSet(out, data.n_frames, data.utterance, data.labels)
 
 

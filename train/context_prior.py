@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("checkpoints", type=Path, nargs="+")
     parser.add_argument("--cache", type=Path, default=None)
     args = parser.parse_args()
-    utterances = read_manifest(args.data / "ravdess" / "manifest.csv") + read_manifest(args.data / "nemo" / "manifest.csv")
+    utterances = [u for corpus in ("ravdess", "nemo") for u in read_manifest(args.data / corpus / "manifest.csv")]
     utterances = assign_folds(utterances, read_folds(args.data / "folds.csv"))
     speakers = np.array([u.speaker for u in utterances])
     datasets = {}
@@ -44,9 +44,8 @@ def main() -> None:
             datasets[key] = build_segments(utterances, features, args.cache)
         data = datasets[key]
         train = set(meta["training"]["speakers_train"])
-        mask = np.isin(speakers, sorted(train))[data.utterance.numpy()]
-        subset = data.subset(torch.from_numpy(mask))
-        mean, variance, frames = population_moments(subset)
+        members = torch.from_numpy(np.isin(speakers, sorted(train)))[data.utterance]
+        mean, variance, frames = population_moments(data, members)
         meta["context_prior"] = {"mean": mean.tolist(), "variance": variance.tolist()}
         half = next(v for v in checkpoint["state_dict"].values() if v.is_floating_point()).dtype.itemsize == 2
         save_checkpoint(path, ModelConfig(**checkpoint["config"]), checkpoint["state_dict"], features, meta,
