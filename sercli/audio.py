@@ -16,6 +16,7 @@ import numpy as np
 SAMPLE_RATE = 16000  # Hz
 CHUNK_SAMPLES = 30 * SAMPLE_RATE  # samples, 30 s per read from the ffmpeg pipe
 BYTES_PER_SAMPLE = 4  # float32
+FFMPEG_FRAME_SAMPLES = 65536  # samples per frame inside ffmpeg, at the input's rate (see _decode_command)
 
 MEDIA_EXTENSIONS = frozenset(
     ".wav .flac .mp3 .m4a .aac .ogg .oga .opus .wma .aif .aiff .amr .ac3 .mka "
@@ -67,6 +68,10 @@ def _decode_command(path: str, audio_stream: int) -> list[str]:
         # With float output ffmpeg does not normalise the downmix unless told: stereo would
         # come out 3 dB louder and 5.1 could exceed full scale.
         rematrix_maxval=1,
+        # The decoder's frames (1024 samples for AAC) are grouped before resampling and output:
+        # each frame is a handoff between ffmpeg's threads and a pipe write, and per-frame
+        # handoffs cost ffmpeg as much CPU as the decoding itself. The samples are unchanged.
+        af=f"asetnsamples=n={FFMPEG_FRAME_SAMPLES}:p=0",
         loglevel="error",
     )
     return out.compile(cmd=ffmpeg_binary())

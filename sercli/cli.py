@@ -102,6 +102,9 @@ def _progress(quiet: bool):
 @click.version_option(__version__, "--version", prog_name="sercli")
 def main() -> None:
     """Which emotion is expressed in the speech of any audio or video file, segment by segment."""
+    from .heap import retain_freed_memory
+
+    retain_freed_memory()  # batches reuse freed pages instead of faulting in fresh ones
 
 
 @main.command(epilog=ANALYZE_EXAMPLES)

@@ -50,6 +50,20 @@ class ModelConfig:
         return CONV3 if self.topology == "cnn-lstm" else CONV5
 
 
+class MaxPool2x2(nn.Module):
+    """2:1 max pooling in both axes (an odd last row or column is dropped, as by nn.MaxPool2d(2)).
+
+    The same values as nn.MaxPool2d(2), as the maximum of strided views: on the CPU that pooling
+    took 16 times as long for the first layer's 16 channels in channels-last bf16 (3.9 against
+    0.24 ms per segment, 2 cores), a tenth of the whole network's time.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2] // 2 * 2, x.shape[-1] // 2 * 2
+        x = torch.maximum(x[..., 0:height:2, :width], x[..., 1:height:2, :width])
+        return torch.maximum(x[..., 0::2], x[..., 1::2])
+
+
 class EmotionNet(nn.Module):
     """Log-spectrogram (B, n_bins, n_frames) -> logits (B, n_classes).
 
@@ -70,7 +84,7 @@ class EmotionNet(nn.Module):
             # conv-ReLU-pool for a positive norm scale, at a quarter of their cost.
             blocks.append(nn.Sequential(
                 nn.ZeroPad2d(((k_time - 1) // 2, k_time // 2, (k_freq - 1) // 2, k_freq // 2)),
-                nn.Conv2d(channels, filters, (k_freq, k_time)), nn.MaxPool2d(2)))
+                nn.Conv2d(channels, filters, (k_freq, k_time)), MaxPool2x2()))
             norms.append(nn.BatchNorm2d(filters) if config.batch_norm else nn.Identity())
             channels = filters
         self.blocks = nn.ModuleList(blocks)
@@ -109,8 +123,7 @@ class EmotionNet(nn.Module):
         for block, norm in zip(self.blocks, self.norms):
             x = block(x)
             n = (n + 1) // 2  # a pooled frame that saw any signal stays
-            mask = (torch.arange(x.shape[-1], device=x.device) < n[:, None])[:, None, None, :].to(x.dtype)
-            x = torch.relu(norm(x)) * mask
+            x = _zero_frames_past(torch.relu_(norm(x)), n)
         if self.lstm is None:
             x = nn.functional.pad(x, (0, self.out_frames - x.shape[-1]))  # back to the full input's width
             return self.head(x.flatten(1))  # (B, C * F' * T')
@@ -127,6 +140,19 @@ class EmotionNet(nn.Module):
             padded, _ = pad_packed_sequence(outputs, batch_first=True)  # (B, T', 2H), zero past each end
             summary = padded.sum(dim=1) / steps.to(padded.device, padded.dtype)[:, None]
         return self.head(summary)
+
+
+def _zero_frames_past(x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    """(B, C, F, T) with each segment's frames from n[b] on set to zero. Without autograd on the
+    CPU only those frames are written (in place), not the whole batch: the full-batch multiply
+    took a twentieth of the network's time."""
+    total = x.shape[-1]
+    if x.requires_grad or x.device.type != "cpu":
+        return x * (torch.arange(total, device=x.device) < n[:, None])[:, None, None, :].to(x.dtype)
+    for row, length in enumerate(n.tolist()):
+        if length < total:
+            x[row, :, :, length:] = 0
+    return x
 
 
 TWO_STEP_EMOTIONS = ("angry", "happy", "sad")  # each has a binary network against neutral

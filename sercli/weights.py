@@ -187,6 +187,9 @@ def bf16_supported(device: torch.device) -> bool:
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
+CPU_SUBBATCH = 8  # segments per network call on the CPU (see Model.posteriors)
+
+
 @dataclass
 class Model:
     """A loaded network with everything needed to feed it and read its output."""
@@ -202,10 +205,18 @@ class Model:
 
     @torch.inference_mode()
     def posteriors(self, spectrograms: torch.Tensor, n_frames: torch.Tensor) -> torch.Tensor:
-        """(B, F, T) spectrograms on self.device -> (B, n_classes) float32 posteriors on the CPU."""
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-            logits = self.net(spectrograms, n_frames)
-        return torch.softmax(logits.float(), dim=-1).cpu()
+        """(B, F, T) spectrograms on self.device -> (B, n_classes) float32 posteriors on the CPU.
+
+        On the CPU the network sees at most CPU_SUBBATCH segments at a time: its transient arrays
+        are a quarter the size of a batch of 32's, which keeps 400 MB off peak memory once freed
+        memory is retained (sercli.heap), for about 4% of the speed (bench/RESULTS.md)."""
+        step = CPU_SUBBATCH if self.device.type == "cpu" else len(spectrograms)
+        parts = []
+        for first in range(0, len(spectrograms), max(step, 1)):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
+                logits = self.net(spectrograms[first : first + step], n_frames[first : first + step])
+            parts.append(torch.softmax(logits.float(), dim=-1).cpu())
+        return torch.cat(parts)
 
 
 def build_network(checkpoint: dict[str, Any]) -> torch.nn.Module:

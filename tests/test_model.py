@@ -49,10 +49,16 @@ def test_padding_frames_do_not_change_lstm_output():
     torch.testing.assert_close(net(x, n), net(y, n))
 
 
+@pytest.mark.parametrize("grad", [True, False])  # the masking is in place without autograd
 @pytest.mark.parametrize("topology,summary", [("cnn-lstm", "last"), ("cnn-lstm", "mean"), ("cnn5", "last")])
-def test_output_does_not_depend_on_padding_or_batch(topology, summary):
+def test_output_does_not_depend_on_padding_or_batch(topology, summary, grad):
     """A segment's logits are the same padded to 300 frames, cut to its own length, or batched
     with a longer one: the masks make the padding invisible (batch norm in eval mode)."""
+    with torch.set_grad_enabled(grad):
+        _check_padding_invisible(topology, summary)
+
+
+def _check_padding_invisible(topology: str, summary: str) -> None:
     torch.manual_seed(0)
     net = EmotionNet(ModelConfig(topology=topology, grid_hz=20, lstm_hidden=16, dense=16, summary=summary,
                                  lstm_dropout=0.3))
@@ -70,6 +76,51 @@ def test_output_does_not_depend_on_padding_or_batch(topology, summary):
     both = net(torch.cat([short, long]), torch.tensor([117, 300]))
     torch.testing.assert_close(both[:1], full)
     torch.testing.assert_close(both[1:], net(long, torch.tensor([300])))
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 40, 24), (2, 5, 25, 13)])  # odd sizes drop a row / column
+def test_max_pool_matches_torch(shape):
+    from sercli.model import MaxPool2x2
+
+    torch.manual_seed(0)
+    x = torch.randn(*shape)
+    for tensor in (x, x.bfloat16().contiguous(memory_format=torch.channels_last)):
+        torch.testing.assert_close(MaxPool2x2()(tensor), torch.nn.MaxPool2d(2)(tensor), rtol=0, atol=0)
+    x.requires_grad_(True)
+    MaxPool2x2()(x).sum().backward()  # each output's gradient goes to its window's maximum
+    assert float(x.grad.sum()) == pytest.approx((shape[2] // 2) * (shape[3] // 2) * shape[0] * shape[1])
+    assert set(x.grad.unique().tolist()) <= {0.0, 1.0}
+
+
+def test_cpu_sub_batches_give_the_whole_batch_result(monkeypatch):
+    """Model.posteriors feeds the network a few segments at a time on the CPU; the posteriors are
+    those of one call on the whole batch."""
+    from sercli import weights
+    from sercli.weights import from_checkpoint
+
+    torch.manual_seed(1)
+    config = ModelConfig(grid_hz=20, lstm_hidden=16, dense=16)
+    checkpoint = {"config": config.__dict__, "state_dict": EmotionNet(config).state_dict(),
+                  "meta": {"features": FeatureConfig(grid_hz=20).__dict__}}
+    model = from_checkpoint(checkpoint, "x", device="cpu", precision="fp32")
+    x = torch.rand(11, 200, 300)
+    n = torch.tensor([300, 40, 299, 120, 8, 300, 77, 150, 260, 1, 300])
+    for k, frames in enumerate(n.tolist()):
+        x[k, :, frames:] = 0
+    with torch.no_grad():
+        whole = torch.softmax(model.net(x, n), dim=-1)
+    monkeypatch.setattr(weights, "CPU_SUBBATCH", 3)
+    torch.testing.assert_close(model.posteriors(x, n), whole)
+
+
+def test_retain_freed_memory():
+    import platform
+
+    from sercli.heap import retain_freed_memory
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        pytest.skip("glibc only")
+    assert retain_freed_memory()
 
 
 def test_checkpoint_round_trip(tmp_path):
