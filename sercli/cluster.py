@@ -68,9 +68,11 @@ def _featurise(name: str, segmentation: dict, features: dict, audio_stream: int,
 
     from .audio import AudioError, DecodeReport, stream_audio
     from .features import FeatureConfig, log_spectrograms, normalise_segments, pitch_tracker
+    from .heap import retain_freed_memory
     from .segment import segment_stream
 
     torch.set_num_threads(1)
+    retain_freed_memory()
     config = FeatureConfig(**features)
     report = DecodeReport()
     try:
@@ -108,8 +110,10 @@ class _Classifier:
         import ray
         import torch
 
+        from .heap import retain_freed_memory
         from .weights import ModelError, from_checkpoint
 
+        retain_freed_memory()
         data = ray.get(checkpoint_ref)
         if hashlib.sha256(data).hexdigest() != self.digest:
             raise ModelError("checkpoint corrupted in transit")
