@@ -78,20 +78,6 @@ def _check_padding_invisible(topology: str, summary: str) -> None:
     torch.testing.assert_close(both[1:], net(long, torch.tensor([300])))
 
 
-@pytest.mark.parametrize("shape", [(3, 16, 40, 24), (2, 5, 25, 13)])  # odd sizes drop a row / column
-def test_max_pool_matches_torch(shape):
-    from sercli.model import MaxPool2x2
-
-    torch.manual_seed(0)
-    x = torch.randn(*shape)
-    for tensor in (x, x.bfloat16().contiguous(memory_format=torch.channels_last)):
-        torch.testing.assert_close(MaxPool2x2()(tensor), torch.nn.MaxPool2d(2)(tensor), rtol=0, atol=0)
-    x.requires_grad_(True)
-    MaxPool2x2()(x).sum().backward()  # each output's gradient goes to its window's maximum
-    assert float(x.grad.sum()) == pytest.approx((shape[2] // 2) * (shape[3] // 2) * shape[0] * shape[1])
-    assert set(x.grad.unique().tolist()) <= {0.0, 1.0}
-
-
 def test_cpu_sub_batches_give_the_whole_batch_result(monkeypatch):
     """Model.posteriors feeds the network a few segments at a time on the CPU; the posteriors are
     those of one call on the whole batch."""
