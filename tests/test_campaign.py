@@ -44,18 +44,22 @@ def test_plan_orders_groups_and_keeps_only_needs_it_plans(tmp_path):
 
 
 def test_table2_summary_means_and_gaps(tmp_path):
-    def model(clean_ua, noisy_ua):
+    def model(name, clean_ua, noisy_ua, snr=0):
         conditions = {"clean": {"mean": {"wa": clean_ua, "ua": clean_ua}}}
-        for name, ua in noisy_ua.items():
-            conditions[f"{name} 0 dB"] = {"mean": {"wa": ua, "ua": ua}}
-        return {"model": "m", "conditions": conditions}
+        for noise, ua in noisy_ua.items():
+            conditions[f"{noise} {snr} dB"] = {"mean": {"wa": ua, "ua": ua}}
+        return {"model": name, "conditions": conditions}
 
-    path = tmp_path / "t.json"
-    path.write_text(json.dumps([model(0.40, {"a": 0.20, "b": 0.30}), model(0.38, {"a": 0.30, "b": 0.34})]))
-    out = subprocess.run([sys.executable, str(ROOT / "train" / "table2.py"), str(path)], capture_output=True,
-                         text=True, check=True).stdout
-    assert "| a 0 dB | 20.0 | 20.0 | 30.0 | 30.0 |" in out
-    assert "| 0 dB (2 conditions) | 25.0 | 25.0 | 32.0 | 32.0 | +7.0 | 6.0 |" in out
+    first, second = tmp_path / "t0.json", tmp_path / "t5.json"
+    first.write_text(json.dumps([model("n", 0.40, {"a": 0.20, "b": 0.30}), model("d", 0.38, {"a": 0.30, "b": 0.34})]))
+    second.write_text(json.dumps([model("c", 0.50, {"a": 0.45, "b": 0.41}, snr=5)]))  # another model, SNR
+    out = subprocess.run([sys.executable, str(ROOT / "train" / "table2.py"), str(first), str(second), "--name", "d=dn"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "| condition | n WA | n UA | dn WA | dn UA | c WA | c UA |" in out
+    assert "| a 0 dB | 20.0 | 20.0 | 30.0 | 30.0 | | |" in out
+    assert "| SNR | n | dn | c | dn - n | c - n | n clean - noisy | dn clean - noisy | c clean - noisy |" in out
+    assert "| 0 dB (2 conditions) | 25.0 | 32.0 |  | +7.0 |  | 15.0 | 6.0 |  |" in out
+    assert "| 5 dB (2 conditions) |  |  | 43.0 |  |  |  |  | 7.0 |" in out
 
 
 def test_run_jobs_follows_needs_and_outcomes(tmp_path):

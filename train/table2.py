@@ -1,10 +1,13 @@
-"""The paper's Table 2 from `sercli evaluate --noise ... -o FILE.json` outputs of a normal and a
-denoising model: per noise condition and SNR, utterance WA / UA of both, and the means over the
-noise categories with the issue's targets.
+"""The paper's Table 2 from `sercli evaluate --noise ... -o FILE.json` outputs: per noise
+condition and SNR, utterance WA / UA of every model scored, and the means over the noise
+categories by SNR.
 
     python train/table2.py runs/table2-0.json runs/table2-5.json ...
+    python train/table2.py old-0.json new-0.json --name 'runs/swa/{run}/model.pt=normal' ...
 
-Each JSON is `evaluate -o` with two --model options (normal first, modified second).
+A model is a column, named by its --model argument (or by --name); the files may score
+different models and different conditions, and a model's cell for a condition comes from
+whichever file scored it (the last one, if several did).
 """
 
 from __future__ import annotations
@@ -19,35 +22,54 @@ def overall(scored: dict) -> tuple[float, float]:
     return 100 * mean["wa"], 100 * mean["ua"]
 
 
+def gather(paths: list[Path]) -> tuple[list[str], dict[str, dict[str, tuple[float, float]]]]:
+    """(models in order of appearance, {condition: {model: (WA, UA)}})."""
+    models: list[str] = []
+    rows: dict[str, dict[str, tuple[float, float]]] = {}
+    for path in paths:
+        for scored in json.loads(path.read_text()):
+            if scored["model"] not in models:
+                models.append(scored["model"])
+            for label, condition in scored["conditions"].items():
+                rows.setdefault(label, {})[scored["model"]] = overall(condition)
+    return models, rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("files", nargs="+", type=Path)
+    parser.add_argument("--name", action="append", default=[], metavar="MODEL=LABEL",
+                        help="Column label for a model (its --model argument); repeatable.")
     args = parser.parse_args()
-    rows: dict[str, tuple] = {}
-    for path in args.files:
-        normal, modified = json.loads(path.read_text())
-        for label, scored in normal["conditions"].items():
-            rows[label] = overall(scored) + overall(modified["conditions"][label])
-    print("| condition | normal WA | normal UA | modified WA | modified UA |")
-    print("|---|---|---|---|---|")
-    for label, (nw, nu, mw, mu) in rows.items():
-        print(f"| {label} | {nw:.1f} | {nu:.1f} | {mw:.1f} | {mu:.1f} |")
-    clean = rows.get("clean")
-    snrs = sorted({label.rsplit(" ", 2)[1] for label in rows if label.endswith(" dB")}, key=float)
-    print("\nMean over the noise conditions (every category and babble), utterance level:\n")
-    print("| SNR | normal WA | normal UA | modified WA | modified UA | modified UA - normal UA | "
-          "modified clean UA - noisy UA |")
-    print("|---|---|---|---|---|---|---|")
-    if clean:
-        print(f"| clean | {clean[0]:.1f} | {clean[1]:.1f} | {clean[2]:.1f} | {clean[3]:.1f} | "
-              f"{clean[3] - clean[1]:+.1f} | |")
-    for snr in snrs:
-        picked = [v for label, v in rows.items() if label.endswith(f" {snr} dB")]
-        nw, nu, mw, mu = (sum(v[i] for v in picked) / len(picked) for i in range(4))
-        drop = f"{clean[3] - mu:.1f}" if clean else ""
-        print(f"| {snr} dB ({len(picked)} conditions) | {nw:.1f} | {nu:.1f} | {mw:.1f} | {mu:.1f} | {mu - nu:+.1f} | "
-              f"{drop} |")
+    names = dict(item.rsplit("=", 1) for item in args.name)
+    models, rows = gather(args.files)
+    labels = [names.get(model, model) for model in models]
 
+    def cells(values: dict[str, tuple[float, float]]) -> str:
+        return " | ".join(f"{values[m][0]:.1f} | {values[m][1]:.1f}" if m in values else "|" for m in models)
+
+    print("| condition | " + " | ".join(f"{label} WA | {label} UA" for label in labels) + " |")
+    print("|---|" + "---|---|" * len(models))
+    for label, values in rows.items():
+        print(f"| {label} | {cells(values)} |")
+    snrs = sorted({label.rsplit(" ", 2)[1] for label in rows if label.endswith(" dB")}, key=float)
+    clean = rows.get("clean", {})
+    print("\nUA, mean over the noise conditions (every category and babble), utterance level; the gain of each "
+          "model over the first, and each model's loss from its clean UA:\n")
+    print("| SNR | " + " | ".join([*labels, *(f"{label} - {labels[0]}" for label in labels[1:]),
+                                   *(f"{label} clean - noisy" for label in labels)]) + " |")
+    print("|---|" + "---|" * (3 * len(models) - 1))
+    if clean:
+        print("| clean | " + " | ".join(f"{clean[m][1]:.1f}" if m in clean else "" for m in models)
+              + " |" * (2 * len(models) - 1) + " |")
+    for snr in snrs:
+        picked = [values for label, values in rows.items() if label.endswith(f" {snr} dB")]
+        means = [sum(v[m][1] for v in picked) / len(picked) if all(m in v for v in picked) else None
+                 for m in models]
+        gains = ["" if None in (x, means[0]) else f"{x - means[0]:+.1f}" for x in means[1:]]
+        drops = ["" if x is None or m not in clean else f"{clean[m][1] - x:.1f}" for m, x in zip(models, means)]
+        print(f"| {snr} dB ({len(picked)} conditions) | "
+              + " | ".join(["" if x is None else f"{x:.1f}" for x in means] + gains + drops) + " |")
 
 if __name__ == "__main__":
     main()
