@@ -195,6 +195,23 @@ def test_decoded_level_matches_source(media, name):
     assert np.abs(body).max() <= 1.0
 
 
+@pytest.mark.parametrize("name", ["h264_aac.mp4", "stereo44.wav", "surround51_48k.flac"])
+def test_grouping_frames_changes_no_sample(media, name, monkeypatch):
+    """The decode command groups ffmpeg's frames (asetnsamples) only to save CPU: the samples
+    equal those of ffmpeg's plain frame-by-frame run, the last partial group included."""
+    grouped = load_audio(str(media(name)))
+    command = audio._decode_command
+
+    def ungrouped(*args):
+        words = command(*args)
+        at = words.index("-af")
+        assert words[at + 1].startswith("asetnsamples=")
+        return words[:at] + words[at + 2 :]
+
+    monkeypatch.setattr(audio, "_decode_command", ungrouped)
+    np.testing.assert_array_equal(grouped, load_audio(str(media(name))))
+
+
 def test_mono_wav_decodes_sample_exact(media):
     """A 16 kHz mono wav needs no resampling: the samples come back as written."""
     x = load_audio(str(media("mono16_3p5.wav")))
