@@ -22,15 +22,15 @@ RETAIN_BYTES = 1 << 30  # above the arrays of any batch size that fits the defau
 
 def retain_freed_memory(limit: int = RETAIN_BYTES) -> bool:
     """Ask glibc to serve allocations up to `limit` bytes from its heap and to keep up to `limit`
-    freed bytes. Peak memory is unchanged: what is kept is reused by the next batch. Returns
-    False where the C library is not glibc (no mallopt) or refuses the setting."""
-    name = ctypes.util.find_library("c")
+    freed bytes for reuse. Arrays of varying sizes can fragment what is kept: fed 8 segments at a
+    time (weights.CPU_SUBBATCH) peak memory stayed within run-to-run noise, fed whole batches of
+    32 it rose by a third (bench/CPU_PROFILE.md). Returns False where the C library is not glibc
+    or refuses the setting."""
     try:
-        libc = ctypes.CDLL(name)
-        mallopt = libc.mallopt
-        gnu_version = libc.gnu_get_libc_version  # glibc only: musl's mallopt does nothing
-    except (OSError, AttributeError, TypeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+    except OSError:
         return False
-    del gnu_version
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    return bool(mallopt(M_MMAP_THRESHOLD, limit)) and bool(mallopt(M_TRIM_THRESHOLD, limit))
+    if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):  # musl's mallopt does nothing
+        return False
+    libc.mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(libc.mallopt(M_MMAP_THRESHOLD, limit)) and bool(libc.mallopt(M_TRIM_THRESHOLD, limit))
