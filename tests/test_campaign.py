@@ -52,7 +52,7 @@ def test_table2_summary_means_and_gaps(tmp_path):
 
     first, second = tmp_path / "t0.json", tmp_path / "t5.json"
     first.write_text(json.dumps([model("n", 0.40, {"a": 0.20, "b": 0.30}), model("d", 0.38, {"a": 0.30, "b": 0.34})]))
-    second.write_text(json.dumps([model("c", 0.50, {"a": 0.45, "b": 0.41}, snr=5)]))  # another model, SNR
+    second.write_text(json.dumps(model("c", 0.50, {"a": 0.45, "b": 0.41}, snr=5)))  # one model: a dict, not a list
     out = subprocess.run([sys.executable, str(ROOT / "train" / "table2.py"), str(first), str(second), "--name", "d=dn"],
                          capture_output=True, text=True, check=True).stdout
     assert "| condition | n WA | n UA | dn WA | dn UA | c WA | c UA |" in out

@@ -27,7 +27,8 @@ def gather(paths: list[Path]) -> tuple[list[str], dict[str, dict[str, tuple[floa
     models: list[str] = []
     rows: dict[str, dict[str, tuple[float, float]]] = {}
     for path in paths:
-        for scored in json.loads(path.read_text()):
+        data = json.loads(path.read_text())
+        for scored in data if isinstance(data, list) else [data]:  # evaluate -o writes one model as a dict
             if scored["model"] not in models:
                 models.append(scored["model"])
             for label, condition in scored["conditions"].items():
