@@ -6,6 +6,7 @@ from consecutive files share batches, so many short clips keep the device as bus
 
 from __future__ import annotations
 
+import itertools
 import queue
 import threading
 import traceback
@@ -127,6 +128,42 @@ class _Pending:
 
 _DONE = object()
 SORT_WINDOW = 4  # batches' worth of segments gathered and sorted by length before scoring
+DECODE_AHEAD = 2  # files whose decoding starts while the current one is segmented
+
+
+class _Decoding:
+    """A file whose ffmpeg starts now, in a thread, and reads its first chunk (up to 30 s, so a
+    short clip whole) while earlier files are still being segmented: a clip's decoding is mostly
+    ffmpeg starting up, and one after another that set the pace for collections of short files.
+    The rest of a long file streams when its turn comes, so memory stays at one chunk a file."""
+
+    def __init__(self, name: str, audio_stream: int) -> None:
+        self.report = DecodeReport()
+        self._chunks = stream_audio(name, audio_stream, report=self.report)
+        self._first: np.ndarray | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._start, name="sercli-decode-ahead", daemon=True)
+        self._thread.start()
+
+    def _start(self) -> None:
+        try:
+            self._first = next(self._chunks, None)
+        except BaseException as exc:  # noqa: BLE001 - re-raised where the file's turn comes
+            self._error = exc
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        if self._first is not None:
+            first, self._first = self._first, None
+            yield first
+            yield from self._chunks
+
+    def close(self) -> None:
+        """Stop its ffmpeg, if it still runs (the pipeline stopped before this file's turn)."""
+        self._thread.join()
+        self._chunks.close()
 
 
 def _produce(sources: Iterable[Source], config: SegmentationConfig, audio_stream: int, pitch: PitchTracker | None,
@@ -143,15 +180,23 @@ def _produce(sources: Iterable[Source], config: SegmentationConfig, audio_stream
         return False
 
     vad = SpeechProbabilities()
+    pending = iter(sources)
+    upcoming: deque[tuple[Source, _Decoding | None]] = deque()  # this file and the next DECODE_AHEAD
     try:
-        for source in sources:
+        while True:
+            for source in itertools.islice(pending, DECODE_AHEAD + 1 - len(upcoming)):
+                upcoming.append((source, _Decoding(source, audio_stream) if isinstance(source, str) else None))
+            if not upcoming:
+                break
+            source, decoding = upcoming[0]
             name, samples = (source, None) if isinstance(source, str) else source
             if not put(("file", name)):
                 return
             report = DecodeReport()
             try:
-                if samples is None:
-                    chunks = stream_audio(name, audio_stream, report=report)
+                if decoding is not None:
+                    report = decoding.report
+                    chunks = decoding.chunks()
                 else:
                     report.samples = len(samples)
                     chunks = iter([samples])
@@ -173,7 +218,11 @@ def _produce(sources: Iterable[Source], config: SegmentationConfig, audio_stream
                                              traceback.format_exc()))
             if not put(item):
                 return
+            upcoming.popleft()
     finally:
+        for _, decoding in upcoming:  # the current file's too, when stopped part-way
+            if decoding is not None:
+                decoding.close()
         put(_DONE)
 
 

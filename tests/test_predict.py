@@ -31,6 +31,59 @@ def test_results_do_not_depend_on_batching(model, example, tmp_path):
             assert max(abs(s.probs[k] - t.probs[k]) for k in s.probs) < 1e-5
 
 
+def test_decoding_ahead_keeps_order_and_failures(model, example, tmp_path, monkeypatch):
+    """Later files start decoding while earlier ones are analysed; results come in input order,
+    each failure with its own cause, the same as decoding one file at a time."""
+    from sercli import predict
+
+    not_media = tmp_path / "notes.wav"
+    not_media.write_text("not audio")
+    samples = load_audio(str(example))
+    sources = [str(example), str(tmp_path / "missing.wav"), str(not_media), ("array", samples), str(example)]
+    ahead = list(Pipeline(model, batch_size=4).run(sources))
+    monkeypatch.setattr(predict, "DECODE_AHEAD", 0)
+    one_by_one = list(Pipeline(model, batch_size=4).run(sources))
+    assert [r.file for r in ahead] == [s if isinstance(s, str) else s[0] for s in sources]
+    assert [type(r) for r in ahead] == [FileResult, FileFailure, FileFailure, FileResult, FileResult]
+    assert "no such file" in ahead[1].error and "invalid data" in ahead[2].error
+    for a, b in zip(ahead, one_by_one):
+        if isinstance(a, FileResult):
+            assert a.duration_s == b.duration_s and [s.label for s in a.segments] == [s.label for s in b.segments]
+        else:
+            assert a.error == b.error
+
+
+def test_abandoned_run_stops_every_ffmpeg(model, example, tmp_path, monkeypatch):
+    """Leaving the results generator early stops the ffmpeg of the file being read and of those
+    decoding ahead (files longer than the 30 s read ahead, so their ffmpeg waits on the pipe)."""
+    import subprocess
+    import wave
+
+    from sercli import audio
+
+    long = tmp_path / "long.wav"
+    pcm = (np.tile(load_audio(str(example)), 4) * 32767).astype("<i2")  # 86 s
+    with wave.open(str(long), "wb") as handle:
+        handle.setnchannels(1)
+        handle.setsampwidth(2)
+        handle.setframerate(16000)
+        handle.writeframes(pcm.tobytes())
+
+    started = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            started.append(self)
+
+    monkeypatch.setattr(audio.subprocess, "Popen", Recorded)
+    results = Pipeline(model, batch_size=2).run([str(example)] + [str(long)] * 8)
+    assert isinstance(next(results), FileResult)
+    results.close()
+    assert 3 <= len(started) < 9
+    assert all(process.poll() is not None for process in started)
+
+
 def test_analyze_path_and_array_agree(model, example):
     from_path = sercli.analyze(str(example), model=model)
     assert from_path.file == str(example)
