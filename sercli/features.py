@@ -218,6 +218,18 @@ class ContextStats:
         self.cumulative[n + 1, 2] = self.cumulative[n, 2] + np.square(x).sum(axis=1)
         self.starts.append(start_s)
 
+    def forget_before(self, start_s: float) -> None:
+        """Drop what only segments starting before start_s need: moments(first_s, ...) with
+        first_s >= start_s stay exact; whole-context moments() and `frames` then cover only the
+        segments kept. A file's sliding window uses it so that memory stays flat however long
+        the file is; rows are moved within the array, which keeps its size."""
+        drop = int(np.searchsorted(self.starts, start_s, "left"))
+        if drop < max(64, len(self.starts) // 2):  # move rows rarely: amortised over many adds
+            return
+        kept = len(self.starts) - drop
+        self.cumulative[: kept + 1] = self.cumulative[drop : drop + kept + 1].copy()
+        del self.starts[:drop]
+
     def moments(self, first_s: float = -np.inf, last_s: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) per bin over the segments starting within [first_s, last_s]."""
         lo, hi = np.searchsorted(self.starts, first_s, "left"), np.searchsorted(self.starts, last_s, "right")

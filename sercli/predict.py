@@ -358,6 +358,8 @@ class Pipeline:
                 else:
                     keep.append((i, start, end, x))
             pending.held = keep
+            if self.context == "file" and pending.held:  # no window will reach further back
+                pending.context.forget_before(min(start for _, start, _, _ in pending.held) - half)
         ready.sort(key=lambda item: item[4].shape[1])
         for first in range(0, len(ready), self.batch_size):
             part = ready[first : first + self.batch_size]

@@ -210,6 +210,28 @@ def test_context_statistics_by_hand():
     assert ContextStats(2).moments()[1].tolist() == [1e-3, 1e-3]  # empty: no division by zero
 
 
+def test_forgetting_old_segments_keeps_windowed_moments_exact():
+    """A long file's statistics drop the segments no window reaches any more; the moments of
+    every later window are unchanged and the array does not grow past what a window needs."""
+    from sercli.features import ContextStats
+
+    rng = np.random.default_rng(0)
+    full, sliding = ContextStats(3, (np.zeros(3), np.ones(3), 50.0)), ContextStats(3, (np.zeros(3), np.ones(3), 50.0))
+    sizes = []
+    for k in range(3000):  # a segment every 3.5 s: about 3 hours
+        start = 3.5 * k
+        x = rng.normal(k % 7, 1 + k % 3, size=(3, int(rng.integers(20, 300))))
+        full.add(start, x)
+        sliding.add(start, x)
+        sliding.forget_before(start - 600.0)
+        sizes.append(len(sliding.cumulative))
+        if k % 250 == 249:
+            for first, last in ((start - 600.0, start), (start - 300.0, start + 10.0), (start - 100.0, start - 50.0)):
+                for got, want in zip(sliding.moments(first, last), full.moments(first, last)):
+                    np.testing.assert_allclose(got, want, rtol=1e-9)
+    assert len(sliding.starts) <= 2 * 600 / 3.5 + 64 and max(sizes) <= 512 < len(full.cumulative)
+
+
 def test_context_all_normalises_every_input_of_the_run_together(context_models, example):
     import torch
 
