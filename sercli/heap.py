@@ -13,7 +13,6 @@ measures what it saves end to end, and training steps are about 10% faster.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's malloc.h
 M_MMAP_THRESHOLD = -3
@@ -27,7 +26,7 @@ def retain_freed_memory(limit: int = RETAIN_BYTES) -> bool:
     32 it rose by a third (bench/CPU_PROFILE.md). Returns False where the C library is not glibc
     or refuses the setting."""
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c"))
+        libc = ctypes.CDLL(None)  # the process's own symbols, libc's among them: no ldconfig subprocess
     except OSError:
         return False
     if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):  # musl's mallopt does nothing

@@ -192,14 +192,11 @@ def _produce(sources: Iterable[Source], config: SegmentationConfig, audio_stream
             name, samples = (source, None) if isinstance(source, str) else source
             if not put(("file", name)):
                 return
-            report = DecodeReport()
             try:
                 if decoding is not None:
-                    report = decoding.report
-                    chunks = decoding.chunks()
+                    report, chunks = decoding.report, decoding.chunks()
                 else:
-                    report.samples = len(samples)
-                    chunks = iter([samples])
+                    report, chunks = DecodeReport(samples=len(samples)), iter([samples])
                 segmenter = Segmenter(config, vad, pitch)
                 for chunk in chunks:
                     if on_audio is not None:
@@ -358,8 +355,8 @@ class Pipeline:
                 else:
                     keep.append((i, start, end, x))
             pending.held = keep
-            if self.context == "file" and pending.held:  # no window will reach further back
-                pending.context.forget_before(min(start for _, start, _, _ in pending.held) - half)
+            if self.context == "file" and pending.held:  # held in time order: no window reaches further back
+                pending.context.forget_before(pending.held[0][1] - half)
         ready.sort(key=lambda item: item[4].shape[1])
         for first in range(0, len(ready), self.batch_size):
             part = ready[first : first + self.batch_size]
