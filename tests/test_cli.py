@@ -791,3 +791,13 @@ def test_device_out_of_memory_gives_a_batch_size_hint(tiny_model, example, monke
     assert "Traceback" not in result.stderr
     (line,) = error_lines(result.stderr)
     assert "ran out of memory" in line and "--batch-size" in line
+
+
+def test_context_prior_default_is_the_library_default():
+    """The command line spells the default out (importing sercli.features at parse time would
+    import torch for every command); it must stay the library's."""
+    from sercli.cli import evaluate
+    from sercli.features import CONTEXT_PRIOR_S
+
+    option = next(p for p in evaluate.params if p.name == "context_prior_s")
+    assert option.default == CONTEXT_PRIOR_S
