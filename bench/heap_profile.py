@@ -60,7 +60,10 @@ def main() -> None:
         if seconds - shown >= args.every:
             print(f"| {seconds:.0f} | {resident / mb:.0f} | {heap / mb:.0f} | {used / mb:.0f} | {free / mb:.0f} |")
             shown = seconds
-    print(f"\nresident at most {max(r[1] for r in rows) / mb:.0f} MB in the samples")
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(f"\nresident at most {max(r[1] for r in rows) / mb:.0f} MB in the samples, {peak / mb:.0f} MB at its peak")
 
 
 if __name__ == "__main__":
