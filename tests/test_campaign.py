@@ -44,10 +44,13 @@ def test_plan_orders_groups_and_keeps_only_needs_it_plans(tmp_path):
 
 
 def test_table2_summary_means_and_gaps(tmp_path):
-    def model(name, clean_ua, noisy_ua, snr=0):
-        conditions = {"clean": {"mean": {"wa": clean_ua, "ua": clean_ua}}}
+    def model(name, clean_ua, noisy_ua, snr=0, runs=("fold1",)):
+        def scored(ua):
+            return {"runs": {run: {"utterance": {"wa": ua, "ua": ua}} for run in runs}}
+
+        conditions = {"clean": scored(clean_ua)}
         for noise, ua in noisy_ua.items():
-            conditions[f"{noise} {snr} dB"] = {"mean": {"wa": ua, "ua": ua}}
+            conditions[f"{noise} {snr} dB"] = scored(ua)
         return {"model": name, "conditions": conditions}
 
     first, second = tmp_path / "t0.json", tmp_path / "t5.json"
@@ -60,6 +63,29 @@ def test_table2_summary_means_and_gaps(tmp_path):
     assert "| SNR | n | dn | c | dn - n | c - n | n clean - noisy | dn clean - noisy | c clean - noisy |" in out
     assert "| 0 dB (2 conditions) | 25.0 | 32.0 |  | +7.0 |  | 15.0 | 6.0 |  |" in out
     assert "| 5 dB (2 conditions) |  |  | 43.0 |  |  |  |  | 7.0 |" in out
+
+
+def test_table2_joins_folds_scored_in_separate_files(tmp_path):
+    """One fold per file (`sercli evaluate --fold N`): a cell is the mean over the folds of all
+    files; a fold scored again counts once, as the later file has it; partial cells are noted."""
+    def fold(name, ua, run):
+        return {"model": "m", "conditions": {"clean": {"runs": {run: {"utterance": {"wa": ua, "ua": ua}}}},
+                                             "a 0 dB": {"runs": {run: {"utterance": {"wa": ua / 2, "ua": ua / 2}}}}}}
+
+    paths = []
+    for k, (run, ua) in enumerate([("fold1", 0.40), ("fold2", 0.60), ("fold2", 0.50)]):
+        paths.append(tmp_path / f"f{k}.json")
+        paths[-1].write_text(json.dumps(fold("m", ua, run)))
+    done = subprocess.run([sys.executable, str(ROOT / "train" / "table2.py"), *map(str, paths)],
+                          capture_output=True, text=True, check=True)
+    assert "| clean | 45.0 | 45.0 |" in done.stdout and "| a 0 dB | 22.5 | 22.5 |" in done.stdout
+    assert done.stderr == ""
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"model": "o", "conditions": {"clean": {"runs": {
+        "fold1": {"utterance": {"wa": 0.3, "ua": 0.3}}}}}}))
+    partial = subprocess.run([sys.executable, str(ROOT / "train" / "table2.py"), *map(str, paths), str(other)],
+                             capture_output=True, text=True, check=True)
+    assert "note: clean, o: mean of fold1 only" in partial.stderr
 
 
 def test_run_jobs_follows_needs_and_outcomes(tmp_path):

@@ -6,33 +6,42 @@ categories by SNR.
     python train/table2.py old-0.json new-0.json --name 'runs/swa/{run}/model.pt=normal' ...
 
 A model is a column, named by its --model argument (or by --name); the files may score
-different models and different conditions, and a model's cell for a condition comes from
-whichever file scored it (the last one, if several did).
+different models, conditions and folds (`sercli evaluate --fold N`, one fold per file, as a
+slow machine spreads the work): a cell is the mean over every run (fold) any file scored for
+that model and condition, a run scored twice counting as the last file has it. Cells whose
+model and condition lack some of the runs the others have are listed on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 
-def overall(scored: dict) -> tuple[float, float]:
-    mean = scored.get("mean") or next(iter(scored["runs"].values()))["utterance"]
-    return 100 * mean["wa"], 100 * mean["ua"]
-
-
 def gather(paths: list[Path]) -> tuple[list[str], dict[str, dict[str, tuple[float, float]]]]:
-    """(models in order of appearance, {condition: {model: (WA, UA)}})."""
+    """(models in order of appearance, {condition: {model: (WA, UA)}}), each the mean over the
+    runs scored, in percent."""
     models: list[str] = []
-    rows: dict[str, dict[str, tuple[float, float]]] = {}
+    runs: dict[str, dict[str, dict[str, dict]]] = {}  # condition -> model -> run -> utterance scores
     for path in paths:
         data = json.loads(path.read_text())
         for scored in data if isinstance(data, list) else [data]:  # evaluate -o writes one model as a dict
             if scored["model"] not in models:
                 models.append(scored["model"])
             for label, condition in scored["conditions"].items():
-                rows.setdefault(label, {})[scored["model"]] = overall(condition)
+                seen = runs.setdefault(label, {}).setdefault(scored["model"], {})
+                seen.update({name: run["utterance"] for name, run in condition["runs"].items()})
+    everywhere = set().union(*(set(r) for by_model in runs.values() for r in by_model.values()))
+    for label, by_model in runs.items():
+        for model, scored in by_model.items():
+            if set(scored) != everywhere:
+                print(f"note: {label}, {model}: mean of {', '.join(sorted(scored))} only", file=sys.stderr)
+    rows = {label: {model: (100 * sum(r["wa"] for r in scored.values()) / len(scored),
+                            100 * sum(r["ua"] for r in scored.values()) / len(scored))
+                    for model, scored in by_model.items()}
+            for label, by_model in runs.items()}
     return models, rows
 
 
