@@ -125,7 +125,7 @@ def main() -> None:
 @click.option("--denoise", is_flag=True,
               help="Rebuild voiced speech from its pitch before classifying, for speech under music, crowds "
                    "or applause (the paper's noise filter); uses the model trained that way "
-                   f"(default: cnn-lstm-10hz-denoise).")
+                   "(default: cnn-lstm-10hz-denoise).")
 @click.option("--max-segment", type=click.FloatRange(0.5, 3.0), default=3.0, show_default=True,
               metavar="SECONDS", help="Longest segment (the paper's T).")
 @click.option("--context", type=click.Choice(["file", "all"]), default="file", show_default=True,
