@@ -1,9 +1,9 @@
 #!/bin/bash
-# One staging step on the GPU machine, run by every call: keeps the data parts this call
-# carried (.dev*/data.part*) in /tmp/stage, and installs the carried packages into /tmp/site
+# One staging step on the GPU machine, run by every call: keeps the parts this call carried
+# (.dev*/data.part*, .devpack/*.part*) in /tmp/stage, and installs the carried packages into /tmp/site
 # (wheels from .dev*/wheels, unpacked packages from .dev*/site) once.
 mkdir -p /tmp/stage /tmp/site
-for part in .dev*/data.part*; do
+for part in .dev*/data.part* .devpack/*.part*; do
   [ -f "$part" ] && { cp "$part" /tmp/stage/ || exit 3; }
 done
 for wheel in .dev*/wheels/*.whl; do
