@@ -86,6 +86,9 @@ def test_table2_joins_folds_scored_in_separate_files(tmp_path):
     partial = subprocess.run([sys.executable, str(ROOT / "train" / "table2.py"), *map(str, paths), str(other)],
                              capture_output=True, text=True, check=True)
     assert "note: clean, o: mean of fold1 only" in partial.stderr
+    same_folds = subprocess.run([sys.executable, str(ROOT / "train" / "table2.py"), *map(str, paths), str(other),
+                                 "--run", "fold1"], capture_output=True, text=True, check=True)
+    assert "| clean | 40.0 | 40.0 | 30.0 | 30.0 |" in same_folds.stdout and same_folds.stderr == ""
 
 
 def test_run_jobs_follows_needs_and_outcomes(tmp_path):

@@ -20,9 +20,10 @@ import sys
 from pathlib import Path
 
 
-def gather(paths: list[Path]) -> tuple[list[str], dict[str, dict[str, tuple[float, float]]]]:
+def gather(paths: list[Path], only: set[str] | None = None
+           ) -> tuple[list[str], dict[str, dict[str, tuple[float, float]]]]:
     """(models in order of appearance, {condition: {model: (WA, UA)}}), each the mean over the
-    runs scored, in percent."""
+    runs scored (those named in `only`, if given), in percent."""
     models: list[str] = []
     runs: dict[str, dict[str, dict[str, dict]]] = {}  # condition -> model -> run -> utterance scores
     for path in paths:
@@ -32,15 +33,17 @@ def gather(paths: list[Path]) -> tuple[list[str], dict[str, dict[str, tuple[floa
                 models.append(scored["model"])
             for label, condition in scored["conditions"].items():
                 seen = runs.setdefault(label, {}).setdefault(scored["model"], {})
-                seen.update({name: run["utterance"] for name, run in condition["runs"].items()})
+                seen.update({name: run["utterance"] for name, run in condition["runs"].items()
+                             if only is None or name in only})
     everywhere = set().union(*(set(r) for by_model in runs.values() for r in by_model.values()))
     for label, by_model in runs.items():
         for model, scored in by_model.items():
             if set(scored) != everywhere:
-                print(f"note: {label}, {model}: mean of {', '.join(sorted(scored))} only", file=sys.stderr)
+                print(f"note: {label}, {model}: " + (f"mean of {', '.join(sorted(scored))} only" if scored
+                                                       else "no run scored"), file=sys.stderr)
     rows = {label: {model: (100 * sum(r["wa"] for r in scored.values()) / len(scored),
                             100 * sum(r["ua"] for r in scored.values()) / len(scored))
-                    for model, scored in by_model.items()}
+                    for model, scored in by_model.items() if scored}
             for label, by_model in runs.items()}
     return models, rows
 
@@ -50,9 +53,12 @@ def main() -> None:
     parser.add_argument("files", nargs="+", type=Path)
     parser.add_argument("--name", action="append", default=[], metavar="MODEL=LABEL",
                         help="Column label for a model (its --model argument); repeatable.")
+    parser.add_argument("--run", action="append", default=None, metavar="NAME",
+                        help="Use only this run (fold1 ... fold5), repeatable: compares models on the same folds "
+                             "while some are still being scored.")
     args = parser.parse_args()
     names = dict(item.rsplit("=", 1) for item in args.name)
-    models, rows = gather(args.files)
+    models, rows = gather(args.files, set(args.run) if args.run else None)
     labels = [names.get(model, model) for model in models]
 
     def cells(values: dict[str, tuple[float, float]]) -> str:
