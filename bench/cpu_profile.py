@@ -30,6 +30,7 @@ UNDO = {
 def _patch(undo: list[str]) -> None:
     """Runs in the variant's process, before sercli's command line starts."""
     import sercli.audio
+    import sercli.features
     import sercli.heap
     import sercli.predict
     import sercli.weights
@@ -48,7 +49,7 @@ def _patch(undo: list[str]) -> None:
     if "sub-batches" in undo:
         sercli.weights.CPU_SUBBATCH = 32
     if "spectrogram sub-batches" in undo:
-        sercli.predict.CPU_SUBBATCH = 32
+        sercli.features.CPU_SUBBATCH = 32
 
 
 def run_variant(programme: Path, undo: list[str]) -> tuple[float, float, float]:

@@ -287,7 +287,8 @@ def _corruption(condition: Condition, utterances: list[Utterance], split: Split,
 def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str | None, device: str, precision: str,
                    cache_dir: Path | None, log=print, conditions: tuple[Condition, ...] = (CLEAN,),
                    loaded_models: dict | None = None, workers: int = 1, clean: dict | None = None,
-                   context: str = "speaker", context_prior_s: float = CONTEXT_PRIOR_S) -> dict:
+                   context: str = "speaker", context_prior_s: float = CONTEXT_PRIOR_S,
+                   posteriors: dict | None = None) -> dict:
     """Score a checkpoint (or, with "{run}" in `model`, each split's own checkpoint) on the test
     speakers of each split; with no splits, on every utterance. Each condition (clean, or a noise
     at an SNR) is scored separately: {"model", "conditions": {label: {"runs", "mean"}}}; the clean
@@ -299,7 +300,10 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
     context, context_prior_s: for a context-normalised model, what its segments are standardised
     over ("speaker": all of the speaker's test speech; "utterance": each utterance alone, like
     short files analysed one by one) and how many seconds of speech the checkpoint's prior (the
-    moments of its training speech) counts for (0: none)."""
+    moments of its training speech) counts for (0: none).
+    posteriors: where given, each scored test set's segment posteriors (N, classes), with the
+    utterance and label of each segment, are kept in it under (condition label, split name), so
+    that a caller can combine several models' posteriors on the same segments."""
     from .weights import load_model
 
     speakers = np.array([u.speaker for u in utterances])
@@ -335,8 +339,10 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
                                           workers=workers, clean=clean)
                 if loaded.features.context_norm:
                     test_set = normalise_contexts(test_set, heard, context, context_prior(loaded.meta, context_prior_s))
-            scores = evaluate(predict_segments(loaded.net, test_set, loaded.device, loaded.precision == "bf16"),
-                              test_set)
+            segment_posteriors = predict_segments(loaded.net, test_set, loaded.device, loaded.precision == "bf16")
+            scores = evaluate(segment_posteriors, test_set)
+            if posteriors is not None:
+                posteriors[condition.label, split.name] = (segment_posteriors, test_set.utterance, test_set.labels)
             scored["runs"][split.name] = {"model": str(loaded.path), "test_speakers": sorted(split.test)} | scores
             log(f"{condition.label}, {split.name}: utterance WA {scores['utterance']['wa']:.3f} "
                 f"UA {scores['utterance']['ua']:.3f}, segment WA {scores['segment']['wa']:.3f} "

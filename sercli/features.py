@@ -151,20 +151,38 @@ def pitch_tracker(config: FeatureConfig):
                    voicing_threshold=config.voicing_threshold)
 
 
+CPU_SUBBATCH = 8  # segments featurised (and, in sercli.weights, classified) at once on the CPU
+
+
 def log_spectrograms(segments: list[np.ndarray], config: FeatureConfig, device: torch.device | str = "cpu",
                      f0: list[np.ndarray] | None = None) -> torch.Tensor:
     """The model's input for a batch of 16 kHz segments: (B, n_bins, n_frames) float32.
 
     f0: with a denoising config, each segment's pitch per 10 ms frame (Hz, 0 = unvoiced), from
-    its speech region's pitch track (sercli.denoise.pitch_track)."""
+    its speech region's pitch track (sercli.denoise.pitch_track).
+
+    On the CPU the batch is computed CPU_SUBBATCH segments at a time, with the same result: a
+    batch of 32's short-time Fourier transforms take over 100 MB of short-lived arrays, whose
+    churn fragmented the heap and raised the peak memory of long analyses by a quarter
+    (bench/CPU_PROFILE.md)."""
+    if config.denoise and (f0 is None or len(f0) != len(segments)):
+        raise ValueError("a denoising feature config needs each segment's pitch track")
+    device = torch.device(device)
+    step = CPU_SUBBATCH if device.type == "cpu" else len(segments)
+    if len(segments) <= step:
+        return _log_spectrograms(segments, config, device, f0)
+    return torch.cat([_log_spectrograms(segments[k : k + step], config, device, f0[k : k + step] if f0 is not None else None)
+                      for k in range(0, len(segments), step)])
+
+
+def _log_spectrograms(segments: list[np.ndarray], config: FeatureConfig, device: torch.device,
+                      f0: list[np.ndarray] | None) -> torch.Tensor:
     waveforms, lengths = pad_batch(segments, config)
     waveforms = waveforms.to(device, non_blocking=True)
     power = power_spectrogram(waveforms, config)
     if config.denoise:
         from .denoise import modified_power
 
-        if f0 is None or len(f0) != len(segments):
-            raise ValueError("a denoising feature config needs each segment's pitch track")
         pitch = torch.zeros(len(segments), config.n_frames, dtype=power.dtype)
         for i, track in enumerate(f0):
             n = min(len(track), config.n_frames)

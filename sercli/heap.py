@@ -22,7 +22,7 @@ RETAIN_BYTES = 1 << 30  # above the arrays of any batch size that fits the defau
 def retain_freed_memory(limit: int = RETAIN_BYTES) -> bool:
     """Ask glibc to serve allocations up to `limit` bytes from its heap and to keep up to `limit`
     freed bytes for reuse. Arrays of varying sizes can fragment what is kept, so analysis feeds
-    both spectrograms and network 8 segments at a time on the CPU (weights.CPU_SUBBATCH): whole
+    both spectrograms and network 8 segments at a time on the CPU (features.CPU_SUBBATCH): whole
     batches of 32 raised the hour's peak from 0.73 to 1.0 GB (spectrograms) and to 1.37 GB
     (network) in bench/CPU_PROFILE.md. Returns False where the C library is not glibc or refuses
     the setting."""

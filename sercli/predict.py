@@ -21,7 +21,7 @@ import torch
 from .audio import SAMPLE_RATE, AudioError, DecodeReport, resample, stream_audio
 from .features import ContextStats, context_prior, log_spectrograms, pitch_tracker, standardise_frames
 from .segment import PitchTracker, Segment, SegmentationConfig, SpeechProbabilities, Segmenter
-from .weights import CPU_SUBBATCH, Model
+from .weights import Model
 
 
 @dataclass
@@ -316,7 +316,7 @@ class Pipeline:
             samples = [seg.samples for _, _, seg in part]
             n_frames = torch.tensor([model.features.frames_for(len(s)) for s in samples])
             with _out_of_memory_hint(model.device, len(part)):
-                spectrograms = self._featurise(samples, [seg.f0 for _, _, seg in part])
+                spectrograms = log_spectrograms(samples, model.features, model.device, [seg.f0 for _, _, seg in part])
                 if model.features.context_norm:
                     for (_, _, seg), x, n in zip(part, spectrograms, n_frames):
                         block = self._blocks.pop() if self._blocks else torch.empty(x.shape, dtype=torch.float16)
@@ -332,16 +332,6 @@ class Pipeline:
                 pending.context.add(seg.start_s if self.context == "file" else 0.0, held[id(seg)].float().numpy())
                 pending.held.append((i, seg.start_s, seg.end_s, held[id(seg)]))
                 pending.progress_s = max(pending.progress_s, seg.start_s)
-
-    def _featurise(self, samples: list[np.ndarray], f0: list) -> torch.Tensor:
-        """log_spectrograms of a batch, on the CPU CPU_SUBBATCH segments at a time: a batch of 32's
-        short-time Fourier transforms take over 100 MB of transient arrays, and their churn raised
-        peak memory by a quarter, growing with length (bench/CPU_PROFILE.md)."""
-        model = self.model
-        step = CPU_SUBBATCH if model.device.type == "cpu" else len(samples)
-        parts = [log_spectrograms(samples[k : k + step], model.features, model.device, f0[k : k + step])
-                 for k in range(0, len(samples), step)]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def _score_in_context(self, files: deque[_Pending], everything: bool) -> None:
         """Classify the held segments whose context is complete: every segment within half the

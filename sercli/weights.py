@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .features import FeatureConfig
+from .features import CPU_SUBBATCH, FeatureConfig
 from .model import LABELS, EmotionNet, ModelConfig, TwoStepNet
 
 FORMAT = "sercli-checkpoint/1"
@@ -185,9 +185,6 @@ def bf16_supported(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-CPU_SUBBATCH = 8  # segments per network call on the CPU (see Model.posteriors)
 
 
 @dataclass

@@ -96,3 +96,25 @@ def test_gain_normalisation_ignores_level():
 def test_silence_is_all_floor():
     x = log_spectrograms([np.zeros(16000, dtype=np.float32)], FeatureConfig())
     assert torch.all(x == 0)
+
+
+@pytest.mark.parametrize("denoise", [False, True])
+def test_spectrograms_computed_a_few_at_a_time_equal_the_whole_batch(denoise, monkeypatch):
+    """On the CPU log_spectrograms works CPU_SUBBATCH segments at a time (for memory); the
+    result, pitch tracks included, is that of the whole batch at once."""
+    from sercli import features
+
+    rng = np.random.default_rng(3)
+    lengths = (48000, 800, 16000, 47999, 3000, 32000, 161)
+    samples = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in lengths]
+    f0 = [np.where(rng.random(n // 160 + 1) < 0.6, rng.uniform(90, 300, n // 160 + 1), 0.0) for n in lengths]
+    config = FeatureConfig(denoise=denoise)
+    monkeypatch.setattr(features, "CPU_SUBBATCH", 100)
+    whole = log_spectrograms(samples, config, "cpu", f0 if denoise else None)
+    monkeypatch.setattr(features, "CPU_SUBBATCH", 3)
+    pieces = log_spectrograms(samples, config, "cpu", f0 if denoise else None)
+    assert pieces.shape == whole.shape == (len(samples), config.n_bins, config.n_frames)
+    torch.testing.assert_close(pieces, whole)
+    if denoise:
+        with pytest.raises(ValueError, match="pitch track"):
+            log_spectrograms(samples, config, "cpu", f0[:-1])

@@ -85,21 +85,6 @@ def test_abandoned_run_stops_every_ffmpeg(model, example, tmp_path, monkeypatch)
     assert all(process.poll() is not None for process in started)
 
 
-def test_featurising_a_few_segments_at_a_time_changes_nothing(model, monkeypatch):
-    """On the CPU a batch's spectrograms are computed CPU_SUBBATCH segments at a time; they equal
-    those of the whole batch at once."""
-    from sercli import predict
-    from sercli.features import log_spectrograms
-
-    rng = np.random.default_rng(3)
-    samples = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (48000, 800, 16000, 47999, 3000, 32000, 161)]
-    whole = log_spectrograms(samples, model.features, "cpu")
-    monkeypatch.setattr(predict, "CPU_SUBBATCH", 3)
-    pieces = Pipeline(model)._featurise(samples, [None] * len(samples))
-    assert pieces.shape == whole.shape
-    torch.testing.assert_close(pieces, whole)
-
-
 def test_analyze_path_and_array_agree(model, example):
     from_path = sercli.analyze(str(example), model=model)
     assert from_path.file == str(example)
