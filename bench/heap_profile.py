@@ -4,7 +4,7 @@ use in it and the free memory it keeps, sampled each second (`mallinfo2`).
     python bench/heap_profile.py bench/media/programme-180.mp4   # after bench/run.py built it
 
 Memory in use that grows with the input's length is a leak; free memory that grows while use
-stays level is fragmentation (how the growth fixed by `Pipeline._featurise` was found).
+stays level is fragmentation (how the growth fixed by computing spectrograms a few segments at a time was found).
 """
 
 from __future__ import annotations
