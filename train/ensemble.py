@@ -64,7 +64,7 @@ def main() -> None:
     utterances = assign_folds(utterances, read_folds(args.data / "folds.csv"))
     splits = plan_splits(utterances, args.fold, "auto")
     conditions = conditions_for(args.noise, args.snr, args.noise_seed)
-    log = lambda line: print(line, file=sys.stderr)  # noqa: E731
+    log = lambda line: print(line, file=sys.stderr)
     clean: dict = {}
     members, scored_alone = [], []
     for spec in args.model:
@@ -86,7 +86,7 @@ def main() -> None:
         scored: dict = {"runs": {}}
         for split in splits:
             parts = [m[condition.label, split.name] for m in members]
-            posteriors, utterance, labels = parts[0]
+            _, utterance, labels = parts[0]
             for _, other_utterance, other_labels in parts[1:]:
                 if not (torch.equal(utterance, other_utterance) and torch.equal(labels, other_labels)):
                     sys.exit(f"{condition.label}, {split.name}: the members cut the speech into different segments")
