@@ -110,7 +110,8 @@ def main() -> None:
 @main.command(epilog=ANALYZE_EXAMPLES)
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("-m", "--model", "model_name", default=None, metavar="NAME|PATH",
-              help="Installed model name (see `sercli models`) or checkpoint path. Default: the shipped model.")
+              help="Installed model name (see `sercli models`) or checkpoint path; A+B averages the posteriors "
+                   "of several (an ensemble). Default: the shipped model.")
 @click.option("-f", "--format", "fmt", type=click.Choice(["csv", "json", "jsonl"]), default="csv",
               show_default=True, help="Output format.")
 @click.option("-o", "--output", default="-", metavar="FILE", show_default=True,
@@ -168,24 +169,27 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .predict import DeviceOutOfMemory, FileFailure, Pipeline
     from .segment import SegmentationConfig
-    from .weights import DEFAULT_DENOISE_MODEL, ModelError, load_model
+    from .weights import DEFAULT_DENOISE_MODEL, ModelError, load_models
     from .writers import WRITERS, AtomicFile, write_one
 
-    try:
-        model = load_model(model_name or (DEFAULT_DENOISE_MODEL if denoise else None), device=device,
-                           precision=precision)
-        if denoise and not model.features.denoise:
-            raise ModelError(f"{model_name}: this model was trained on normal spectrograms; --denoise needs one "
-                             "trained with `sercli train --denoise` (or leave out --model)")
-    except ModelError as exc:
-        _say(None, "error", str(exc))
-        sys.exit(EXIT_USAGE)
     if ray_actors is not None and ray_address is None:
         raise click.UsageError("--ray-actors needs --ray")
     if context == "all" and ray_address is not None:
         raise click.UsageError("--context all needs every input in one process: leave out --ray")
     segmenting = SegmentationConfig(mode=segmentation, max_segment_s=max_segment)
-    pipeline = Pipeline(model, segmenting, batch_size, audio_stream, context)
+    try:
+        models = load_models(model_name or (DEFAULT_DENOISE_MODEL if denoise else None), device=device,
+                             precision=precision)
+        if denoise and not any(m.features.denoise for m in models):
+            raise ModelError(f"{model_name}: trained on normal spectrograms; --denoise needs a model trained with "
+                             "`sercli train --denoise` (or leave out --model)")
+        if ray_address is not None and len(models) > 1:
+            raise ModelError(f"{model_name or DEFAULT_DENOISE_MODEL}: --ray runs one model, not an ensemble")
+        pipeline = Pipeline(models, segmenting, batch_size, audio_stream, context)
+    except (ModelError, ValueError) as exc:
+        _say(None, "error", str(exc))
+        sys.exit(EXIT_USAGE)
+    model = models[0]
     if ray_address is not None:
         from .cluster import ClusterError, connect
 
@@ -235,7 +239,7 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
     if output_dir is None:
         combined = None if output == "-" else AtomicFile(output)
         stream = sys.stdout if combined is None else combined.handle
-        writer = WRITERS[fmt](stream, model.labels)
+        writer = WRITERS[fmt](stream, pipeline.labels)
 
     exit_code = EXIT_OK
     try:

@@ -13,7 +13,7 @@ import traceback
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Iterator, Union
+from typing import Callable, Iterable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
@@ -112,14 +112,18 @@ class _Pending:
     unscored: int = 0
     report: DecodeReport | None = None  # set when the file is fully segmented
     failure: FileFailure | None = None
-    # Context-normalised models: the file's speech statistics, and the segments featurised but
-    # not yet classified until their context is: (result index, start s, end s, valid frames
-    # (F, n)). Not the Segment: its samples were allocated by the decoding thread, and holding
-    # them for minutes fragmented that thread's heap, so memory grew with the input's length.
-    context: ContextStats | None = None
-    held: list[tuple[int, float, float, torch.Tensor]] = field(default_factory=list)
+    # Per model of the pipeline, for context-normalised ones: the file's speech statistics, and
+    # the segments featurised but not yet classified until their context is: (result index,
+    # start s, end s, valid frames (F, n)). Not the Segment: its samples were allocated by the
+    # decoding thread, and holding them for minutes fragmented that thread's heap, so memory
+    # grew with the input's length.
+    contexts: list[ContextStats | None] = field(default_factory=list)
+    held: list[list[tuple[int, float, float, torch.Tensor]]] = field(default_factory=list)
     unfeaturised: int = 0
     progress_s: float = -np.inf  # start of the latest featurised segment
+    # An ensemble's segments scored by some of its models: result index -> (sum of their
+    # posteriors, how many have scored it).
+    partial: dict[int, tuple[np.ndarray, int]] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -224,46 +228,72 @@ def _produce(sources: Iterable[Source], config: SegmentationConfig, audio_stream
 
 
 class Pipeline:
-    """Classifies files (or arrays) with one model, yielding results in input order."""
+    """Classifies files (or arrays) with one model, or with several whose posteriors of each
+    segment are averaged (an ensemble), yielding results in input order."""
 
-    def __init__(self, model: Model, segmentation: SegmentationConfig = SegmentationConfig(),
+    def __init__(self, model: Model | Sequence[Model], segmentation: SegmentationConfig = SegmentationConfig(),
                  batch_size: int = 32, audio_stream: int = 0, context: str = "file") -> None:
-        """context: for a context-normalised model, what each segment is normalised over: the
-        speech of its own file around it ("file"), or all speech of all inputs of the run
-        ("all": for collections of short clips of the same voices; nothing is classified until
-        every input is featurised, and every input's spectrograms are held until then)."""
+        """model: a Model, or a sequence of them, each fed its own features of the same segments
+        (a normal and a denoising model can be combined). context: for a context-normalised
+        model, what each segment is normalised over: the speech of its own file around it
+        ("file"), or all speech of all inputs of the run ("all": for collections of short clips
+        of the same voices; nothing is classified until every input is featurised, and every
+        input's spectrograms are held until then)."""
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
         if context not in ("file", "all"):
             raise ValueError(f"context must be file or all, not {context!r}")
+        self.models = [model] if isinstance(model, Model) else list(model)
+        if not self.models:
+            raise ValueError("no model given")
+        self.labels = self.models[0].labels
+        if any(m.labels != self.labels for m in self.models):
+            raise ValueError("the models of an ensemble must have the same classes in the same order: "
+                             + ", ".join(f"{m.name} ({' '.join(m.labels)})" for m in self.models))
+        trackers = {_pitch_settings(m.features) for m in self.models if m.features.denoise}
+        if len(trackers) > 1:
+            raise ValueError("the denoising models of an ensemble must use the same pitch settings")
+        self.pitch_features = next((m.features for m in self.models if m.features.denoise), None)
+        self.name = "+".join(m.name for m in self.models)
         self.context = context
-        if segmentation.max_segment_s * SAMPLE_RATE > model.features.max_samples:
-            raise ValueError(f"max segment length is {model.features.max_samples / SAMPLE_RATE:g} s "
+        max_samples = min(m.features.max_samples for m in self.models)
+        if segmentation.max_segment_s * SAMPLE_RATE > max_samples:
+            raise ValueError(f"max segment length is {max_samples / SAMPLE_RATE:g} s "
                              f"for this model, not {segmentation.max_segment_s:g} s")
-        self.prior = context_prior(model.meta) if model.features.context_norm else None
+        self.priors = [context_prior(m.meta) if m.features.context_norm else None for m in self.models]
         # Context-normalised models: held spectrograms live in reused blocks of one size, and a
-        # batch is assembled in one reused buffer. Allocating them afresh, between the large
-        # short-lived arrays of the spectrograms, fragmented the heap: memory grew with length.
-        self._blocks: list[torch.Tensor] = []
-        self._buffer: torch.Tensor | None = None
-        self.model = model
+        # batch is assembled in one reused buffer (each per model). Allocating them afresh,
+        # between the large short-lived arrays of the spectrograms, fragmented the heap: memory
+        # grew with length.
+        self._blocks: list[list[torch.Tensor]] = [[] for _ in self.models]
+        self._buffers: list[torch.Tensor | None] = [None for _ in self.models]
         self.segmentation = segmentation
         self.batch_size = batch_size
         self.audio_stream = audio_stream
+
+    @property
+    def model(self) -> Model:
+        """The first (or only) model."""
+        return self.models[0]
+
+    def _contexts(self) -> list[ContextStats | None]:
+        return [ContextStats(m.features.n_bins, prior) if m.features.context_norm else None
+                for m, prior in zip(self.models, self.priors)]
 
     def run(self, sources: Iterable[Source],
             on_audio: Callable[[float], None] | None = None) -> Iterator[FileResult | FileFailure]:
         events: queue.Queue = queue.Queue(maxsize=4 * self.batch_size)
         stop = threading.Event()
         producer = threading.Thread(
-            target=_produce, args=(sources, self.segmentation, self.audio_stream, pitch_tracker(self.model.features),
+            target=_produce, args=(sources, self.segmentation, self.audio_stream,
+                                   pitch_tracker(self.pitch_features) if self.pitch_features else None,
                                    events, stop, on_audio),
             name="sercli-decode", daemon=True)
         producer.start()
         files: deque[_Pending] = deque()
         batch: list[tuple[_Pending, int, Segment]] = []
-        features = self.model.features
-        shared = ContextStats(features.n_bins, self.prior) if features.context_norm and self.context == "all" else None
+        in_context = any(m.features.context_norm for m in self.models)
+        shared = self._contexts() if self.context == "all" else None
         try:
             done = False
             while not done:
@@ -276,8 +306,8 @@ class Pipeline:
                 elif event is not None:
                     kind, value = event
                     if kind == "file":
-                        files.append(_Pending(value, context=shared or (
-                            ContextStats(features.n_bins, self.prior) if features.context_norm else None)))
+                        files.append(_Pending(value, contexts=shared or self._contexts(),
+                                              held=[[] for _ in self.models]))
                     elif kind == "segment":
                         current = files[-1]
                         current.results.append(None)
@@ -292,7 +322,7 @@ class Pipeline:
                 if featurised:
                     self._score(batch)
                     batch = []
-                if features.context_norm and (done or self.context == "file" and (
+                if in_context and (done or self.context == "file" and (
                         featurised or event is not None and event[0] in ("end", "error"))):
                     self._score_in_context(files, everything=done)
                 while files and files[0].finished:
@@ -303,86 +333,110 @@ class Pipeline:
 
     def _score(self, batch: list[tuple[_Pending, int, Segment]]) -> None:
         """Classify a window of segments, shortest first in batches of batch_size: the network
-        cuts each batch to its longest segment, so batches of similar lengths waste little. With
-        a context-normalised model, featurise them and hold them for _score_in_context."""
+        cuts each batch to its longest segment, so batches of similar lengths waste little. A
+        context-normalised model's segments are featurised and held for _score_in_context."""
         for pending, _, _ in batch:
             pending.unfeaturised -= 1
         live = [(pending, i, seg) for pending, i, seg in batch if pending.failure is None]
         live.sort(key=lambda item: len(item[2].samples))
-        model = self.model
-        held: dict[int, torch.Tensor] = {}
-        for first in range(0, len(live), self.batch_size):
-            part = live[first : first + self.batch_size]
-            samples = [seg.samples for _, _, seg in part]
-            n_frames = torch.tensor([model.features.frames_for(len(s)) for s in samples])
-            with _out_of_memory_hint(model.device, len(part)):
-                spectrograms = log_spectrograms(samples, model.features, model.device, [seg.f0 for _, _, seg in part])
-                if model.features.context_norm:
-                    for (_, _, seg), x, n in zip(part, spectrograms, n_frames):
-                        block = self._blocks.pop() if self._blocks else torch.empty(x.shape, dtype=torch.float16)
-                        block[:, :n] = x[:, :n]
-                        held[id(seg)] = block[:, :n]
-                    continue
-                posteriors = model.posteriors(spectrograms, n_frames).numpy()
-            for (pending, i, seg), p in zip(part, posteriors):
-                pending.results[i] = SegmentResult.scored(seg.start_s, seg.end_s, p, model.labels)
-                pending.unscored -= 1
-        for pending, i, seg in batch:  # in time order, as the context statistics want them
-            if id(seg) in held:  # one shared context: all of it is every segment's window
-                pending.context.add(seg.start_s if self.context == "file" else 0.0, held[id(seg)].float().numpy())
-                pending.held.append((i, seg.start_s, seg.end_s, held[id(seg)]))
-                pending.progress_s = max(pending.progress_s, seg.start_s)
+        for member, model in enumerate(self.models):
+            held: dict[int, torch.Tensor] = {}
+            blocks = self._blocks[member]
+            for first in range(0, len(live), self.batch_size):
+                part = live[first : first + self.batch_size]
+                samples = [seg.samples for _, _, seg in part]
+                n_frames = torch.tensor([model.features.frames_for(len(s)) for s in samples])
+                with _out_of_memory_hint(model.device, len(part)):
+                    spectrograms = log_spectrograms(samples, model.features, model.device,
+                                                    [seg.f0 for _, _, seg in part])
+                    if model.features.context_norm:
+                        for (_, _, seg), x, n in zip(part, spectrograms, n_frames):
+                            block = blocks.pop() if blocks else torch.empty(x.shape, dtype=torch.float16)
+                            block[:, :n] = x[:, :n]
+                            held[id(seg)] = block[:, :n]
+                        continue
+                    posteriors = model.posteriors(spectrograms, n_frames).numpy()
+                for (pending, i, seg), p in zip(part, posteriors):
+                    self._scored(pending, i, seg.start_s, seg.end_s, p)
+            for pending, i, seg in batch:  # in time order, as the context statistics want them
+                if id(seg) in held:  # one shared context: all of it is every segment's window
+                    x = held[id(seg)]
+                    pending.contexts[member].add(seg.start_s if self.context == "file" else 0.0, x.float().numpy())
+                    pending.held[member].append((i, seg.start_s, seg.end_s, x))
+        for pending, _, seg in live:
+            pending.progress_s = max(pending.progress_s, seg.start_s)
+
+    def _scored(self, pending: _Pending, i: int, start_s: float, end_s: float, posteriors: np.ndarray) -> None:
+        """One model's posteriors of segment i; the segment's result once every model's are in."""
+        if len(self.models) > 1:
+            total, count = pending.partial.pop(i, (0.0, 0))
+            total, count = total + posteriors, count + 1
+            if count < len(self.models):
+                pending.partial[i] = (total, count)
+                return
+            posteriors = total / count
+        pending.results[i] = SegmentResult.scored(start_s, end_s, posteriors, self.labels)
+        pending.unscored -= 1
 
     def _score_in_context(self, files: deque[_Pending], everything: bool) -> None:
         """Classify the held segments whose context is complete: every segment within half the
         context window after it is featurised, or its whole file is (everything: all files are)."""
-        model = self.model
+        for member, model in enumerate(self.models):
+            if model.features.context_norm:
+                self._score_member_in_context(member, model, files, everything)
+
+    def _score_member_in_context(self, member: int, model: Model, files: deque[_Pending], everything: bool) -> None:
         half = model.features.context_window_s / 2
+        blocks = self._blocks[member]
         ready = []
         for pending in files:
+            context, held = pending.contexts[member], pending.held[member]
             if pending.failure is not None:
-                pending.unscored -= len(pending.held)
-                self._blocks += [x._base if x._base is not None else x for *_, x in pending.held]
-                pending.held = []
+                blocks += [x._base if x._base is not None else x for *_, x in held]
+                held.clear()
                 continue
             ended = everything or (pending.report is not None and pending.unfeaturised == 0)
             keep = []
-            for i, start, end, x in pending.held:
+            for i, start, end, x in held:
                 if ended or start + half < pending.progress_s:
-                    mean, std = (pending.context.moments(start - half, start + half)
-                                 if self.context == "file" else pending.context.moments())
+                    mean, std = (context.moments(start - half, start + half) if self.context == "file"
+                                 else context.moments())
                     ready.append((pending, i, start, end, x, mean, std))
                 else:
                     keep.append((i, start, end, x))
-            pending.held = keep
-            if self.context == "file" and pending.held:  # held in time order: no window reaches further back
-                pending.context.forget_before(pending.held[0][1] - half)
+            held[:] = keep
+            if self.context == "file" and held:  # held in time order: no window reaches further back
+                context.forget_before(held[0][1] - half)
         ready.sort(key=lambda item: item[4].shape[1])
         for first in range(0, len(ready), self.batch_size):
             part = ready[first : first + self.batch_size]
-            n_frames = torch.tensor([held.shape[1] for *_, held, _, _ in part])
-            if self._buffer is None or len(self._buffer) < len(part):
-                self._buffer = torch.empty(self.batch_size, model.features.n_bins, model.features.n_frames)
-            x = self._buffer[: len(part)].zero_()
-            for k, (*_, held, _, _) in enumerate(part):
-                x[k, :, : held.shape[1]] = held.float()
+            n_frames = torch.tensor([x.shape[1] for *_, x, _, _ in part])
+            buffer = self._buffers[member]
+            if buffer is None or len(buffer) < len(part):
+                buffer = self._buffers[member] = torch.empty(self.batch_size, model.features.n_bins,
+                                                             model.features.n_frames)
+            x = buffer[: len(part)].zero_()
+            for k, (*_, spectrogram, _, _) in enumerate(part):
+                x[k, :, : spectrogram.shape[1]] = spectrogram.float()
             mean = torch.from_numpy(np.stack([m for *_, m, _ in part])).float()
             std = torch.from_numpy(np.stack([s for *_, s in part])).float()
             with _out_of_memory_hint(model.device, len(part)):
                 x = standardise_frames(x.to(model.device), n_frames, mean.to(model.device), std.to(model.device),
                                        in_place=True)
                 posteriors = model.posteriors(x, n_frames).numpy()
-            self._blocks += [held._base for *_, held, _, _ in part]
+            blocks += [spectrogram._base for *_, spectrogram, _, _ in part]
             for (pending, i, start, end, *_), p in zip(part, posteriors):
-                pending.results[i] = SegmentResult.scored(start, end, p, model.labels)
-                pending.unscored -= 1
+                self._scored(pending, i, start, end, p)
 
     def _finish(self, pending: _Pending) -> FileResult | FileFailure:
         if pending.failure is not None:
             return pending.failure
-        return FileResult(pending.name, round(pending.report.duration_s, 3), self.model.name,
-                          [r for r in pending.results if r is not None], self.model.labels,
-                          pending.report.warnings)
+        return FileResult(pending.name, round(pending.report.duration_s, 3), self.name,
+                          [r for r in pending.results if r is not None], self.labels, pending.report.warnings)
+
+
+def _pitch_settings(features) -> tuple[float, float, float]:
+    return features.pitch_floor_hz, features.pitch_ceiling_hz, features.voicing_threshold
 
 
 @contextmanager
@@ -394,19 +448,20 @@ def _out_of_memory_hint(device: torch.device, segments: int):
                                 "retry with a smaller --batch-size") from exc
 
 
-def analyze(path_or_array: str | np.ndarray, model: Model | str | None = None, *, sample_rate: int = SAMPLE_RATE,
-            segmentation: str = "speech", max_segment_s: float = 3.0, audio_stream: int = 0,
-            batch_size: int = 32, device: str = "auto", name: str = "<array>") -> FileResult:
+def analyze(path_or_array: str | np.ndarray, model: Model | Sequence[Model] | str | None = None, *,
+            sample_rate: int = SAMPLE_RATE, segmentation: str = "speech", max_segment_s: float = 3.0,
+            audio_stream: int = 0, batch_size: int = 32, device: str = "auto", name: str = "<array>") -> FileResult:
     """Per-segment emotions of one file or one mono signal.
 
     path_or_array: a media file path, or a 1-D float array at `sample_rate` Hz (resampled to
-    16 kHz with ffmpeg). model: a loaded Model, an installed model's name or a checkpoint
-    path (None: the default model). Raises AnalysisError when the input cannot be analysed.
+    16 kHz with ffmpeg). model: a loaded Model, several (an ensemble: their posteriors are
+    averaged), an installed model's name or a checkpoint path, or such names joined by '+'
+    (None: the default model). Raises AnalysisError when the input cannot be analysed.
     """
-    from .weights import load_model
+    from .weights import load_models
 
-    if not isinstance(model, Model):
-        model = load_model(model, device=device)
+    if model is None or isinstance(model, str) or hasattr(model, "__fspath__"):
+        model = load_models(model, device=device)
     config = SegmentationConfig(mode=segmentation, max_segment_s=max_segment_s)
     if isinstance(path_or_array, (str, bytes)) or hasattr(path_or_array, "__fspath__"):
         source: Source = str(path_or_array)

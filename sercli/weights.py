@@ -265,3 +265,24 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
     checkpoint = read_checkpoint(path)
     name = checkpoint["meta"].get("name") or path.stem
     return from_checkpoint(checkpoint, name, path, device, precision)
+
+
+ENSEMBLE_SEPARATOR = "+"  # joins models whose posteriors are averaged: cnn-lstm-10hz+cnn-lstm-10hz-denoise
+
+
+def model_names(spec: str | Path | None) -> list[str | Path | None]:
+    """The models a --model value names: A+B+... is an ensemble of A, B, ...; a path that exists
+    is one model even with a '+' in its name."""
+    if spec is None or isinstance(spec, Path) or ENSEMBLE_SEPARATOR not in spec or Path(spec).expanduser().exists():
+        return [spec]
+    names = spec.split(ENSEMBLE_SEPARATOR)
+    if not all(names):
+        raise ModelError(f"{spec}: an ensemble is names or paths joined by '{ENSEMBLE_SEPARATOR}', none empty")
+    return names
+
+
+def load_models(spec: str | Path | None = None, device: str | torch.device = "auto",
+                precision: str = "auto") -> list[Model]:
+    """load_model for each model of `spec` (see model_names): one Model, or an ensemble's."""
+    return [load_model(name, device, precision) for name in model_names(spec)]
+

@@ -252,3 +252,20 @@ def test_plot_writes_a_png(example, tmp_path):
     result = invoke("plot", example, "--start", "99", "-o", tmp_path / "late.png")
     assert result.exit_code == 1 and "only 21.5 s long" in result.stderr
     assert not (tmp_path / "late.png").exists()
+
+
+def test_analyze_with_an_ensemble_of_a_normal_and_a_denoising_model(model_dir, example):
+    both = f"{model_dir / 'tiny-lstm.pt'}+{model_dir / 'tiny-denoise.pt'}"
+    result = invoke("analyze", example, "--denoise", "-m", both, "-f", "json", "-q")
+    assert result.exit_code == 0, result.output
+    document = json.loads(result.stdout)
+    assert document["model"] == "tiny-lstm+tiny-denoise" and len(document["segments"]) == 5
+    alone = [json.loads(invoke("analyze", example, "-m", model_dir / name, "-f", "json", "-q").stdout)
+             for name in ("tiny-lstm.pt", "tiny-denoise.pt")]
+    for k, segment in enumerate(document["segments"]):
+        for label, p in segment["probs"].items():
+            assert p == pytest.approx((alone[0]["segments"][k]["probs"][label]
+                                       + alone[1]["segments"][k]["probs"][label]) / 2, abs=2e-4)
+    refused = invoke("analyze", example, "-m", both, "--ray=local")
+    assert refused.exit_code == 2 and "--ray runs one model, not an ensemble" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -259,3 +259,51 @@ def test_context_all_normalises_every_input_of_the_run_together(context_models, 
     assert np.abs(got - np.array([[s.probs[label] for label in model.labels] for r in alone for s in r.segments])).max() > 1e-3
     with pytest.raises(ValueError):
         Pipeline(model, context="speaker")
+
+
+def _probs(result, labels):
+    return np.array([[s.probs[label] for label in labels] for s in result.segments])
+
+
+def test_an_ensemble_averages_its_models_posteriors(model, context_models, model_dir, example, tmp_path):
+    """A plain, a context-normalised (4 s window) and a denoising model together: every segment's
+    posteriors are the mean of each model's alone, with each fed its own features, in every
+    batching, beside a failing file."""
+    denoising = load_model(model_dir / "tiny-denoise.pt", device="cpu", precision="fp32")
+    members = [model, context_models[4.0], denoising]
+    sources = [str(example), str(tmp_path / "missing.wav"), ("part", load_audio(str(example))[: 8 * 16000])]
+    alone = [list(Pipeline(m, batch_size=3).run(sources)) for m in members]
+    for batch_size in (1, 4, 64):
+        together = list(Pipeline(members, batch_size=batch_size).run(sources))
+        assert [type(r) for r in together] == [FileResult, FileFailure, FileResult]
+        for k in (0, 2):
+            assert together[k].model == "tiny-lstm+context+tiny-denoise"
+            assert [(s.start_s, s.end_s) for s in together[k].segments] == \
+                [(s.start_s, s.end_s) for s in alone[0][k].segments]
+            expected = np.mean([_probs(runs[k], model.labels) for runs in alone], axis=0)
+            np.testing.assert_allclose(_probs(together[k], model.labels), expected, atol=1e-5)
+    # A model joined with itself changes nothing.
+    twice = list(Pipeline([model, model]).run(sources[:1]))[0]
+    np.testing.assert_allclose(_probs(twice, model.labels), _probs(alone[0][0], model.labels), atol=1e-6)
+
+
+def test_ensembles_by_name_and_their_errors(model_dir, example, tmp_path):
+    from sercli.weights import ModelError, load_models, model_names
+
+    assert model_names("a+b+c") == ["a", "b", "c"] and model_names("a") == ["a"] and model_names(None) == [None]
+    odd = tmp_path / "odd+name.pt"
+    odd.write_bytes(b"")
+    assert model_names(str(odd)) == [str(odd)]  # an existing file is one model, '+' or not
+    with pytest.raises(ModelError, match="none empty"):
+        model_names("a++b")
+    spec = f"{model_dir / 'tiny-lstm.pt'}+{model_dir / 'tiny-denoise.pt'}"
+    assert [m.name for m in load_models(spec, device="cpu")] == ["tiny-lstm", "tiny-denoise"]
+    result = sercli.analyze(str(example), model=spec, device="cpu")
+    assert result.model == "tiny-lstm+tiny-denoise" and len(result.segments) == 5
+    grid20 = load_model(model_dir / "tiny-cnn5.pt", device="cpu")
+    lstm = load_model(model_dir / "tiny-lstm.pt", device="cpu")
+    assert len(Pipeline([lstm, grid20]).run([str(example)]).__next__().segments) == 5  # 10 and 20 Hz together
+    swapped = load_model(model_dir / "tiny-lstm.pt", device="cpu")
+    swapped.labels = tuple(reversed(swapped.labels))
+    with pytest.raises(ValueError, match="same classes"):
+        Pipeline([lstm, swapped])
