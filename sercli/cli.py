@@ -465,7 +465,8 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
 @click.option("--model", "model_specs", multiple=True, metavar="NAME|PATH",
               help="Checkpoint to score, repeatable (default: the installed default model). '{run}' in a path "
                    "stands for each run's folder name, so RUN/{run}/model.pt scores every fold model of a "
-                   "training run on its own test speakers.")
+                   "training run on its own test speakers. A+B scores an ensemble: the mean of the models' "
+                   "posteriors of each segment.")
 @_corpus_options("score on", "Score only the test speakers of these folds (all|N), with the same runs as "
                  "`sercli train`; without it every utterance is scored.")
 @click.option("--noise", "noises", multiple=True, metavar="DIR|babble",

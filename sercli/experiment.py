@@ -289,8 +289,9 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
                    loaded_models: dict | None = None, workers: int = 1, clean: dict | None = None,
                    context: str = "speaker", context_prior_s: float = CONTEXT_PRIOR_S,
                    posteriors: dict | None = None) -> dict:
-    """Score a checkpoint (or, with "{run}" in `model`, each split's own checkpoint) on the test
-    speakers of each split; with no splits, on every utterance. Each condition (clean, or a noise
+    """Score a checkpoint (or, with "{run}" in `model`, each split's own checkpoint; or, with
+    A+B, an ensemble: the mean of its models' segment posteriors) on the test speakers of each
+    split; with no splits, on every utterance. Each condition (clean, or a noise
     at an SNR) is scored separately: {"model", "conditions": {label: {"runs", "mean"}}}; the clean
     condition's runs and mean are also at the top level.
 
@@ -304,7 +305,7 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
     posteriors: where given, each scored test set's segment posteriors (N, classes), with the
     utterance and label of each segment, are kept in it under (condition label, split name), so
     that a caller can combine several models' posteriors on the same segments."""
-    from .weights import load_model
+    from .weights import ModelError, load_model, model_names
 
     speakers = np.array([u.speaker for u in utterances])
     runs = splits or [Split("all", None, frozenset(speakers.tolist()), frozenset())]
@@ -317,33 +318,43 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
     for condition in conditions:
         scored: dict = {"runs": {}}
         for split in runs:
-            spec = model.replace("{run}", split.name) if model else None
-            if spec not in models:
-                models[spec] = load_model(spec, device=device, precision=precision)
-            loaded = models[spec]
-            results["model"] = model or str(loaded.path)
-            if condition.snr_db is None:  # clean: featurise every utterance once, pick each split's
-                key = (tuple(sorted(asdict(loaded.features).items())), "clean")
-                if key not in datasets:
-                    datasets[key] = build_segments(utterances, loaded.features, cache_dir, log, workers=workers,
-                                                   clean=clean)
-                if loaded.features.context_norm and (key, "context") not in datasets:
-                    datasets[key, "context"] = normalise_contexts(
-                        datasets[key], utterances, context, context_prior(loaded.meta, context_prior_s))
-                test_set = split_sets(datasets[key, "context"] if loaded.features.context_norm else datasets[key],
-                                      speakers, split)[2]
-            else:  # noisy: featurise only this split's test utterances, with their noise
-                heard = [u for u in utterances if u.speaker in split.test]
-                corrupt, corrupt_key = _corruption(condition, utterances, split, heard, noises, clean)
-                test_set = build_segments(heard, loaded.features, cache_dir, log, corrupt, corrupt_key,
-                                          workers=workers, clean=clean)
-                if loaded.features.context_norm:
-                    test_set = normalise_contexts(test_set, heard, context, context_prior(loaded.meta, context_prior_s))
-            segment_posteriors = predict_segments(loaded.net, test_set, loaded.device, loaded.precision == "bf16")
+            members = []  # (model, test set, segment posteriors) of each model of an ensemble A+B
+            for name in model_names(model):
+                spec = name.replace("{run}", split.name) if name else None
+                if spec not in models:
+                    models[spec] = load_model(spec, device=device, precision=precision)
+                loaded = models[spec]
+                if condition.snr_db is None:  # clean: featurise every utterance once, pick each split's
+                    key = (tuple(sorted(asdict(loaded.features).items())), "clean")
+                    if key not in datasets:
+                        datasets[key] = build_segments(utterances, loaded.features, cache_dir, log, workers=workers,
+                                                       clean=clean)
+                    if loaded.features.context_norm and (key, "context") not in datasets:
+                        datasets[key, "context"] = normalise_contexts(
+                            datasets[key], utterances, context, context_prior(loaded.meta, context_prior_s))
+                    test_set = split_sets(datasets[key, "context"] if loaded.features.context_norm else datasets[key],
+                                          speakers, split)[2]
+                else:  # noisy: featurise only this split's test utterances, with their noise
+                    heard = [u for u in utterances if u.speaker in split.test]
+                    corrupt, corrupt_key = _corruption(condition, utterances, split, heard, noises, clean)
+                    test_set = build_segments(heard, loaded.features, cache_dir, log, corrupt, corrupt_key,
+                                              workers=workers, clean=clean)
+                    if loaded.features.context_norm:
+                        test_set = normalise_contexts(test_set, heard, context,
+                                                      context_prior(loaded.meta, context_prior_s))
+                members.append((loaded, test_set, predict_segments(loaded.net, test_set, loaded.device,
+                                                                   loaded.precision == "bf16")))
+            _, test_set, _ = members[0]
+            if any(not torch.equal(other.utterance, test_set.utterance) for _, other, _ in members[1:]):
+                raise ModelError(f"{model}: the models cut the speech into different segments "
+                                 "(different maximum lengths?), so their posteriors cannot be averaged")
+            segment_posteriors = sum(p for *_, p in members) / len(members)
+            results["model"] = model or str(members[0][0].path)
             scores = evaluate(segment_posteriors, test_set)
             if posteriors is not None:
                 posteriors[condition.label, split.name] = (segment_posteriors, test_set.utterance, test_set.labels)
-            scored["runs"][split.name] = {"model": str(loaded.path), "test_speakers": sorted(split.test)} | scores
+            scored["runs"][split.name] = {"model": "+".join(str(m.path) for m, _, _ in members),
+                                          "test_speakers": sorted(split.test)} | scores
             log(f"{condition.label}, {split.name}: utterance WA {scores['utterance']['wa']:.3f} "
                 f"UA {scores['utterance']['ua']:.3f}, segment WA {scores['segment']['wa']:.3f} "
                 f"UA {scores['segment']['ua']:.3f} ({scores['utterance']['count']} utterances)")

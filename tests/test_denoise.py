@@ -269,3 +269,27 @@ def test_analyze_with_an_ensemble_of_a_normal_and_a_denoising_model(model_dir, e
     refused = invoke("analyze", example, "-m", both, "--ray=local")
     assert refused.exit_code == 2 and "--ray runs one model, not an ensemble" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_evaluate_scores_an_ensemble_as_the_mean_of_its_models(corpus, model_dir, tmp_path, run_ffmpeg):
+    """evaluate --model A+B: on clean and noisy speech alike, each segment's posteriors are the
+    mean of A's and B's (a normal and a denoising model, each with its own features)."""
+    from sercli.corpora import assign_folds, plan_splits, read_corpus, read_folds
+    from sercli.experiment import CLEAN, Condition, run_evaluation
+
+    utterances = assign_folds(read_corpus(f"manifest={corpus / 'manifest.csv'}"), read_folds(corpus / "folds.csv"))
+    splits = plan_splits(utterances, "all", "auto")
+    (tmp_path / "hum").mkdir()
+    run_ffmpeg("-f", "lavfi", "-i", "sine=f=97:d=1", "-ar", "16000", str(tmp_path / "hum" / "hum.wav"))
+    conditions = (CLEAN, Condition("hum", 5.0, str(tmp_path / "hum"), 0))
+    a, b = str(model_dir / "tiny-lstm.pt"), str(model_dir / "tiny-denoise.pt")
+    kept = {spec: {} for spec in (a, b, f"{a}+{b}")}
+    for spec, posteriors in kept.items():
+        result = run_evaluation(utterances, splits, spec, "cpu", "fp32", None, log=lambda _: None,
+                                conditions=conditions, posteriors=posteriors)
+        assert set(result["conditions"]) == {"clean", "hum 5 dB"}
+    assert result["model"] == f"{a}+{b}" and result["runs"]["fold1"]["model"] == f"{a}+{b}"
+    assert set(kept[a]) == {(c.label, s.name) for c in conditions for s in splits}
+    for key, (mean, utterance, labels) in kept[f"{a}+{b}"].items():
+        torch.testing.assert_close(mean, (kept[a][key][0] + kept[b][key][0]) / 2)
+        assert torch.equal(utterance, kept[a][key][1]) and torch.equal(labels, kept[b][key][2])
