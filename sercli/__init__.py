@@ -10,12 +10,12 @@
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_model", "analyze", "AnalysisError", "ModelError"]
+__all__ = ["__version__", "load_model", "load_models", "analyze", "AnalysisError", "ModelError"]
 
 
 def __getattr__(name):
     # Keep `import sercli` (and so `sercli --help`) free of torch until something needs it.
-    if name == "load_model" or name == "ModelError":
+    if name in ("load_model", "load_models", "ModelError"):
         from . import weights
 
         return getattr(weights, name)
