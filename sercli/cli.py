@@ -125,8 +125,9 @@ def main() -> None:
               help="speech: voice-activity regions cut into near-equal parts; fixed: consecutive windows.")
 @click.option("--denoise", is_flag=True,
               help="Rebuild voiced speech from its pitch before classifying, for speech under music, crowds "
-                   "or applause (the paper's noise filter); uses the model trained that way "
-                   "(default: cnn-lstm-10hz-denoise).")
+                   "or applause (the paper's noise filter). Without --model: the default model and the one "
+                   "trained on rebuilt speech (cnn-lstm-10hz-denoise) together, their posteriors averaged "
+                   "(with --ray: cnn-lstm-10hz-denoise alone).")
 @click.option("--max-segment", type=click.FloatRange(0.5, 3.0), default=3.0, show_default=True,
               metavar="SECONDS", help="Longest segment (the paper's T).")
 @click.option("--context", type=click.Choice(["file", "all"]), default="file", show_default=True,
@@ -169,7 +170,7 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .predict import DeviceOutOfMemory, FileFailure, Pipeline
     from .segment import SegmentationConfig
-    from .weights import DEFAULT_DENOISE_MODEL, ModelError, load_models
+    from .weights import DEFAULT_DENOISE_MODEL, DENOISE_MODEL, ModelError, load_models
     from .writers import WRITERS, AtomicFile, write_one
 
     if ray_actors is not None and ray_address is None:
@@ -178,13 +179,14 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
         raise click.UsageError("--context all needs every input in one process: leave out --ray")
     segmenting = SegmentationConfig(mode=segmentation, max_segment_s=max_segment)
     try:
-        models = load_models(model_name or (DEFAULT_DENOISE_MODEL if denoise else None), device=device,
-                             precision=precision)
+        if model_name is None and denoise:  # --ray runs one model: the modified one alone
+            model_name = DENOISE_MODEL if ray_address is not None else DEFAULT_DENOISE_MODEL
+        models = load_models(model_name, device=device, precision=precision)
         if denoise and not any(m.features.denoise for m in models):
             raise ModelError(f"{model_name}: trained on normal spectrograms; --denoise needs a model trained with "
                              "`sercli train --denoise` (or leave out --model)")
         if ray_address is not None and len(models) > 1:
-            raise ModelError(f"{model_name or DEFAULT_DENOISE_MODEL}: --ray runs one model, not an ensemble")
+            raise ModelError(f"{model_name}: --ray runs one model, not an ensemble")
         pipeline = Pipeline(models, segmenting, batch_size, audio_stream, context)
     except (ModelError, ValueError) as exc:
         _say(None, "error", str(exc))

@@ -258,19 +258,21 @@ def test_shipped_two_step_model(example):
 
 def test_shipped_denoising_model(example):
     """`analyze --denoise` with no --model finds the installed modified predictor, which verifies
-    and was trained on the noise filter's spectrograms."""
+    and was trained on the noise filter's spectrograms, and runs it beside the default model."""
     import json
 
     from click.testing import CliRunner
 
     from sercli.cli import main
-    from sercli.weights import DEFAULT_DENOISE_MODEL, installed_models
+    from sercli.weights import DEFAULT_DENOISE_MODEL, DENOISE_MODEL, installed_models
 
-    assert DEFAULT_DENOISE_MODEL in installed_models()
-    model = load_model(DEFAULT_DENOISE_MODEL, device="cpu")
+    assert DENOISE_MODEL in installed_models() and DEFAULT_DENOISE_MODEL == f"cnn-lstm-10hz+{DENOISE_MODEL}"
+    model = load_model(DENOISE_MODEL, device="cpu")
     assert model.features.denoise and model.meta["metrics"]["valid_wa"] > 0.3
     assert (Path(model.path).parent / model.meta["model_card"]).is_file()
     result = CliRunner().invoke(main, ["analyze", str(example), "--denoise", "-f", "json", "-q"])
     assert result.exit_code == 0, result.output
     document = json.loads(result.stdout)
     assert document["model"] == DEFAULT_DENOISE_MODEL and len(document["segments"]) == 5
+    alone = CliRunner().invoke(main, ["analyze", str(example), "--denoise", "-m", DENOISE_MODEL, "-f", "json", "-q"])
+    assert json.loads(alone.stdout)["model"] == DENOISE_MODEL
