@@ -526,10 +526,11 @@ def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_pat
         if any("{run}" in spec for spec in model_specs) and not splits:
             raise CorpusError("--model with {run} needs --fold (and --folds unless the corpus has its own)")
         clean: dict = {}  # decoded utterances, shared by the models
+        scored: dict = {}  # each checkpoint's posteriors: A, B and A+B score A and B once
         results = [run_evaluation(utterances, splits, spec, device, precision, cache_dir,
                                   log=lambda line: click.echo(line, err=True), conditions=tuple(conditions),
                                   workers=workers or _default_workers(), clean=clean if len(conditions) > 1 else None,
-                                  context=context, context_prior_s=context_prior_s)
+                                  context=context, context_prior_s=context_prior_s, scored_segments=scored)
                    for spec in (model_specs or (None,))]
     except (CorpusError, ModelError, NoiseError) as exc:
         _say(None, "error", str(exc))

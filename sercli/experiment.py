@@ -288,7 +288,7 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
                    cache_dir: Path | None, log=print, conditions: tuple[Condition, ...] = (CLEAN,),
                    loaded_models: dict | None = None, workers: int = 1, clean: dict | None = None,
                    context: str = "speaker", context_prior_s: float = CONTEXT_PRIOR_S,
-                   posteriors: dict | None = None) -> dict:
+                   scored_segments: dict | None = None) -> dict:
     """Score a checkpoint (or, with "{run}" in `model`, each split's own checkpoint; or, with
     A+B, an ensemble: the mean of its models' segment posteriors) on the test speakers of each
     split; with no splits, on every utterance. Each condition (clean, or a noise
@@ -302,14 +302,16 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
     over ("speaker": all of the speaker's test speech; "utterance": each utterance alone, like
     short files analysed one by one) and how many seconds of speech the checkpoint's prior (the
     moments of its training speech) counts for (0: none).
-    posteriors: where given, each scored test set's segment posteriors (N, classes), with the
-    utterance and label of each segment, are kept in it under (condition label, split name), so
-    that a caller can combine several models' posteriors on the same segments."""
+    scored_segments: a dict the caller keeps between calls: each checkpoint's segment posteriors,
+    with the utterance and label of each segment, per condition and split (and an ensemble's
+    mean under its models' paths joined by '+'), so that scoring A, B and A+B runs each model
+    once."""
     from .weights import ModelError, load_model, model_names
 
     speakers = np.array([u.speaker for u in utterances])
     runs = splits or [Split("all", None, frozenset(speakers.tolist()), frozenset())]
     models = loaded_models if loaded_models is not None else {}
+    scored_segments = scored_segments if scored_segments is not None else {}
     noises: dict = {}
     datasets: dict = {}
     if clean is None and any(c.snr_db is not None for c in conditions):
@@ -318,12 +320,16 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
     for condition in conditions:
         scored: dict = {"runs": {}}
         for split in runs:
-            members = []  # (model, test set, segment posteriors) of each model of an ensemble A+B
+            members = []  # (model, segment posteriors, utterance and label of each segment) per model of A+B
             for name in model_names(model):
                 spec = name.replace("{run}", split.name) if name else None
                 if spec not in models:
                     models[spec] = load_model(spec, device=device, precision=precision)
                 loaded = models[spec]
+                memo_key = (str(loaded.path), condition.label, split.name, context, context_prior_s)
+                if memo_key in scored_segments:  # this checkpoint was scored here already, alone or in an ensemble
+                    members.append((loaded, *scored_segments[memo_key]))
+                    continue
                 if condition.snr_db is None:  # clean: featurise every utterance once, pick each split's
                     key = (tuple(sorted(asdict(loaded.features).items())), "clean")
                     if key not in datasets:
@@ -342,18 +348,21 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
                     if loaded.features.context_norm:
                         test_set = normalise_contexts(test_set, heard, context,
                                                       context_prior(loaded.meta, context_prior_s))
-                members.append((loaded, test_set, predict_segments(loaded.net, test_set, loaded.device,
-                                                                   loaded.precision == "bf16")))
-            _, test_set, _ = members[0]
-            if any(not torch.equal(other.utterance, test_set.utterance) for _, other, _ in members[1:]):
+                scored_segments[memo_key] = (predict_segments(loaded.net, test_set, loaded.device,
+                                                              loaded.precision == "bf16"),
+                                             test_set.utterance, test_set.labels)
+                members.append((loaded, *scored_segments[memo_key]))
+            _, _, utterance, labels = members[0]
+            if any(not torch.equal(other, utterance) for _, _, other, _ in members[1:]):
                 raise ModelError(f"{model}: the models cut the speech into different segments "
                                  "(different maximum lengths?), so their posteriors cannot be averaged")
-            segment_posteriors = sum(p for *_, p in members) / len(members)
+            segment_posteriors = sum(p for _, p, _, _ in members) / len(members)
+            if len(members) > 1:
+                scored_segments["+".join(str(m.path) for m, *_ in members), condition.label, split.name, context,
+                                context_prior_s] = (segment_posteriors, utterance, labels)
             results["model"] = model or str(members[0][0].path)
-            scores = evaluate(segment_posteriors, test_set)
-            if posteriors is not None:
-                posteriors[condition.label, split.name] = (segment_posteriors, test_set.utterance, test_set.labels)
-            scored["runs"][split.name] = {"model": "+".join(str(m.path) for m, _, _ in members),
+            scores = evaluate(segment_posteriors, SegmentSet(torch.empty(0), torch.empty(0), utterance, labels))
+            scored["runs"][split.name] = {"model": "+".join(str(m.path) for m, *_ in members),
                                           "test_speakers": sorted(split.test)} | scores
             log(f"{condition.label}, {split.name}: utterance WA {scores['utterance']['wa']:.3f} "
                 f"UA {scores['utterance']['ua']:.3f}, segment WA {scores['segment']['wa']:.3f} "

@@ -275,7 +275,8 @@ def test_analyze_with_an_ensemble_of_a_normal_and_a_denoising_model(model_dir, e
 
 def test_evaluate_scores_an_ensemble_as_the_mean_of_its_models(corpus, model_dir, tmp_path, run_ffmpeg):
     """evaluate --model A+B: on clean and noisy speech alike, each segment's posteriors are the
-    mean of A's and B's (a normal and a denoising model, each with its own features)."""
+    mean of A's and B's (a normal and a denoising model, each with its own features); scored
+    after A and B, the ensemble reuses their posteriors, and alone it gives the same."""
     from sercli.corpora import assign_folds, plan_splits, read_corpus, read_folds
     from sercli.experiment import CLEAN, Condition, run_evaluation
 
@@ -285,13 +286,17 @@ def test_evaluate_scores_an_ensemble_as_the_mean_of_its_models(corpus, model_dir
     run_ffmpeg("-f", "lavfi", "-i", "sine=f=97:d=1", "-ar", "16000", str(tmp_path / "hum" / "hum.wav"))
     conditions = (CLEAN, Condition("hum", 5.0, str(tmp_path / "hum"), 0))
     a, b = str(model_dir / "tiny-lstm.pt"), str(model_dir / "tiny-denoise.pt")
-    kept = {spec: {} for spec in (a, b, f"{a}+{b}")}
-    for spec, posteriors in kept.items():
-        result = run_evaluation(utterances, splits, spec, "cpu", "fp32", None, log=lambda _: None,
-                                conditions=conditions, posteriors=posteriors)
-        assert set(result["conditions"]) == {"clean", "hum 5 dB"}
-    assert result["model"] == f"{a}+{b}" and result["runs"]["fold1"]["model"] == f"{a}+{b}"
-    assert set(kept[a]) == {(c.label, s.name) for c in conditions for s in splits}
-    for key, (mean, utterance, labels) in kept[f"{a}+{b}"].items():
-        torch.testing.assert_close(mean, (kept[a][key][0] + kept[b][key][0]) / 2)
-        assert torch.equal(utterance, kept[a][key][1]) and torch.equal(labels, kept[b][key][2])
+    kept: dict = {}
+    results = [run_evaluation(utterances, splits, spec, "cpu", "fp32", None, log=lambda _: None,
+                              conditions=conditions, scored_segments=kept) for spec in (a, b, f"{a}+{b}")]
+    assert results[2]["model"] == f"{a}+{b}" and results[2]["runs"]["fold1"]["model"] == f"{a}+{b}"
+    assert set(results[2]["conditions"]) == {"clean", "hum 5 dB"}
+    assert len(kept) == 3 * len(conditions) * len(splits)
+    for condition in conditions:
+        for split in splits:
+            (p, utterance, _), (q, _, labels), (mean, *_) = (
+                kept[spec, condition.label, split.name, "speaker", 10.0] for spec in (a, b, f"{a}+{b}"))
+            torch.testing.assert_close(mean, (p + q) / 2)
+    alone = run_evaluation(utterances, splits, f"{a}+{b}", "cpu", "fp32", None, log=lambda _: None,
+                           conditions=conditions)
+    assert alone["conditions"] == results[2]["conditions"]
