@@ -127,6 +127,9 @@ def test_ray_missing_says_how_to_install(example, monkeypatch):
     result = CliRunner().invoke(main, ["analyze", str(example), "--ray=local"])
     assert result.exit_code == 2
     assert result.stderr.strip() == 'sercli: error: sercli --ray needs Ray: pip install "sercli[ray]"'
+    # --denoise --ray runs the modified model alone, so it is not refused as an ensemble.
+    result = CliRunner().invoke(main, ["analyze", str(example), "--denoise", "--ray=local"])
+    assert result.exit_code == 2 and "needs Ray" in result.stderr
 
 
 def test_local_mode_never_imports_ray(example, tmp_path):
