@@ -147,8 +147,13 @@ def pitch_tracker(config: FeatureConfig):
 
     from .denoise import pitch_track
 
-    return partial(pitch_track, floor_hz=config.pitch_floor_hz, ceiling_hz=config.pitch_ceiling_hz,
-                   voicing_threshold=config.voicing_threshold)
+    return partial(pitch_track, **pitch_settings(config))
+
+
+def pitch_settings(config: FeatureConfig) -> dict[str, float]:
+    """The config's Praat pitch settings, as sercli.denoise.pitch_track takes them."""
+    return {"floor_hz": config.pitch_floor_hz, "ceiling_hz": config.pitch_ceiling_hz,
+            "voicing_threshold": config.voicing_threshold}
 
 
 CPU_SUBBATCH = 8  # segments featurised (and, in sercli.weights, classified) at once on the CPU
@@ -171,7 +176,8 @@ def log_spectrograms(segments: list[np.ndarray], config: FeatureConfig, device: 
     step = CPU_SUBBATCH if device.type == "cpu" else len(segments)
     if len(segments) <= step:
         return _log_spectrograms(segments, config, device, f0)
-    return torch.cat([_log_spectrograms(segments[k : k + step], config, device, f0[k : k + step] if f0 is not None else None)
+    return torch.cat([_log_spectrograms(segments[k : k + step], config, device,
+                                        f0[k : k + step] if f0 is not None else None)
                       for k in range(0, len(segments), step)])
 
 

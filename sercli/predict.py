@@ -19,7 +19,8 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, AudioError, DecodeReport, resample, stream_audio
-from .features import ContextStats, context_prior, log_spectrograms, pitch_tracker, standardise_frames
+from .features import (ContextStats, context_prior, log_spectrograms, pitch_settings, pitch_tracker,
+                       standardise_frames)
 from .segment import PitchTracker, Segment, SegmentationConfig, SpeechProbabilities, Segmenter
 from .weights import Model
 
@@ -250,7 +251,7 @@ class Pipeline:
         if any(m.labels != self.labels for m in self.models):
             raise ValueError("the models of an ensemble must have the same classes in the same order: "
                              + ", ".join(f"{m.name} ({' '.join(m.labels)})" for m in self.models))
-        trackers = {_pitch_settings(m.features) for m in self.models if m.features.denoise}
+        trackers = {tuple(pitch_settings(m.features).values()) for m in self.models if m.features.denoise}
         if len(trackers) > 1:
             raise ValueError("the denoising models of an ensemble must use the same pitch settings")
         self.pitch_features = next((m.features for m in self.models if m.features.denoise), None)
@@ -433,10 +434,6 @@ class Pipeline:
             return pending.failure
         return FileResult(pending.name, round(pending.report.duration_s, 3), self.name,
                           [r for r in pending.results if r is not None], self.labels, pending.report.warnings)
-
-
-def _pitch_settings(features) -> tuple[float, float, float]:
-    return features.pitch_floor_hz, features.pitch_ceiling_hz, features.voicing_threshold
 
 
 @contextmanager
