@@ -367,6 +367,15 @@ def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
               help="Standardise each frequency bin over the speaker's speech (in analysis: over the file's), "
                    "which keeps new speakers' voices from shifting every prediction the same way; the "
                    "checkpoint remembers it.")
+@click.option("--augment-noise", "augment_noises", multiple=True, metavar="DIR|babble",
+              help="Also train on a noisy copy of the training speech, repeatable: babble (6-10 overlapping "
+                   "utterances of the run's own training speakers), a folder of noise files, or a folder of such "
+                   "folders (each one source). Each utterance's copy gets one source and SNR, drawn from --seed; "
+                   "validation and test speech stay clean.")
+@click.option("--augment-snr", default="0:20", show_default=True, metavar="LOW:HIGH",
+              help="SNR range in dB of the noisy copy (uniform).")
+@click.option("--augment-share", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="Chance that a training step takes a segment's noisy copy instead of the clean one.")
 @click.option("--epochs", type=click.IntRange(min=1), default=16, show_default=True,
               help="Most epochs per run (constant learning rate after a one-epoch warm-up).")
 @click.option("--average-from", type=click.IntRange(min=0), default=4, show_default=True,
@@ -396,7 +405,7 @@ def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
 @click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="Processes that decode and featurise the speech (default: the CPU count, at most 8).")
 def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validation, topology, first_step, grid,
-          window, denoise, context_norm,
+          window, denoise, context_norm, augment_noises, augment_snr, augment_share,
           epochs, average_from, patience, batch_size, lr, oversample, seed, settings, device, out_dir, cache_dir,
           workers) -> None:
     """Train and cross-validate a model on labelled speech.
@@ -408,9 +417,10 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
     from dataclasses import fields
 
     from .corpora import CorpusError, plan_splits
-    from .experiment import run_training
+    from .experiment import NoiseAugmentation, run_training
     from .features import FeatureConfig
     from .model import ModelConfig
+    from .noise import NoiseError, noise_categories
     from .train import TrainConfig, override
     from .weights import ModelError, resolve_device
 
@@ -436,6 +446,24 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
         raise click.BadParameter(f"not a NAME=VALUE of a setting without its own option: "
                                  f"{', '.join(unknown or sorted(named & set(pairs)) or settings)}",
                                  param_hint="--set")
+    augmentation = None
+    if augment_noises:
+        low, _, high = augment_snr.partition(":")
+        try:
+            snr_range = (float(low), float(high or low))
+        except ValueError:
+            raise click.BadParameter(f"expected LOW:HIGH in dB, not {augment_snr!r}",
+                                     param_hint="--augment-snr") from None
+        try:
+            augmentation = NoiseAugmentation(tuple(dict.fromkeys(
+                source for given in augment_noises for source in
+                (["babble"] if given == "babble" else [str(f) for f in noise_categories(given).values()]))),
+                snr_range, augment_share, seed)
+        except NoiseError as exc:
+            _say(None, "error", str(exc))
+            sys.exit(EXIT_USAGE)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--augment-snr") from None
     try:
         model_config, train_config = override(model_config, pairs), override(train_config, pairs)
         features = override(FeatureConfig(grid_hz=int(grid), window_ms=int(window), denoise=denoise,
@@ -450,14 +478,17 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
                         f"{f'--first-step {first_step} ' if first_step else ''}--grid {grid} "
                         f"--window {window}{' --denoise' if denoise else ''}"
                         f"{'' if context_norm else ' --no-context-norm'} "
-                        f"--epochs {epochs} "
+                        + "".join(f"--augment-noise {n} " for n in augment_noises)
+                        + (f"--augment-snr {augment_snr} --augment-share {augment_share:g} " if augment_noises else "")
+                        + f"--epochs {epochs} "
                         f"--average-from {average_from} --patience {patience} --batch-size {batch_size} "
                         f"--lr {lr}{' --oversample' if oversample else ''} --seed {seed}",
                         *(f"--set {item}" for item in settings), f"--out {out_dir}"])
     try:
         run_training(utterances, splits, model_config, train_config, target, out_dir,
                      cache_dir or out_dir / "cache", command=command, denoise=denoise, two_step=two_step,
-                     first_step=first_step, workers=workers or _default_workers(), features=features)
+                     first_step=first_step, workers=workers or _default_workers(), features=features,
+                     augmentation=augmentation)
     except CorpusError as exc:
         _say(None, "error", str(exc))
         sys.exit(EXIT_FAILED)

@@ -38,11 +38,14 @@ def split_sets(data: SegmentSet, speakers: np.ndarray, split: Split) -> tuple[Se
 def run_training(utterances: list[Utterance], splits: list[Split], model_config: ModelConfig,
                  train_config: TrainConfig, device: torch.device, out_dir: Path, cache_dir: Path,
                  command: str = "", denoise: bool = False, two_step: bool = False,
-                 first_step: str | None = None, workers: int = 1, features: FeatureConfig | None = None) -> dict:
+                 first_step: str | None = None, workers: int = 1, features: FeatureConfig | None = None,
+                 augmentation: NoiseAugmentation | None = None) -> dict:
     """Train one model per split (see corpora.plan_splits) and write the reports. denoise:
     train on the harmonic model's spectrograms (sercli.denoise), the paper's modified predictor.
     two_step: per split, a four-class network of model_config (or the split's checkpoint from
-    `first_step`, a path with "{run}") and three binary CNN5 networks, bundled (see _two_step)."""
+    `first_step`, a path with "{run}") and three binary CNN5 networks, bundled (see _two_step).
+    augmentation: also featurise a noisy copy of each run's training speech and train on a mix of
+    the two (see NoiseAugmentation); validation and test speech stay clean."""
     features = features or FeatureConfig(grid_hz=model_config.grid_hz, window_ms=model_config.window_ms,
                                          denoise=denoise)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -61,6 +64,9 @@ def run_training(utterances: list[Utterance], splits: list[Split], model_config:
     plain = data
     if features.context_norm:  # each speaker's segments standardised over the speaker's speech
         data = normalise_contexts(plain, utterances, "speaker")
+    if augmentation is not None and two_step:
+        raise CorpusError("noise augmentation trains one network; the two-step predictor is not supported")
+    decoded: dict = {}  # build_segments' memo: the noisy copies of the runs decode each utterance once
     results = {}
     for split in splits:
         name, test_fold = split.name, split.fold
@@ -74,6 +80,10 @@ def run_training(utterances: list[Utterance], splits: list[Split], model_config:
         log(f"{name}: train {train_set.n_utterances} utterances / {len(train_set.labels)} segments, "
             f"validation speakers {sorted(split.valid)}, test {test_set.n_utterances} utterances")
         started = time.monotonic()
+        noisy = None
+        if augmentation is not None:
+            noisy = _noisy_copy(utterances, split, features, augmentation, train_set, cache_dir, log, workers,
+                                decoded)
         members = None
         if two_step:
             spec = first_step.replace("{run}", name) if first_step else None
@@ -81,7 +91,8 @@ def run_training(utterances: list[Utterance], splits: list[Split], model_config:
                                            fold_dir, spec, log)
         else:
             net, info = train_model(model_config, train_set, valid_set, train_config, device,
-                                    fold_dir / "state.pt", log)
+                                    fold_dir / "state.pt", log, noisy=noisy,
+                                    noisy_share=augmentation.share if augmentation is not None else 0.0)
         metrics = {"fold": test_fold, "role": split.role, "validation_speakers": sorted(split.valid),
                    "test_speakers": sorted(split.test), "best_epoch": info["best_epoch"],
                    "valid_wa": info["best_valid_wa"], "train_seconds": time.monotonic() - started,
@@ -100,7 +111,8 @@ def run_training(utterances: list[Utterance], splits: list[Split], model_config:
                          "speakers_train": training_speakers,
                          "speakers_validation": sorted(split.valid), "speakers_test": sorted(split.test),
                          "test_fold": test_fold,
-                         "config": asdict(train_config), "best_epoch": info["best_epoch"]},
+                         "config": asdict(train_config), "best_epoch": info["best_epoch"],
+                         **({"noise_augmentation": asdict(augmentation)} if augmentation is not None else {})},
             **({"context_prior": dict(zip(("mean", "variance"), (m.tolist() for m in population_moments(
                 plain, torch.from_numpy(np.isin(speakers, training_speakers))[plain.utterance])[:2])))}
                if features.context_norm else {}),
@@ -252,7 +264,7 @@ class _Mix:
         return mix(clean, noise, self.condition.snr_db, rng)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=16)
 def _noise(folder: str) -> np.ndarray:
     from .noise import load_noise
 
@@ -282,6 +294,76 @@ def _corruption(condition: Condition, utterances: list[Utterance], split: Split,
                 f"babble:{split.name}:{condition.snr_db}:{condition.seed}")
     _noise(condition.folder)  # a missing or empty folder fails here, in the caller's process
     return _Mix(condition, paths), f"{condition.folder}:{condition.snr_db}:{condition.seed}"
+
+
+@dataclass(frozen=True)
+class NoiseAugmentation:
+    """Training on noisy speech as well as clean: each training utterance also gets one noisy copy
+    (a noise source and an SNR drawn per utterance, from a seed), featurised and cached once per
+    run, and each step takes the noisy copy of a segment with probability `share`."""
+
+    sources: tuple[str, ...] = ("babble",)  # "babble" (talkers from the run's training speakers) or noise folders
+    snr_db: tuple[float, float] = (0.0, 20.0)  # uniform in this range
+    share: float = 0.5
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise ValueError("noise augmentation needs at least one noise source")
+        if self.snr_db[0] > self.snr_db[1]:
+            raise ValueError(f"SNR range {self.snr_db[0]:g}:{self.snr_db[1]:g} runs backwards")
+        if not 0 < self.share <= 1:
+            raise ValueError(f"the noisy share must be in (0, 1], not {self.share:g}")
+
+
+@dataclass
+class _Augment:
+    """The corruption of NoiseAugmentation for build_segments: utterance i (of `paths`) gets a
+    source and an SNR drawn from its own seeded generator. Picklable for the workers."""
+
+    augmentation: NoiseAugmentation
+    paths: list[str]
+    babble_pool: list[np.ndarray] | None
+
+    def __call__(self, i: int, clean: np.ndarray) -> np.ndarray:
+        from .noise import babble, mix, utterance_seed
+
+        rng = utterance_seed(self.augmentation.seed, f"augment:{self.paths[i]}")
+        source = self.augmentation.sources[int(rng.integers(len(self.augmentation.sources)))]
+        snr = float(rng.uniform(*self.augmentation.snr_db))
+        noise = babble(self.babble_pool, len(clean), rng) if source == "babble" else _noise(source)
+        return mix(clean, noise, snr, rng)
+
+
+def _noisy_copy(utterances: list[Utterance], split: Split, features: FeatureConfig, augmentation: NoiseAugmentation,
+                train_set: SegmentSet, cache_dir: Path | None, log, workers: int, decoded: dict) -> torch.Tensor:
+    """The spectrograms of the noisy copy of a run's training segments, in train_set's order
+    (context-normalised over each speaker's noisy speech when the features say so). Babble is
+    drawn from the run's own training speakers, never its validation or test speakers."""
+    from .audio import load_audio
+    from .noise import BABBLE_TALKERS, utterance_seed
+
+    training = [u for u in utterances if u.speaker not in split.valid | split.test]
+    pool = None
+    if "babble" in augmentation.sources:
+        if len(training) < BABBLE_TALKERS[0]:
+            raise CorpusError(f"{split.name}: babble needs at least {BABBLE_TALKERS[0]} training utterances, "
+                              f"there are {len(training)}")
+        rng = utterance_seed(augmentation.seed, f"augment-pool:{split.name}")
+        chosen = sorted(rng.choice(len(training), size=min(BABBLE_POOL, len(training)), replace=False))
+        pool = [decoded[training[i].path][0] if training[i].path in decoded else load_audio(training[i].path)
+                for i in chosen]
+    for source in augmentation.sources:
+        if source != "babble":
+            _noise(source)  # a missing or empty folder fails here, in the caller's process
+    key = json.dumps([asdict(augmentation), split.name, sorted({u.speaker for u in training})])
+    noisy = build_segments(training, features, cache_dir, log, _Augment(augmentation, [u.path for u in training], pool),
+                           f"augment:{key}", workers=workers, clean=decoded)
+    if not (torch.equal(noisy.n_frames, train_set.n_frames) and torch.equal(noisy.labels, train_set.labels)):
+        raise CorpusError(f"{split.name}: the noisy copy of the training speech is not cut like the clean one")
+    if features.context_norm:
+        noisy = normalise_contexts(noisy, training, "speaker")
+    return noisy.spectrograms
 
 
 def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str | None, device: str, precision: str,

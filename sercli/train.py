@@ -421,9 +421,12 @@ def _running_mean(averaged: torch.Tensor, current: torch.Tensor, count: torch.Te
 
 def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet, config: TrainConfig,
                 device: torch.device, state_path: Path | None = None,
-                log: Callable[[str], None] = print) -> tuple[EmotionNet, dict]:
+                log: Callable[[str], None] = print, noisy: torch.Tensor | None = None,
+                noisy_share: float = 0.0) -> tuple[EmotionNet, dict]:
     """Train with early stopping on validation utterance accuracy (WA) of the weight average (of
-    the network itself when there is none). Resumes from state_path, written after every epoch."""
+    the network itself when there is none). Resumes from state_path, written after every epoch.
+    noisy: spectrograms of a noisy copy of each training segment (same shape as
+    train.spectrograms); each step takes a segment's noisy copy with probability noisy_share."""
     torch.manual_seed(config.seed)
     generator = torch.Generator().manual_seed(config.seed)
     net = EmotionNet(model_config).to(device)
@@ -452,6 +455,10 @@ def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet,
     # On a GPU the whole training set lives there (float16, about 1 GB for 4,000 segments), so
     # that a step moves no data and augments in place.
     source = train.spectrograms.to(device) if device.type == "cuda" else train.spectrograms
+    if noisy is not None:
+        if noisy.shape != train.spectrograms.shape:
+            raise ValueError(f"noisy copy of shape {tuple(noisy.shape)} for {tuple(train.spectrograms.shape)}")
+        noisy = noisy.to(source.device)
     history: list[dict] = []
     best = {"wa": -1.0, "epoch": -1, "state": None}
     start_epoch = 0
@@ -480,8 +487,11 @@ def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet,
         batches = _length_batches(order, train.n_frames, config.batch_size, generator)
         for index in tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False,
                           disable=None):
-            x, n_frames = _augment(source[index.to(source.device)].float(), train.n_frames[index], config,
-                                   generator)
+            x = source[index.to(source.device)]
+            if noisy is not None:
+                heard = (torch.rand(len(index), generator=generator) < noisy_share).to(source.device)
+                x = torch.where(heard[:, None, None], noisy[index.to(source.device)], x)
+            x, n_frames = _augment(x.float(), train.n_frames[index], config, generator)
             y = train.labels[index].to(device)
             if config.mixup:
                 share = float(torch.distributions.Beta(config.mixup, config.mixup).sample())

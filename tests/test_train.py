@@ -437,3 +437,60 @@ def test_context_normalised_training_stores_its_prior_and_evaluates_by_speaker_o
     assert sum(map(sum, scores["utterance"]["confusion"])) == sum(map(sum, scores["speaker"]["confusion"]))
     analysed = runner.invoke(main, ["analyze", "-m", str(out / "fold1" / "model.pt"), str(example), "-q"])
     assert analysed.exit_code == 0 and len(analysed.stdout.strip().splitlines()) == 1 + 5
+
+
+def test_noise_augmented_training_records_its_noise_and_caches_a_noisy_copy(corpus, tmp_path, run_ffmpeg):
+    noise = tmp_path / "noise" / "pink"
+    noise.mkdir(parents=True)
+    run_ffmpeg("-f", "lavfi", "-i", "anoisesrc=color=pink:sample_rate=16000:duration=2", str(noise / "a.wav"))
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    args = ["train", "--corpus", f"manifest={corpus / 'manifest.csv'}", "--folds", str(corpus / "folds.csv"),
+            "--epochs", "1", "--device", "cpu", "--cache", str(cache), "--workers", "1"]
+    runner = CliRunner()
+    result = runner.invoke(main, args + ["--fold", "none", "--out", str(out), "--augment-noise", "babble",
+                                         "--augment-noise", str(tmp_path / "noise"), "--augment-snr", "0:10"])
+    assert result.exit_code == 0, result.output
+    meta = load_model(out / "all" / "model.pt", device="cpu").meta["training"]
+    assert meta["noise_augmentation"] == {"sources": ["babble", str(noise)], "snr_db": [0.0, 10.0], "share": 0.5,
+                                          "seed": 0}
+    assert "--augment-noise babble --augment-noise" in (out / "results.md").read_text()
+    assert len(list(cache.glob("segments-*.pt"))) == 2  # the clean speech and the training speakers' noisy copy
+    # Fold 1 trains on one speaker's two utterances: too few talkers for babble, said in one line.
+    few = runner.invoke(main, args + ["--fold", "1", "--out", str(tmp_path / "few"), "--augment-noise", "babble"])
+    assert few.exit_code == 1 and "babble needs at least 6 training utterances, there are 2" in few.stderr
+    for bad, message in [(["--augment-noise", str(tmp_path / "none")], "not a folder"),
+                         (["--augment-noise", "babble", "--augment-snr", "loud"], "expected LOW:HIGH"),
+                         (["--augment-noise", "babble", "--augment-snr", "20:0"], "runs backwards")]:
+        refused = runner.invoke(main, args + ["--fold", "none", "--out", str(tmp_path / "bad")] + bad)
+        assert refused.exit_code == 2 and message in refused.stderr, refused.output
+
+
+def test_noisy_copy_mixes_each_utterance_once_in_range_from_training_talkers(corpus):
+    from sercli.corpora import Split
+    from sercli.experiment import NoiseAugmentation, _Augment, _noisy_copy, split_sets
+    from sercli.features import FeatureConfig
+    from sercli.noise import active_speech_power
+    from sercli.audio import load_audio
+    from sercli.train import build_segments
+
+    utterances = read_manifest(corpus / "manifest.csv")
+    features = FeatureConfig()
+    data = build_segments(utterances, features, None, log=lambda _: None)
+    split = Split("x", None, frozenset({"s4"}), frozenset())
+    train_set = split_sets(data, np.array([u.speaker for u in utterances]), split)[0]
+    augmentation = NoiseAugmentation(("babble",), (0.0, 10.0), 1.0, seed=5)
+    decoded: dict = {}
+    noisy = _noisy_copy(utterances, split, features, augmentation, train_set, None, lambda _: None, 1, decoded)
+    assert noisy.shape == train_set.spectrograms.shape and not torch.equal(noisy, train_set.spectrograms)
+    assert {u.speaker for u in utterances if u.path in decoded} == {"s1", "s2", "s3"}  # never the test speaker
+    # Each mixture lands inside the SNR range, and the same seed gives the same mixture.
+    pool = [decoded[u.path][0] for u in utterances[:6]]
+    augment = _Augment(augmentation, [u.path for u in utterances], pool)
+    for i, u in enumerate(utterances[:4]):
+        clean = load_audio(u.path)
+        added = augment(i, clean) - clean
+        snr = 10 * np.log10(active_speech_power(clean) / np.mean(added.astype(np.float64) ** 2))
+        assert -0.01 <= snr <= 10.01
+        assert np.array_equal(augment(i, clean), augment(i, clean))
+    with pytest.raises(ValueError, match="share"):
+        NoiseAugmentation(share=0.0)
