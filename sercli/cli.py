@@ -489,7 +489,7 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
                      cache_dir or out_dir / "cache", command=command, denoise=denoise, two_step=two_step,
                      first_step=first_step, workers=workers or _default_workers(), features=features,
                      augmentation=augmentation)
-    except CorpusError as exc:
+    except (CorpusError, NoiseError) as exc:
         _say(None, "error", str(exc))
         sys.exit(EXIT_FAILED)
 
