@@ -494,3 +494,36 @@ def test_noisy_copy_mixes_each_utterance_once_in_range_from_training_talkers(cor
         assert np.array_equal(augment(i, clean), augment(i, clean))
     with pytest.raises(ValueError, match="share"):
         NoiseAugmentation(share=0.0)
+
+
+def test_training_steps_take_the_noisy_copy_at_the_asked_share(monkeypatch):
+    from dataclasses import replace
+
+    import sercli.train as train_module
+    from sercli.train import TrainConfig, train_model
+
+    n = 64
+    clean = SegmentSet(torch.zeros(n, 200, 40).half(), torch.full((n,), 40), torch.arange(n), torch.arange(n) % 4)
+    noisy = torch.ones(n, 200, 40).half()
+    seen: list[torch.Tensor] = []
+    real_augment = train_module._augment
+
+    def record(x, n_frames, config, generator):
+        seen.append(x.mean(dim=(1, 2)))  # 1 for a noisy copy, 0 for a clean segment
+        return real_augment(x, n_frames, config, generator)
+
+    monkeypatch.setattr(train_module, "_augment", record)
+    model_config = ModelConfig(grid_hz=20, n_frames=40, lstm_hidden=8, dense=8)
+    config = replace(TrainConfig(), epochs=1, swa_from=0, batch_size=16)
+    quiet = lambda message: None  # noqa: E731
+    shares = {}
+    for share in (1.0, 0.5):
+        seen.clear()
+        train_model(model_config, clean, clean, config, torch.device("cpu"), log=quiet, noisy=noisy, noisy_share=share)
+        means = torch.cat(seen)
+        assert len(means) == n and bool(((means == 0) | (means == 1)).all())
+        shares[share] = float(means.mean())
+    assert shares[1.0] == 1.0 and 0.3 < shares[0.5] < 0.7
+    with pytest.raises(ValueError, match="noisy copy of shape"):
+        train_model(model_config, clean, clean, config, torch.device("cpu"), log=quiet, noisy=noisy[:3],
+                    noisy_share=0.5)
