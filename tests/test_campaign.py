@@ -24,6 +24,10 @@ def test_plan_orders_groups_and_keeps_only_needs_it_plans(tmp_path):
     jobs = campaign.plan(Path("/d"), tmp_path, "cuda", 4, ["cnn-lstm-10hz-denoise", "table2", "two-step"], None)
     names = [j.name for j in jobs]
     assert names[:5] == [f"cnn-lstm-10hz-denoise/fold{k}" for k in range(1, 6)]
+    heard = jobs[0].argv  # the context recipe's modified predictor trains with babble, the older recipes' did not
+    assert heard[heard.index("--augment-noise") + 1] == "babble"
+    older = campaign.plan(Path("/d"), tmp_path, "cuda", 4, ["cnn-lstm-10hz-denoise"], None, "swa")
+    assert "--denoise" in older[0].argv and "--augment-noise" not in older[0].argv
     table2 = next(j for j in jobs if j.name == "table2-0")
     # the normal model's folds are not planned: they are taken from RUNS as they are
     assert table2.needs == [f"cnn-lstm-10hz-denoise/fold{k}" for k in range(1, 6)] and table2.kind == "evaluate"

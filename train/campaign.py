@@ -36,6 +36,9 @@ PLAIN = ["--epochs", "20", "--average-from", "0", "--patience", "6", "--set", "s
          "--set", "weight_decay=1e-4", "--set", "label_smoothing=0", "--set", "freq_warp=0", "--set", "time_stretch=0",
          "--set", "select_from=1", "--set", "warmup_epochs=0"]
 RECIPES = {"context": [], "swa": ["--no-context-norm"], "plain": [*PLAIN, "--no-context-norm"]}
+# The shipped modified predictor (context recipe) trains with babble of its training speakers;
+# the older recipes' modified predictors did not.
+DENOISE_AUGMENTATION = ["--augment-noise", "babble"]
 
 # name: (sercli train flags, report title flags). Table 1 rows, the modified predictor, variants.
 CONFIGS = {
@@ -80,6 +83,8 @@ def plan(data: Path, runs: Path, device: str, eval_workers: int, groups: list[st
 
     def train(name: str, flags: list[str], fold: str, out: str, needs: list[str] | None = None) -> Job:
         flags = RECIPES[recipe] + list(flags)  # click keeps the last of a repeated option
+        if recipe == "context" and "--denoise" in flags:  # today's modified predictor also hears babble
+            flags += DENOISE_AUGMENTATION
         if epochs is not None:  # a quick trial of the whole campaign
             for option in ("--epochs", "--average-from", "--patience"):
                 while option in flags:
