@@ -271,25 +271,30 @@ def _noise(folder: str) -> np.ndarray:
     return load_noise(folder)
 
 
+def _babble_pool(candidates: list[Utterance], seed: int, key: str, clean: dict | None) -> list[np.ndarray]:
+    """The samples of BABBLE_POOL utterances drawn from `candidates` (seeded by seed and key), in
+    their order, taken from build_segments' memo `clean` where it has them, else decoded."""
+    from .audio import load_audio
+    from .noise import utterance_seed
+
+    chosen = utterance_seed(seed, key).choice(len(candidates), size=min(BABBLE_POOL, len(candidates)), replace=False)
+    return [clean[candidates[i].path][0] if clean and candidates[i].path in clean else load_audio(candidates[i].path)
+            for i in sorted(chosen)]
+
+
 def _corruption(condition: Condition, utterances: list[Utterance], split: Split, heard: list[Utterance],
                 noises: dict, clean: dict | None = None):
     """(corrupt function, cache key) for build_segments(heard, ...): the test utterances `heard`
     of `split` under a noisy `condition`. `noises` keeps babble's talkers between calls; `clean`,
     build_segments' memo of decoded utterances, is used for babble's talkers when it has them."""
-    from .audio import load_audio
-    from .noise import utterance_seed
-
     if condition.snr_db is None:
         return None, ""
     paths = [u.path for u in heard]
     if condition.name == "babble":
         pool_key = ("babble", split.name, condition.seed)
         if pool_key not in noises:  # speakers outside the test fold, decoded once per split
-            others = [u for u in utterances if u.speaker not in split.test]
-            rng = utterance_seed(condition.seed, f"babble-pool:{split.name}")
-            chosen = rng.choice(len(others), size=min(BABBLE_POOL, len(others)), replace=False)
-            noises[pool_key] = [clean[others[i].path][0] if clean and others[i].path in clean
-                                else load_audio(others[i].path) for i in sorted(chosen)]
+            noises[pool_key] = _babble_pool([u for u in utterances if u.speaker not in split.test],
+                                            condition.seed, f"babble-pool:{split.name}", clean)
         return (_Mix(condition, paths, babble_pool=noises[pool_key]),
                 f"babble:{split.name}:{condition.snr_db}:{condition.seed}")
     _noise(condition.folder)  # a missing or empty folder fails here, in the caller's process
@@ -340,8 +345,7 @@ def _noisy_copy(utterances: list[Utterance], split: Split, features: FeatureConf
     """The spectrograms of the noisy copy of a run's training segments, in train_set's order
     (context-normalised over each speaker's noisy speech when the features say so). Babble is
     drawn from the run's own training speakers, never its validation or test speakers."""
-    from .audio import load_audio
-    from .noise import BABBLE_TALKERS, utterance_seed
+    from .noise import BABBLE_TALKERS
 
     training = [u for u in utterances if u.speaker not in split.valid | split.test]
     pool = None
@@ -349,10 +353,7 @@ def _noisy_copy(utterances: list[Utterance], split: Split, features: FeatureConf
         if len(training) < BABBLE_TALKERS[0]:
             raise CorpusError(f"{split.name}: babble needs at least {BABBLE_TALKERS[0]} training utterances, "
                               f"there are {len(training)}")
-        rng = utterance_seed(augmentation.seed, f"augment-pool:{split.name}")
-        chosen = sorted(rng.choice(len(training), size=min(BABBLE_POOL, len(training)), replace=False))
-        pool = [decoded[training[i].path][0] if training[i].path in decoded else load_audio(training[i].path)
-                for i in chosen]
+        pool = _babble_pool(training, augmentation.seed, f"augment-pool:{split.name}", decoded)
     for source in augmentation.sources:
         if source != "babble":
             _noise(source)  # a missing or empty folder fails here, in the caller's process

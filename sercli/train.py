@@ -487,10 +487,11 @@ def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet,
         batches = _length_batches(order, train.n_frames, config.batch_size, generator)
         for index in tqdm(batches, desc=f"epoch {epoch + 1}/{config.epochs}", unit="batch", leave=False,
                           disable=None):
-            x = source[index.to(source.device)]
+            rows = index.to(source.device)
+            x = source[rows]
             if noisy is not None:
                 heard = (torch.rand(len(index), generator=generator) < noisy_share).to(source.device)
-                x = torch.where(heard[:, None, None], noisy[index.to(source.device)], x)
+                x = torch.where(heard[:, None, None], noisy[rows], x)
             x, n_frames = _augment(x.float(), train.n_frames[index], config, generator)
             y = train.labels[index].to(device)
             if config.mixup:
