@@ -45,6 +45,22 @@ def test_plan_orders_groups_and_keeps_only_needs_it_plans(tmp_path):
     assert shipped[shipped.index("--fold") + 1] == "none" and str(tmp_path / "cnn-lstm-10hz") in shipped
     quick = campaign.plan(Path("/d"), tmp_path, "cuda", 4, ["cnn5-20hz"], 2, "plain")[0].argv
     assert quick.count("--epochs") == 1 and quick.count("--average-from") == 1 and "summary=last" in quick
+    # the shipped default hears babble; the two-step's first step is row 3's clean all-speaker model
+    shipping = campaign.plan(Path("/d"), tmp_path, "cuda", 4, ["cnn-lstm-10hz-babble-all", "cnn-lstm-10hz-all",
+                                                               "two-step-all", "table2-babble"], None)
+    default = next(j for j in shipping if j.name == "cnn-lstm-10hz-babble-all").argv
+    assert default[default.index("--augment-noise") + 1] == "babble" and default[default.index("--fold") + 1] == "none"
+    assert str(tmp_path / "cnn-lstm-10hz-babble") in default
+    clean = next(j for j in shipping if j.name == "cnn-lstm-10hz-all").argv
+    assert "--augment-noise" not in clean
+    two_step_all = next(j for j in shipping if j.name == "two-step-all")
+    assert two_step_all.needs == ["cnn-lstm-10hz-all"]
+    assert str(tmp_path / "cnn-lstm-10hz" / "all" / "model.pt") in two_step_all.argv
+    noisy = next(j for j in shipping if j.name == "table2-babble-5")
+    babble_default = str(tmp_path / "cnn-lstm-10hz-babble" / "{run}" / "model.pt")
+    assert [noisy.argv[i + 1] for i, a in enumerate(noisy.argv) if a == "--model"] == [
+        babble_default, f"{babble_default}+{tmp_path / 'cnn-lstm-10hz-denoise' / '{run}' / 'model.pt'}"]
+    assert noisy.needs == [] and noisy.argv[noisy.argv.index("--snr") + 1] == "5"
 
 
 def test_table2_summary_means_and_gaps(tmp_path):

@@ -42,7 +42,9 @@ DENOISE_AUGMENTATION = ["--augment-noise", "babble"]
 
 # name: (sercli train flags, report title flags). Table 1 rows, the modified predictor, variants.
 CONFIGS = {
-    "cnn-lstm-10hz": ["--topology", "cnn-lstm", "--grid", "10"],  # row 3
+    "cnn-lstm-10hz": ["--topology", "cnn-lstm", "--grid", "10"],  # row 3, Table 2's normal
+    # The shipped default model's recipe: row 3 trained with babble of its training speakers.
+    "cnn-lstm-10hz-babble": ["--topology", "cnn-lstm", "--grid", "10", "--augment-noise", "babble"],
     "cnn-lstm-10hz-denoise": ["--topology", "cnn-lstm", "--grid", "10", "--denoise"],  # Table 2's modified
     "cnn5-10hz": ["--topology", "cnn5", "--grid", "10"],  # row 1
     "cnn-lstm-20hz": ["--topology", "cnn-lstm", "--grid", "20"],  # row 4
@@ -67,8 +69,9 @@ class Job:
     stdout: Path | None = None
 
 
-GROUPS = ["cnn-lstm-10hz", "cnn-lstm-10hz-all", "cnn-lstm-10hz-denoise", "cnn-lstm-10hz-denoise-all", "table2", "two-step",
-          "cnn5-10hz", "cnn-lstm-20hz", "cnn5-20hz", "two-step-all",
+GROUPS = ["cnn-lstm-10hz", "cnn-lstm-10hz-babble", "cnn-lstm-10hz-babble-all", "cnn-lstm-10hz-denoise",
+          "cnn-lstm-10hz-denoise-all", "table2", "table2-babble", "two-step", "cnn-lstm-10hz-all", "cnn5-10hz",
+          "cnn-lstm-20hz", "cnn5-20hz", "two-step-all",
           *(c for c in CONFIGS if c.startswith("variant-"))]
 
 
@@ -82,9 +85,7 @@ def plan(data: Path, runs: Path, device: str, eval_workers: int, groups: list[st
     common = ["--device", device, "--cache", str(runs / "cache")]
 
     def train(name: str, flags: list[str], fold: str, out: str, needs: list[str] | None = None) -> Job:
-        flags = RECIPES[recipe] + list(flags)  # click keeps the last of a repeated option
-        if recipe == "context" and "--denoise" in flags:  # today's modified predictor also hears babble
-            flags += DENOISE_AUGMENTATION
+        flags = training_flags(flags, recipe)
         if epochs is not None:  # a quick trial of the whole campaign
             for option in ("--epochs", "--average-from", "--patience"):
                 while option in flags:
@@ -95,35 +96,51 @@ def plan(data: Path, runs: Path, device: str, eval_workers: int, groups: list[st
                           "1", *common], "train", needs or [])
 
     normal, modified = runs / "cnn-lstm-10hz" / "{run}" / "model.pt", runs / "cnn-lstm-10hz-denoise" / "{run}" / "model.pt"
+    default = runs / "cnn-lstm-10hz-babble" / "{run}" / "model.pt"
     jobs: list[Job] = []
     for group in groups:
         if group in CONFIGS:
             jobs += [train(f"{group}/fold{k}", CONFIGS[group], str(k), group) for k in FOLDS]
-        elif group == "cnn-lstm-10hz-all":  # the shipped default model
+        elif group == "cnn-lstm-10hz-babble-all":  # the shipped default model
+            jobs.append(train(group, CONFIGS["cnn-lstm-10hz-babble"], "none", "cnn-lstm-10hz-babble"))
+        elif group == "cnn-lstm-10hz-all":  # row 3's recipe on all speakers: the shipped two-step's first step
             jobs.append(train(group, CONFIGS["cnn-lstm-10hz"], "none", "cnn-lstm-10hz"))
         elif group == "cnn-lstm-10hz-denoise-all":
             jobs.append(train(group, CONFIGS["cnn-lstm-10hz-denoise"], "none", "cnn-lstm-10hz-denoise"))
-        elif group == "table2":  # normal against modified, every noise category and babble
-            for snrs in (["0"], ["5"], ["10"], ["20"]):  # one job each, so each table is done as soon as it can be
-                tag = "-".join(snrs)
-                jobs.append(Job(f"table2-{tag}", [
-                    *sercli, "evaluate", *corpora, "--fold", "all", "--model", str(normal), "--model", str(modified),
-                    "--noise", str(data / "noise"), "--noise", "babble", *(a for s in snrs for a in ("--snr", s)),
-                    "--workers", str(eval_workers), *common, "-o", str(runs / f"table2-{tag}.json")], "evaluate",
-                    [f"{c}/fold{k}" for c in ("cnn-lstm-10hz", "cnn-lstm-10hz-denoise") for k in FOLDS],
-                    runs / f"table2-{tag}.md"))
+        elif group in ("table2", "table2-babble"):
+            # table2: normal against modified (the paper's rows); table2-babble: the shipped default model,
+            # alone and with the modified predictor (what `--denoise` runs). Every noise category and babble.
+            models = [normal, modified] if group == "table2" else [default, f"{default}+{modified}"]
+            trained = ("cnn-lstm-10hz", "cnn-lstm-10hz-denoise") if group == "table2" else \
+                ("cnn-lstm-10hz-babble", "cnn-lstm-10hz-denoise")
+            for snr in ("0", "5", "10", "20"):  # one job each, so each table is done as soon as it can be
+                tag = f"{group}-{snr}"
+                jobs.append(Job(tag, [
+                    *sercli, "evaluate", *corpora, "--fold", "all", *(a for m in models for a in ("--model", str(m))),
+                    "--noise", str(data / "noise"), "--noise", "babble", "--snr", snr,
+                    "--workers", str(eval_workers), *common, "-o", str(runs / f"{tag}.json")], "evaluate",
+                    [f"{c}/fold{k}" for c in trained for k in FOLDS], runs / f"{tag}.md"))
         elif group == "two-step":  # binary networks beside each fold's four-class model
             jobs += [train(f"two-step/fold{k}", ["--topology", "two-step", "--first-step", str(normal)], str(k),
                            "two-step", [f"cnn-lstm-10hz/fold{k}"]) for k in FOLDS]
-        elif group == "two-step-all":  # the shipped four-class model as the first step
+        elif group == "two-step-all":  # the shipped two-step: row 3's all-speaker model as the first step
             jobs.append(train(group, ["--topology", "two-step", "--first-step",
-                                      str(ROOT / "weights" / "cnn-lstm-10hz.pt")], "none", "two-step-all"))
+                                      str(runs / "cnn-lstm-10hz" / "all" / "model.pt")], "none", "two-step-all",
+                              ["cnn-lstm-10hz-all"]))
         else:
             raise SystemExit(f"unknown group {group!r}; groups: {', '.join(GROUPS)}")
     planned = {job.name for job in jobs}
     for job in jobs:
         job.needs = [n for n in job.needs if n in planned]
     return jobs
+
+
+def training_flags(flags: list[str], recipe: str) -> list[str]:
+    """A configuration's `sercli train` flags under a recipe (click keeps the last of a repeated option)."""
+    flags = RECIPES[recipe] + list(flags)
+    if recipe == "context" and "--denoise" in flags:  # today's modified predictor also hears babble
+        flags += DENOISE_AUGMENTATION
+    return flags
 
 
 def build_caches(data: Path, runs: Path, workers: int, groups: list[str], log) -> None:
@@ -134,9 +151,10 @@ def build_caches(data: Path, runs: Path, workers: int, groups: list[str], log) -
 
     corpora = (f"manifest={data / 'ravdess' / 'manifest.csv'}", f"manifest={data / 'nemo' / 'manifest.csv'}")
     utterances = _load_corpora(corpora, False, False, data / "folds.csv")
-    wanted = [FeatureConfig(grid_hz=10, denoise=True)] if any("denoise" in g or g == "table2" for g in groups) else []
-    wanted += [FeatureConfig(grid_hz=10)] if any("10hz" in g and "denoise" not in g or g.startswith(("two-step", "variant"))
-                                                 or g == "table2" for g in groups) else []
+    wanted = [FeatureConfig(grid_hz=10, denoise=True)] if any("denoise" in g or g.startswith("table2")
+                                                             for g in groups) else []
+    wanted += [FeatureConfig(grid_hz=10)] if any("10hz" in g and "denoise" not in g
+                                                 or g.startswith(("two-step", "variant", "table2")) for g in groups) else []
     wanted += [FeatureConfig(grid_hz=20)] if any("20hz" in g for g in groups) else []
     for features in wanted:
         started = time.monotonic()
@@ -212,7 +230,7 @@ def write_reports(runs: Path, data: Path, log, recipe: str = "context") -> None:
         config = ModelConfig(topology="cnn-lstm" if two_step else topology, grid_hz=grid)
         command = " ".join(["sercli train", f"--corpus manifest={data}/ravdess/manifest.csv",
                             f"--corpus manifest={data}/nemo/manifest.csv", f"--folds {data}/folds.csv",
-                            "--fold all", *RECIPES[recipe], *flags, f"--out {out}"])
+                            "--fold all", *training_flags(flags, recipe), f"--out {out}"])
         _write_report(out, results, config, command, two_step)
         valid = [m["valid_wa"] for m in results.values()]
         log(f"{out.name}: {len(results)} runs, mean validation WA {100 * sum(valid) / len(valid):.1f}")
