@@ -95,8 +95,10 @@ def plan(data: Path, runs: Path, device: str, eval_workers: int, groups: list[st
         return Job(name, [*sercli, "train", *corpora, *flags, "--fold", fold, "--out", str(runs / out), "--workers",
                           "1", *common], "train", needs or [])
 
-    normal, modified = runs / "cnn-lstm-10hz" / "{run}" / "model.pt", runs / "cnn-lstm-10hz-denoise" / "{run}" / "model.pt"
-    default = runs / "cnn-lstm-10hz-babble" / "{run}" / "model.pt"
+    def fold_model(config: str) -> str:  # each run's checkpoint of a configuration, as --model and --first-step take it
+        return str(runs / config / "{run}" / "model.pt")
+
+    normal, modified = fold_model("cnn-lstm-10hz"), fold_model("cnn-lstm-10hz-denoise")
     jobs: list[Job] = []
     for group in groups:
         if group in CONFIGS:
@@ -110,22 +112,20 @@ def plan(data: Path, runs: Path, device: str, eval_workers: int, groups: list[st
         elif group in ("table2", "table2-babble"):
             # table2: normal against modified (the paper's rows); table2-babble: the shipped default model,
             # alone and with the modified predictor (what `--denoise` runs). Every noise category and babble.
-            models = [normal, modified] if group == "table2" else [default, f"{default}+{modified}"]
-            trained = ("cnn-lstm-10hz", "cnn-lstm-10hz-denoise") if group == "table2" else \
-                ("cnn-lstm-10hz-babble", "cnn-lstm-10hz-denoise")
+            first = "cnn-lstm-10hz" if group == "table2" else "cnn-lstm-10hz-babble"
+            models = [normal, modified] if group == "table2" else [fold_model(first), f"{fold_model(first)}+{modified}"]
             for snr in ("0", "5", "10", "20"):  # one job each, so each table is done as soon as it can be
                 tag = f"{group}-{snr}"
                 jobs.append(Job(tag, [
-                    *sercli, "evaluate", *corpora, "--fold", "all", *(a for m in models for a in ("--model", str(m))),
+                    *sercli, "evaluate", *corpora, "--fold", "all", *(a for m in models for a in ("--model", m)),
                     "--noise", str(data / "noise"), "--noise", "babble", "--snr", snr,
                     "--workers", str(eval_workers), *common, "-o", str(runs / f"{tag}.json")], "evaluate",
-                    [f"{c}/fold{k}" for c in trained for k in FOLDS], runs / f"{tag}.md"))
+                    [f"{c}/fold{k}" for c in (first, "cnn-lstm-10hz-denoise") for k in FOLDS], runs / f"{tag}.md"))
         elif group == "two-step":  # binary networks beside each fold's four-class model
-            jobs += [train(f"two-step/fold{k}", ["--topology", "two-step", "--first-step", str(normal)], str(k),
+            jobs += [train(f"two-step/fold{k}", ["--topology", "two-step", "--first-step", normal], str(k),
                            "two-step", [f"cnn-lstm-10hz/fold{k}"]) for k in FOLDS]
-        elif group == "two-step-all":  # the shipped two-step: row 3's all-speaker model as the first step
-            jobs.append(train(group, ["--topology", "two-step", "--first-step",
-                                      str(runs / "cnn-lstm-10hz" / "all" / "model.pt")], "none", "two-step-all",
+        elif group == "two-step-all":  # the shipped two-step: row 3's all-speaker model ({run} = all) first
+            jobs.append(train(group, ["--topology", "two-step", "--first-step", normal], "none", "two-step-all",
                               ["cnn-lstm-10hz-all"]))
         else:
             raise SystemExit(f"unknown group {group!r}; groups: {', '.join(GROUPS)}")
