@@ -20,7 +20,7 @@ Examples:
   sercli analyze interview.mp3                  CSV on stdout
   sercli analyze movie.mkv --format json -o movie.json
   sercli analyze -r media/ --output-dir out/    one file per input, mirrored tree
-  find media -name '*.mp4' | sercli analyze - --output-dir out/ --skip-existing
+  find media -name '*.mp4' | sercli analyze - -o out/ --skip-existing
   sercli analyze talk.wav --segmentation fixed  consecutive 3 s windows
 """
 
@@ -114,8 +114,9 @@ def main() -> None:
                    "of several (an ensemble). Default: the shipped model.")
 @click.option("-f", "--format", "fmt", type=click.Choice(["csv", "json", "jsonl"]), default="csv",
               show_default=True, help="Output format.")
-@click.option("-o", "--output", default="-", metavar="FILE", show_default=True,
-              help="Write all results to FILE (atomically); - is stdout.")
+@click.option("-o", "--output", default="-", metavar="FILE|DIR/", show_default=True,
+              help="Write all results to FILE (atomically); - is stdout. A folder (a name ending in / or an "
+                   "existing folder) gets one output per input, as with --output-dir.")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write one output per input into DIR, named after the input.")
 @click.option("-r", "--recursive", is_flag=True, help="Look for media in subfolders of folder arguments.")
@@ -159,8 +160,12 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
     --format say otherwise; messages go to stderr. Exit status: 0 all inputs analysed,
     1 some input failed, 2 usage or model error.
     """
+    if output != "-" and (output.endswith(("/", os.sep)) or Path(output).is_dir()):
+        if output_dir is not None:  # `find ... | sercli analyze - -o out/`: a folder means one output per input
+            raise click.UsageError("give either -o/--output or --output-dir, not both")
+        output_dir, output = Path(output), "-"
     if skip_existing and output_dir is None:
-        raise click.UsageError("--skip-existing needs --output-dir")
+        raise click.UsageError("--skip-existing needs --output-dir (or -o DIR/)")
     if output_dir is not None and output != "-":
         raise click.UsageError("give either -o/--output or --output-dir, not both")
 

@@ -461,6 +461,25 @@ def test_paths_from_stdin_with_output_dir(tiny_model, media, tmp_path):
     assert json.loads(find_output(out, "other.wav.json").read_text())["file"] == str(other)
 
 
+def test_output_to_a_folder_writes_one_file_per_input(tiny_model, media, tmp_path, monkeypatch):
+    """`find ... | sercli analyze - -o out/`: -o with a trailing slash, or naming an existing
+    folder, acts as --output-dir instead of writing one file called `out`."""
+    other = copy_speech(media, tmp_path / "in" / "other.wav")
+    monkeypatch.chdir(tmp_path)
+    result = analyze(tiny_model, "-", "-o", "out/", "-q", input=f"{other}\n")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout == ""
+    assert (tmp_path / "out").is_dir() and output_names(tmp_path / "out") == ["other.wav.csv"]
+    (tmp_path / "existing").mkdir()
+    result = analyze(tiny_model, media.speech, "-o", "existing", "-f", "json", "-q")
+    assert result.exit_code == 0, result.stderr
+    assert output_names(tmp_path / "existing") == ["speech.wav.json"]
+    again = analyze(tiny_model, media.speech, "-o", "existing", "--skip-existing", "-f", "json")
+    assert again.exit_code == 0 and "skipped 1 with existing output" in again.stderr, again.stderr
+    both = analyze(tiny_model, media.speech, "-o", "out/", "--output-dir", "elsewhere")
+    assert both.exit_code == 2 and not (tmp_path / "elsewhere").exists()
+
+
 # --------------------------------------------------------------------------- --skip-existing
 
 
