@@ -160,10 +160,8 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
     --format say otherwise; messages go to stderr. Exit status: 0 all inputs analysed,
     1 some input failed, 2 usage or model error.
     """
-    if output != "-" and (output.endswith(("/", os.sep)) or Path(output).is_dir()):
-        if output_dir is not None:  # `find ... | sercli analyze - -o out/`: a folder means one output per input
-            raise click.UsageError("give either -o/--output or --output-dir, not both")
-        output_dir, output = Path(output), "-"
+    if output != "-" and output_dir is None and (output.endswith(("/", os.sep)) or Path(output).is_dir()):
+        output_dir, output = Path(output), "-"  # `find ... | sercli analyze - -o out/`: one output per input
     if skip_existing and output_dir is None:
         raise click.UsageError("--skip-existing needs --output-dir (or -o DIR/)")
     if output_dir is not None and output != "-":
