@@ -76,13 +76,21 @@ class FeatureConfig:
         return min(self.n_frames, -(-n_samples // self.hop_length))
 
 
-def pad_batch(segments: list[np.ndarray], config: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack 16 kHz segments into (B, max_samples) zero-padded, with their lengths (B,)."""
-    batch = torch.zeros(len(segments), config.max_samples)
+def pad_batch(segments: list[np.ndarray], config: FeatureConfig,
+              pin_memory: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack 16 kHz segments into (B, max_samples) zero-padded, with their lengths (B,).
+
+    pin_memory: build the batch in page-locked memory, for a GPU. Each sample is written once
+    (no zero fill first): on an H200's host, stacking and copying a batch of 1,024 took 0.09 ms a
+    segment in pageable memory, as long as the GPU's features and network together
+    (bench/gpu_throughput.py)."""
+    batch = torch.empty(len(segments), config.max_samples, pin_memory=pin_memory)
+    rows = batch.numpy()
     lengths = torch.zeros(len(segments), dtype=torch.long)
     for i, samples in enumerate(segments):
         n = min(len(samples), config.max_samples)
-        batch[i, :n] = torch.from_numpy(np.asarray(samples[:n], dtype=np.float32))
+        rows[i, :n] = samples[:n]
+        rows[i, n:] = 0.0
         lengths[i] = n
     return batch, lengths
 
@@ -183,7 +191,7 @@ def log_spectrograms(segments: list[np.ndarray], config: FeatureConfig, device: 
 
 def _log_spectrograms(segments: list[np.ndarray], config: FeatureConfig, device: torch.device,
                       f0: list[np.ndarray] | None) -> torch.Tensor:
-    waveforms, lengths = pad_batch(segments, config)
+    waveforms, lengths = pad_batch(segments, config, pin_memory=device.type == "cuda")
     waveforms = waveforms.to(device, non_blocking=True)
     power = power_spectrogram(waveforms, config)
     if config.denoise:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sercli.features import FeatureConfig, log_spectrograms
+from sercli.features import FeatureConfig, log_spectrograms, pad_batch
 
 from conftest import tone
 
@@ -118,3 +118,19 @@ def test_spectrograms_computed_a_few_at_a_time_equal_the_whole_batch(denoise, mo
     if denoise:
         with pytest.raises(ValueError, match="pitch track"):
             log_spectrograms(samples, config, "cpu", f0[:-1])
+
+
+def test_batches_are_zero_padded_and_clipped_whatever_the_memory_held():
+    config = FeatureConfig()
+    # Fill the allocator's recent memory with non-zeros, so a batch built in uninitialised
+    # memory would show them in its padding.
+    for _ in range(3):
+        torch.full((4, config.max_samples), 7.0)
+    rng = np.random.default_rng(5)
+    segments = [rng.standard_normal(n) for n in (1, 800, config.max_samples + 500)]  # float64 in
+    batch, lengths = pad_batch(segments, config)
+    assert batch.dtype == torch.float32 and batch.shape == (3, config.max_samples)
+    assert lengths.tolist() == [1, 800, config.max_samples]
+    for row, samples, n in zip(batch, segments, lengths.tolist()):
+        assert torch.equal(row[:n], torch.from_numpy(samples[:n].astype(np.float32)))
+        assert not row[n:].any()
