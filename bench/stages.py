@@ -1,7 +1,8 @@
 """Where `sercli analyze`'s time goes on one long file: the stages of its pipeline run alone, one
 after another, in this process, then the command itself end to end in a fresh one.
 
-    python bench/stages.py bench/media/programme-60.mp4       # prints a markdown table
+    python bench/stages.py bench/media/programme-60.mp4              # prints a markdown table
+    python bench/stages.py bench/media/programme-60.mp4 --denoise    # options go to the end-to-end run
 
 - decode: sercli's own ffmpeg stream of 16 kHz mono chunks, read and thrown away;
 - + voice activity: the same with silero-vad and the segmenter (the pipeline's producer thread);
@@ -44,8 +45,7 @@ def _producer(path: str, vad: bool, pitch: bool) -> tuple[float, float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path")
-    parser.add_argument("options", nargs="*", help="extra options for the end-to-end run, e.g. --device cpu")
-    args = parser.parse_args()
+    args, options = parser.parse_known_args()  # the rest are `sercli analyze` options, e.g. --device cpu
     rows = ["| stage | wall time | x realtime |", "|---|---|---|"]
     audio = 0.0
     for name, vad, pitch in (("decode", False, False), ("+ voice activity, segmentation", True, False),
@@ -54,9 +54,9 @@ def main() -> None:
         rows.append(f"| {name} | {wall:.1f} s | {audio / wall:.0f}x |")
         print(rows[-1], file=sys.stderr)
     started = time.perf_counter()
-    subprocess.run(["sercli", "analyze", args.path, "-o", os.devnull, "-q", *args.options], check=True)
+    subprocess.run(["sercli", "analyze", args.path, "-o", os.devnull, "-q", *options], check=True)
     wall = time.perf_counter() - started
-    rows.append(f"| end to end{' ' + ' '.join(args.options) if args.options else ''} | {wall:.1f} s | {audio / wall:.0f}x |")
+    rows.append(f"| end to end{' ' + ' '.join(options) if options else ''} | {wall:.1f} s | {audio / wall:.0f}x |")
     print("\n".join(rows))
 
 
