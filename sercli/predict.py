@@ -7,6 +7,7 @@ from consecutive files share batches, so many short clips keep the device as bus
 from __future__ import annotations
 
 import itertools
+import os
 import queue
 import threading
 import traceback
@@ -171,8 +172,17 @@ class _Decoding:
         self._chunks.close()
 
 
+def _vad_threads(models: Sequence[Model]) -> int:
+    """onnxruntime threads for speech detection: 2 when every model runs on a GPU and the host has
+    cores to spare, since there the one thread of speech detection sets the pace (bench/GPU.md);
+    1 when the network shares the CPU, where a second one slowed analyses (sercli.segment)."""
+    on_gpu = all(model.device.type != "cpu" for model in models)
+    return 2 if on_gpu and (os.cpu_count() or 1) >= 4 else 1
+
+
 def _produce(sources: Iterable[Source], config: SegmentationConfig, audio_stream: int, pitch: PitchTracker | None,
-             out: queue.Queue, stop: threading.Event, on_audio: Callable[[float], None] | None) -> None:
+             out: queue.Queue, stop: threading.Event, on_audio: Callable[[float], None] | None,
+             vad_threads: int = 1) -> None:
     """Runs in a thread: puts ("file", name), ("segment", Segment), ("end", report) or ("error", failure)."""
 
     def put(item) -> bool:
@@ -184,7 +194,7 @@ def _produce(sources: Iterable[Source], config: SegmentationConfig, audio_stream
                 continue
         return False
 
-    vad = SpeechProbabilities()
+    vad = SpeechProbabilities(vad_threads)
     pending = iter(sources)
     upcoming: deque[tuple[Source, _Decoding | None]] = deque()  # this file and the next DECODE_AHEAD
     try:
@@ -288,7 +298,7 @@ class Pipeline:
         producer = threading.Thread(
             target=_produce, args=(sources, self.segmentation, self.audio_stream,
                                    pitch_tracker(self.pitch_features) if self.pitch_features else None,
-                                   events, stop, on_audio),
+                                   events, stop, on_audio, _vad_threads(self.models)),
             name="sercli-decode", daemon=True)
         producer.start()
         files: deque[_Pending] = deque()

@@ -64,9 +64,15 @@ def split_evenly(start: int, end: int, max_length: int) -> list[tuple[int, int]]
 
 
 class SpeechProbabilities:
-    """Silero VAD speech probability per 32 ms frame, fed chunk by chunk with state carried."""
+    """Silero VAD speech probability per 32 ms frame, fed chunk by chunk with state carried.
 
-    def __init__(self) -> None:
+    threads: onnxruntime's threads for it. Its state carries through the whole file, so a file
+    cannot be split across cores (bench/vad.py: restarting it 8 s before a point moved the
+    probabilities there by up to 0.77), but a second thread inside each call gave the same
+    probabilities 1.25-1.34 times faster when the cores were otherwise idle (and slowed the
+    whole analysis by 15-25% on 2 cores where torch needs them)."""
+
+    def __init__(self, threads: int = 1) -> None:
         import onnxruntime
         import torch
 
@@ -74,7 +80,7 @@ class SpeechProbabilities:
         # which would leave torch (features, the network, training) on one core: put it back.
         threads = torch.get_num_threads()
         options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads = 1
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         model = resources.files("silero_vad.data").joinpath(VAD_MODEL).read_bytes()
         self._session = onnxruntime.InferenceSession(

@@ -131,3 +131,30 @@ def test_voice_activity_model_leaves_torch_its_threads():
     worker.start()
     worker.join()
     assert torch.get_num_threads() == before
+
+
+def test_a_second_voice_activity_thread_gives_the_same_probabilities(example_audio):
+    from sercli.segment import SpeechProbabilities
+
+    one, two = SpeechProbabilities(1), SpeechProbabilities(2)
+    chunks = [example_audio[i : i + 70_000] for i in range(0, example_audio.size, 70_000)]
+    first = np.concatenate([one.feed(c) for c in chunks] + [one.feed(np.zeros(0, np.float32), final=True)])
+    second = np.concatenate([two.feed(c) for c in chunks] + [two.feed(np.zeros(0, np.float32), final=True)])
+    assert first.size == example_audio.size // 512 + 1 and first.max() > 0.9  # the example holds speech
+    np.testing.assert_array_equal(first, second)
+
+
+def test_speech_detection_gets_a_second_thread_only_beside_a_gpu(monkeypatch):
+    from types import SimpleNamespace
+
+    import torch
+
+    from sercli import predict
+
+    cpu, gpu = (SimpleNamespace(device=torch.device(kind)) for kind in ("cpu", "cuda"))
+    monkeypatch.setattr(predict.os, "cpu_count", lambda: 16)
+    assert predict._vad_threads([gpu]) == 2
+    assert predict._vad_threads([gpu, cpu]) == 1
+    assert predict._vad_threads([cpu]) == 1
+    monkeypatch.setattr(predict.os, "cpu_count", lambda: 2)
+    assert predict._vad_threads([gpu]) == 1
