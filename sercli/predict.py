@@ -175,7 +175,8 @@ class _Decoding:
 def _vad_threads(models: Sequence[Model]) -> int:
     """onnxruntime threads for speech detection: 2 when every model runs on a GPU and the host has
     cores to spare, since there the one thread of speech detection sets the pace (bench/GPU.md);
-    1 when the network shares the CPU, where a second one slowed analyses (sercli.segment)."""
+    1 when the network shares the CPU, where a second one slowed analyses (sercli.segment). Not
+    yet timed end to end on a GPU machine."""
     on_gpu = all(model.device.type != "cpu" for model in models)
     return 2 if on_gpu and (os.cpu_count() or 1) >= 4 else 1
 
