@@ -78,7 +78,7 @@ class SpeechProbabilities:
 
         # Creating an onnxruntime session sets OpenMP's thread count to 1 for the whole process,
         # which would leave torch (features, the network, training) on one core: put it back.
-        threads = torch.get_num_threads()
+        torch_threads = torch.get_num_threads()
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
@@ -86,7 +86,7 @@ class SpeechProbabilities:
         self._session = onnxruntime.InferenceSession(
             model, sess_options=options, providers=["CPUExecutionProvider"]
         )
-        torch.set_num_threads(threads)
+        torch.set_num_threads(torch_threads)
         self.reset()
 
     def reset(self) -> None:

@@ -137,6 +137,7 @@ def test_a_second_voice_activity_thread_gives_the_same_probabilities(example_aud
     from sercli.segment import SpeechProbabilities
 
     one, two = SpeechProbabilities(1), SpeechProbabilities(2)
+    assert [v._session.get_session_options().intra_op_num_threads for v in (one, two)] == [1, 2]
     chunks = [example_audio[i : i + 70_000] for i in range(0, example_audio.size, 70_000)]
     first = np.concatenate([one.feed(c) for c in chunks] + [one.feed(np.zeros(0, np.float32), final=True)])
     second = np.concatenate([two.feed(c) for c in chunks] + [two.feed(np.zeros(0, np.float32), final=True)])
