@@ -162,6 +162,8 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
     """
     if output != "-" and output_dir is None and (output.endswith(("/", os.sep)) or Path(output).is_dir()):
         output_dir, output = Path(output), "-"  # `find ... | sercli analyze - -o out/`: one output per input
+        if output_dir.exists() and not output_dir.is_dir():  # what --output-dir's check says of it
+            raise click.BadParameter(f"Directory {str(output_dir)!r} is a file.", param_hint="'-o' / '--output'")
     if skip_existing and output_dir is None:
         raise click.UsageError("--skip-existing needs --output-dir (or -o DIR/)")
     if output_dir is not None and output != "-":

@@ -478,6 +478,10 @@ def test_output_to_a_folder_writes_one_file_per_input(tiny_model, media, tmp_pat
     assert again.exit_code == 0 and "skipped 1 with existing output" in again.stderr, again.stderr
     both = analyze(tiny_model, media.speech, "-o", "out/", "--output-dir", "elsewhere")
     assert both.exit_code == 2 and not (tmp_path / "elsewhere").exists()
+    (tmp_path / "taken").write_text("not a folder")
+    clash = analyze(tiny_model, media.speech, "-o", "taken/")
+    assert clash.exit_code == 2 and "Directory 'taken' is a file" in clash.stderr, clash.stderr
+    assert (tmp_path / "taken").read_text() == "not a folder"
 
 
 # --------------------------------------------------------------------------- --skip-existing
