@@ -3,7 +3,7 @@ cores? Two ways, measured on the programme's first 15 minutes:
 
     python bench/vad.py bench/media/programme-60.mp4      # prints two markdown tables
 
-- more onnxruntime threads for Silero VAD (sercli gives it one): time and whether the
+- more onnxruntime threads for Silero VAD (sercli gives it one, two beside a GPU): time and whether the
   probabilities stay the same;
 - cutting the file into pieces run side by side: each piece starts Silero from a fresh state a
   little before its first frame; how far its probabilities then are from one pass through the
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import time
-from importlib import resources
 
 import numpy as np
 
@@ -23,20 +22,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("path")
     args = parser.parse_args()
-    import onnxruntime
-
-    import sercli.segment as segment
+    from sercli import segment
     from sercli.audio import SAMPLE_RATE, load_audio
 
     audio = load_audio(args.path)[: SAMPLE_RATE * 900]
     chunk = SAMPLE_RATE * 30
-    model = resources.files("silero_vad.data").joinpath(segment.VAD_MODEL).read_bytes()
 
     def whole(threads: int) -> tuple[float, np.ndarray]:
-        vad = segment.SpeechProbabilities()
-        options = onnxruntime.SessionOptions()
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-        vad._session = onnxruntime.InferenceSession(model, sess_options=options, providers=["CPUExecutionProvider"])
+        vad = segment.SpeechProbabilities(threads)
         started = time.perf_counter()
         parts = [vad.feed(audio[i : i + chunk]) for i in range(0, audio.size, chunk)]
         return time.perf_counter() - started, np.concatenate(parts)
