@@ -69,8 +69,8 @@ class SpeechProbabilities:
     threads: onnxruntime's threads for it. Its state carries through the whole file, so a file
     cannot be split across cores (bench/vad.py: restarting it 8 s before a point moved the
     probabilities there by up to 0.77), but a second thread inside each call gave the same
-    probabilities 1.23-1.34 times faster when the cores were otherwise idle (and slowed the
-    whole analysis by 16-29% on 2 cores, where torch needs them)."""
+    probabilities 1.22-1.34 times faster in six of seven runs when the cores were otherwise
+    idle (and slowed the whole analysis by 16-29% on 2 cores, where torch needs them)."""
 
     def __init__(self, threads: int = 1) -> None:
         import onnxruntime
