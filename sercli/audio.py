@@ -24,6 +24,18 @@ MEDIA_EXTENSIONS = frozenset(
 )
 
 
+# Names of this process's own descriptors, stdin first: ffmpeg is handed the descriptor itself
+# (audio piped in: `ffmpeg -i x.mkv -f wav - | sercli analyze /dev/stdin`, or `<(...)`).
+STDIN_PATHS = frozenset({"/dev/stdin", "/dev/fd/0", "/proc/self/fd/0"})
+_DESCRIPTOR_PATH = re.compile(r"/dev/fd/(\d+)|/proc/self/fd/(\d+)")
+# Box types an ISO base media file (MP4, MOV, M4A, 3GP) can begin with, at byte 4.
+MP4_BOXES = frozenset({b"ftyp", b"moov", b"mdat", b"free", b"skip", b"wide", b"pnot", b"uuid", b"styp", b"sidx",
+                       b"moof"})
+
+
+INPUT_STAND_IN = "sercli-input"
+
+
 class AudioError(Exception):
     """A file could not be decoded; the message names the cause in one line."""
 
@@ -34,6 +46,7 @@ class DecodeReport:
 
     samples: int = 0
     warnings: list[str] = field(default_factory=list)
+    decoder: subprocess.Popen | None = field(default=None, repr=False, compare=False)  # ffmpeg, while it runs
 
     @property
     def duration_s(self) -> float:
@@ -55,9 +68,21 @@ def ffmpeg_binary() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+def own_descriptor(path: str) -> int | None:
+    """N when `path` names this process's descriptor N (/dev/stdin is 0), else None."""
+    if path in STDIN_PATHS:
+        return 0
+    match = _DESCRIPTOR_PATH.fullmatch(path)
+    return int(match.group(1) or match.group(2)) if match else None
+
+
 def _decode_command(path: str, audio_stream: int) -> list[str]:
+    descriptor = own_descriptor(path)
     # "file:" keeps a name such as "a:b.wav" from being read as a protocol.
-    stream = ffmpeg.input("file:" + os.path.abspath(path), nostdin=None, hide_banner=None)
+    url = f"pipe:{descriptor}" if descriptor is not None else "file:" + os.path.abspath(path)
+    # ffmpeg-python hashes its arguments as UTF-8, which a name in another encoding (its bytes
+    # kept as surrogates) cannot be: the graph is built on a stand-in, swapped for the name after.
+    stream = ffmpeg.input(INPUT_STAND_IN, nostdin=None, hide_banner=None)
     out = stream.output(
         "pipe:",
         map=f"0:a:{audio_stream}",
@@ -74,7 +99,7 @@ def _decode_command(path: str, audio_stream: int) -> list[str]:
         af=f"asetnsamples=n={FFMPEG_FRAME_SAMPLES}:p=0",
         loglevel="error",
     )
-    return out.compile(cmd=ffmpeg_binary())
+    return [url if arg == INPUT_STAND_IN else arg for arg in out.compile(cmd=ffmpeg_binary())]
 
 
 def _explain(stderr: str, path: str, audio_stream: int) -> str:
@@ -85,13 +110,23 @@ def _explain(stderr: str, path: str, audio_stream: int) -> str:
         if audio_stream == 0:
             return "no audio stream"
         return f"no audio stream #{audio_stream} (streams are counted from 0)"
-    if "moov atom not found" in lowered:
+    if "moov atom not found" in lowered and _starts_like_mp4(path):
         return "truncated or incomplete file (mp4 index missing), nothing decodable"
+    if "moov atom not found" in lowered:  # ffmpeg picked its mp4 reader by the name alone
+        return "not a media file ffmpeg can read (invalid data)"
     if "invalid data found" in lowered or "could not find codec parameters" in lowered:
         return "not a media file ffmpeg can read (invalid data)"
     if "permission denied" in lowered:
         return "permission denied"
     return f"ffmpeg: {_last_line(text, path)}"
+
+
+def _starts_like_mp4(path: str) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read(8)[4:8] in MP4_BOXES
+    except OSError:
+        return True  # cannot look: trust ffmpeg's word
 
 
 def _last_line(stderr: str, path: str) -> str:
@@ -110,8 +145,8 @@ def _check_readable(path: str) -> None:
         raise AudioError("is a directory")
     if not os.access(path, os.R_OK):
         raise AudioError("permission denied")
-    if os.path.getsize(path) == 0:
-        raise AudioError("empty file")
+    if os.path.isfile(path) and own_descriptor(path) is None and os.path.getsize(path) == 0:
+        raise AudioError("empty file")  # a pipe or a FIFO says 0 bytes whatever it will carry
 
 
 def stream_audio(
@@ -130,11 +165,14 @@ def stream_audio(
     _check_readable(path)
     command = _decode_command(path, audio_stream)
     try:
+        descriptor = own_descriptor(path)
         process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            command, stdin=None if descriptor == 0 else subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, pass_fds=(descriptor,) if descriptor and descriptor > 2 else (),
         )
     except OSError as exc:
         raise AudioError(f"cannot run ffmpeg ({command[0]}): {exc.strerror}") from exc
+    report.decoder = process
 
     stderr_chunks: list[bytes] = []
     drain = threading.Thread(target=lambda: stderr_chunks.append(process.stderr.read()), daemon=True)

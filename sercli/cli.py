@@ -60,8 +60,8 @@ def _inputs(paths: tuple[str, ...], recursive: bool) -> Iterator[str]:
 def _given_inputs(paths: tuple[str, ...], recursive: bool) -> Iterator[str]:
     for given in paths:
         if given == "-":
-            for line in sys.stdin:
-                line = line.rstrip("\r\n")
+            for line in sys.stdin.buffer:
+                line = os.fsdecode(line.rstrip(b"\r\n"))  # any bytes a file name may hold
                 if line.strip():
                     yield line
         elif Path(given).is_dir():
@@ -69,6 +69,45 @@ def _given_inputs(paths: tuple[str, ...], recursive: bool) -> Iterator[str]:
                 yield str(path)
         else:
             yield given
+
+
+# How media files begin: WAV, FLAC, Ogg, ID3-tagged MP3, Matroska/WebM, AIFF, AMR, ASF/WMA, and
+# bare MPEG audio frames (MP3, ADTS AAC); MP4/MOV say "ftyp" at byte 4.
+MEDIA_SIGNATURES = (b"RIFF", b"fLaC", b"OggS", b"ID3", b"\x1a\x45\xdf\xa3", b"FORM", b"#!AMR", b"0&\xb2u",
+                    b"\xff\xfb", b"\xff\xf3", b"\xff\xf2", b"\xff\xf1", b"\xff\xf9")
+
+
+def _stdin_is_not_paths() -> bool:
+    """Whether what waits on stdin is not a list of paths (audio piped in, say): NUL bytes, a
+    first block that is not UTF-8, or a known media signature. Looks without consuming."""
+    buffer = sys.stdin.buffer
+    if hasattr(buffer, "peek"):
+        head = buffer.peek(4096)[:4096]
+    elif buffer.seekable():
+        where = buffer.tell()
+        head = buffer.read(4096)
+        buffer.seek(where)
+    else:
+        return False
+    if b"\0" in head or head.startswith(MEDIA_SIGNATURES) or head[4:8] == b"ftyp":
+        return True
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.reason == "unexpected end of data":
+            return False  # just a character cut at the block's end
+        # Names in other encodings (Latin-1 on old disks) are paths still, if they exist.
+        lines = [line.rstrip(b"\r") for line in head.split(b"\n")[:-1]]
+        return not lines or not all(os.path.lexists(line) for line in lines if not _is_utf8(line))
+    return False
+
+
+def _is_utf8(data: bytes) -> bool:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def output_name(path: str, fmt: str) -> Path:
@@ -84,6 +123,40 @@ def output_name(path: str, fmt: str) -> Path:
         normal = os.path.abspath(path)
         normal = normal[len(os.path.splitdrive(normal)[0]):].lstrip(os.sep)
     return Path(f"{normal}.{fmt}")
+
+
+def _check_analyze_io(paths: tuple[str, ...], output: str, output_dir: Path | None) -> None:
+    """Usage errors (one line, exit 2) found before any input is decoded: an output that cannot
+    be written, stdin asked for twice, or audio piped to `-`, which reads paths."""
+    from .audio import STDIN_PATHS
+
+    if output_dir is not None:
+        _check_output(output_dir, folder=True)
+    elif output != "-":
+        _check_output(Path(output))
+    reads_stdin = [p for p in paths if p == "-" or p in STDIN_PATHS]
+    if len(reads_stdin) > 1:
+        _say(None, "error", f"{' and '.join(reads_stdin)} both read stdin: give only one")
+        sys.exit(EXIT_USAGE)
+    if "-" in paths and _stdin_is_not_paths():
+        _say(None, "error", "- reads paths from stdin, one per line, but what arrives is not text (audio?); "
+                            "to analyse audio from a pipe, name it /dev/stdin: ffmpeg -i x.mkv -f wav - | "
+                            "sercli analyze /dev/stdin")
+        sys.exit(EXIT_USAGE)
+
+
+def _check_output(path: Path, folder: bool = False) -> None:
+    """A usage error (one line, exit 2) unless `path` (a file, or a folder to fill) can be written now."""
+    from .outputs import OutputError, check_folder, check_writable
+
+    try:
+        if folder:
+            check_folder(path)
+        else:
+            check_writable(path)
+    except OutputError as exc:
+        _say(None, "error", f"cannot write output {exc}")
+        sys.exit(EXIT_USAGE)
 
 
 def _progress(quiet: bool):
@@ -117,7 +190,7 @@ def main() -> None:
 @click.option("-o", "--output", default="-", metavar="FILE|DIR/", show_default=True,
               help="Write all results to FILE (atomically); - is stdout. A folder (a name ending in / or an "
                    "existing folder) gets one output per input, as with --output-dir.")
-@click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+@click.option("--output-dir", type=click.Path(path_type=Path), default=None,
               help="Write one output per input into DIR, named after the input.")
 @click.option("-r", "--recursive", is_flag=True, help="Look for media in subfolders of folder arguments.")
 @click.option("--skip-existing", is_flag=True,
@@ -155,19 +228,18 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
             context, audio_stream, device, batch_size, precision, ray_address, ray_actors, quiet, debug) -> None:
     """Label every stretch of speech (at most 3 s) in PATH... with an emotion.
 
-    PATH is a media file, a folder (its media files; -r for subfolders) or - to read one
-    path per line from stdin. Output goes to stdout as CSV unless -o, --output-dir or
+    PATH is a media file, a folder (its media files; -r for subfolders), - to read one
+    path per line from stdin, or /dev/stdin for audio piped in. Output goes to stdout as CSV unless -o, --output-dir or
     --format say otherwise; messages go to stderr. Exit status: 0 all inputs analysed,
     1 some input failed, 2 usage or model error.
     """
     if output != "-" and output_dir is None and (output.endswith(("/", os.sep)) or Path(output).is_dir()):
         output_dir, output = Path(output), "-"  # `find ... | sercli analyze - -o out/`: one output per input
-        if output_dir.exists() and not output_dir.is_dir():  # what --output-dir's check says of it
-            raise click.BadParameter(f"Directory {str(output_dir)!r} is a file.", param_hint="'-o' / '--output'")
     if skip_existing and output_dir is None:
         raise click.UsageError("--skip-existing needs --output-dir (or -o DIR/)")
     if output_dir is not None and output != "-":
         raise click.UsageError("give either -o/--output or --output-dir, not both")
+    _check_analyze_io(paths, output, output_dir)
 
     # Decoding, voice activity and the network share the cores: OpenMP threads that sleep when
     # idle instead of spinning leave them to the others (125x against 110x realtime here). It
@@ -176,7 +248,8 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
     from .predict import DeviceOutOfMemory, FileFailure, Pipeline
     from .segment import SegmentationConfig
     from .weights import DEFAULT_DENOISE_MODEL, DENOISE_MODEL, ModelError, load_models
-    from .writers import WRITERS, AtomicFile, write_one
+    from .outputs import OutputFile
+    from .writers import WRITERS, write_one
 
     if ray_actors is not None and ray_address is None:
         raise click.UsageError("--ray-actors needs --ray")
@@ -243,13 +316,15 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
 
     combined = None
     writer = None
-    if output_dir is None:
-        combined = None if output == "-" else AtomicFile(output)
-        stream = sys.stdout if combined is None else combined.handle
-        writer = WRITERS[fmt](stream, pipeline.labels)
-
-    exit_code = EXIT_OK
+    results = iter(())
+    exit_code, message = EXIT_OK, None  # the message is said once the bar is gone
     try:
+        if output_dir is None:
+            if output == "-" and hasattr(sys.stdout, "reconfigure"):
+                sys.stdout.reconfigure(errors="surrogateescape")  # names' own bytes, as in a file
+            combined = None if output == "-" else OutputFile(output)
+            stream = sys.stdout if combined is None else combined.handle
+            writer = WRITERS[fmt](stream, pipeline.labels)
         if ray_address is None:
             results = pipeline.run(sources(), on_audio)
         else:
@@ -283,22 +358,26 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
         if combined is not None:
             combined.commit()
     except DeviceOutOfMemory as exc:
-        _say(console, "error", str(exc))
-        exit_code = EXIT_FAILED
-    except KeyboardInterrupt:
-        _say(console, "error", "interrupted; outputs already completed are kept")
-        exit_code = EXIT_INTERRUPTED
+        exit_code, message = EXIT_FAILED, str(exc)
+    except KeyboardInterrupt:  # in-process callers; the command itself gets stopping.Interrupted
+        exit_code, message = EXIT_INTERRUPTED, "interrupted; outputs already completed are kept"
     except BrokenPipeError:
         sys.stderr.close()  # the reader went away (| head): stop quietly
         exit_code = EXIT_FAILED
     except OSError as exc:
-        _say(console, "error", f"cannot write output: {exc}")
-        exit_code = EXIT_FAILED
+        exit_code, message = EXIT_FAILED, f"cannot write output: {exc}"
     finally:
+        # In this order on every way out, a stop signal's included: the decoding thread and its
+        # ffmpeg stop, the unfinished combined output goes, and the bar stops before any message.
+        close = getattr(results, "close", None)
+        if close is not None:
+            close()
         if combined is not None:
             combined.discard()
         if progress is not None:
             progress.stop()
+    if message is not None:
+        _say(None, "error", message)
     if exit_code != EXIT_OK:
         sys.exit(exit_code)
 
@@ -402,7 +481,7 @@ def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
                    "sercli.features.FeatureConfig (e.g. e_noise_db=-50). Network and feature settings are saved "
                    "in the checkpoint.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]", help="Where to train.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
               help="Run folder: a folder per run with model.pt and metrics.json, results.md and results.json; "
                    "rerunning the same command resumes it.")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -429,6 +508,7 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
     from .train import TrainConfig, override
     from .weights import ModelError, resolve_device
 
+    _check_output(out_dir, folder=True)
     try:
         utterances = _load_corpora(corpora, include_scripted, excited_as_happy, folds_path)
         splits = plan_splits(utterances, fold or "all", validation, seed)
@@ -497,6 +577,11 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
     except (CorpusError, NoiseError) as exc:
         _say(None, "error", str(exc))
         sys.exit(EXIT_FAILED)
+    except OSError as exc:  # the run folder filled up or went away; completed epochs are kept
+        if exc.filename is None:
+            raise
+        _say(None, "error", f"cannot write {exc.filename}: {exc.strerror}; rerun the same command to resume")
+        sys.exit(EXIT_FAILED)
 
 
 @main.command()
@@ -520,7 +605,7 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for cached spectrograms (default: none).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="Also write the scores, with confusion matrices, to this JSON file.")
 @click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="Processes that decode and featurise the speech (default: the CPU count, at most 8).")
@@ -548,6 +633,8 @@ def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_pat
 
     if snrs and not noises:
         raise click.UsageError("--snr needs --noise")
+    if output is not None:
+        _check_output(output)
     try:
         conditions = [CLEAN]
         for given in noises:
@@ -576,7 +663,11 @@ def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_pat
     else:
         click.echo(conditions_table(results), nl=False)
     if output is not None:
-        atomic_write_bytes(output, json.dumps(results[0] if len(results) == 1 else results, indent=1).encode())
+        try:
+            atomic_write_bytes(output, json.dumps(results[0] if len(results) == 1 else results, indent=1).encode())
+        except OSError as exc:
+            _say(None, "error", f"cannot write output {output}: {exc.strerror or exc}")
+            sys.exit(EXIT_FAILED)
 
 
 @main.command()
@@ -585,7 +676,7 @@ def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_pat
               help="Where the segment starts in FILE.")
 @click.option("--duration", type=click.FloatRange(0.1, 3.0), default=3.0, show_default=True, metavar="SECONDS",
               help="Segment length (the model's inputs are at most 3 s).")
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+@click.option("-o", "--output", type=click.Path(path_type=Path), default=None,
               help="PNG to write [default: FILE's name + -START s.png in the current folder].")
 @click.option("--grid", type=click.Choice(["10", "20"]), default="10", show_default=True, help="Frequency grid, Hz.")
 @click.option("--window", type=click.Choice(["40", "20"]), default="40", show_default=True, help="Window, ms.")
@@ -606,6 +697,7 @@ def plot(path, start, duration, output, grid, window, audio_stream) -> None:
     from .plot import plot_segment
 
     out = output or Path(f"{Path(path).name}-{start:g}s.png")
+    _check_output(out)
     try:
         plot_segment(path, start, duration, out, FeatureConfig(grid_hz=int(grid), window_ms=int(window)), audio_stream)
     except AudioError as exc:

@@ -166,6 +166,13 @@ class _Decoding:
             yield first
             yield from self._chunks
 
+    def kill(self) -> None:
+        """Kill its ffmpeg now, from any thread: a read blocked on a stalled input (a FIFO, a hung
+        network share) then ends, so a stopping pipeline never waits on it."""
+        decoder = self.report.decoder
+        if decoder is not None and decoder.poll() is None:
+            decoder.kill()
+
     def close(self) -> None:
         """Stop its ffmpeg, if it still runs (the pipeline stopped before this file's turn)."""
         self._thread.join()
@@ -183,8 +190,10 @@ def _vad_threads(models: Sequence[Model]) -> int:
 
 def _produce(sources: Iterable[Source], config: SegmentationConfig, audio_stream: int, pitch: PitchTracker | None,
              out: queue.Queue, stop: threading.Event, on_audio: Callable[[float], None] | None,
-             vad_threads: int = 1) -> None:
-    """Runs in a thread: puts ("file", name), ("segment", Segment), ("end", report) or ("error", failure)."""
+             vad_threads: int = 1, upcoming: deque | None = None) -> None:
+    """Runs in a thread: puts ("file", name), ("segment", Segment), ("end", report) or ("error", failure).
+    upcoming: the deque it keeps the current and next files' decodings in, for a caller that may
+    have to kill them."""
 
     def put(item) -> bool:
         while not stop.is_set():
@@ -197,7 +206,8 @@ def _produce(sources: Iterable[Source], config: SegmentationConfig, audio_stream
 
     vad = SpeechProbabilities(vad_threads)
     pending = iter(sources)
-    upcoming: deque[tuple[Source, _Decoding | None]] = deque()  # this file and the next DECODE_AHEAD
+    if upcoming is None:
+        upcoming = deque()  # (source, its _Decoding or None): this file and the next DECODE_AHEAD
     try:
         while True:
             for source in itertools.islice(pending, DECODE_AHEAD + 1 - len(upcoming)):
@@ -296,18 +306,19 @@ class Pipeline:
             on_audio: Callable[[float], None] | None = None) -> Iterator[FileResult | FileFailure]:
         events: queue.Queue = queue.Queue(maxsize=4 * self.batch_size)
         stop = threading.Event()
+        decodings: deque = deque()
         producer = threading.Thread(
             target=_produce, args=(sources, self.segmentation, self.audio_stream,
                                    pitch_tracker(self.pitch_features) if self.pitch_features else None,
-                                   events, stop, on_audio, _vad_threads(self.models)),
+                                   events, stop, on_audio, _vad_threads(self.models), decodings),
             name="sercli-decode", daemon=True)
         producer.start()
         files: deque[_Pending] = deque()
         batch: list[tuple[_Pending, int, Segment]] = []
         in_context = any(m.features.context_norm for m in self.models)
         shared = self._contexts() if self.context == "all" else None
+        done = False
         try:
-            done = False
             while not done:
                 try:
                     event = events.get(timeout=0.05) if batch else events.get()
@@ -341,6 +352,10 @@ class Pipeline:
                     yield self._finish(files.popleft())
         finally:
             stop.set()
+            if not done:  # stopped early (a signal, an error, the caller closed us): cut ffmpeg off
+                for _, decoding in list(decodings):  # copied under the GIL, as the producer appends
+                    if decoding is not None:
+                        decoding.kill()
             producer.join()
 
     def _score(self, batch: list[tuple[_Pending, int, Segment]]) -> None:

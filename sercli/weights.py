@@ -6,7 +6,6 @@ import hashlib
 import io
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -16,6 +15,7 @@ import torch
 
 from .features import CPU_SUBBATCH, FeatureConfig
 from .model import LABELS, EmotionNet, ModelConfig, TwoStepNet
+from .outputs import write_bytes
 
 FORMAT = "sercli-checkpoint/1"
 SUFFIX = ".pt"
@@ -44,15 +44,8 @@ def checksum_path(path: Path) -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(data)
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    """Write a file whole or not at all (sercli.outputs: links followed, modes kept)."""
+    write_bytes(path, data)
 
 
 def atomic_torch_save(obj: Any, path: Path) -> bytes:

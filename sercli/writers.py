@@ -1,14 +1,13 @@
-"""Output formats (csv, json, jsonl) as plain writer classes keyed by name, and atomic files."""
+"""Output formats (csv, json, jsonl) as plain writer classes keyed by name."""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import IO, Callable
 
+from .outputs import OutputFile
 from .predict import FileResult
 
 CSV_COLUMNS = ["file", "segment", "start_s", "end_s", "label", "confidence"]
@@ -89,35 +88,9 @@ class JsonlWriter:
 WRITERS: dict[str, Callable] = {"csv": CsvWriter, "json": JsonWriter, "jsonl": JsonlWriter}
 
 
-class AtomicFile:
-    """A text file that appears at `path` complete or not at all (temp file + rename)."""
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle, self.temp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".part")
-        self.handle = os.fdopen(handle, "w", encoding="utf-8", newline="")
-
-    def commit(self) -> None:
-        self.handle.flush()
-        os.fsync(self.handle.fileno())
-        self.handle.close()
-        os.replace(self.temp, self.path)
-
-    def discard(self) -> None:
-        if not self.handle.closed:
-            self.handle.close()
-        Path(self.temp).unlink(missing_ok=True)
-
-
 def write_one(path: str | Path, result: FileResult, fmt: str) -> None:
-    """Write one file's result atomically."""
-    target = AtomicFile(path)
-    try:
+    """Write one file's result (an --output-dir file: its folders are created), whole or not at all."""
+    with OutputFile(path, make_parents=True) as target:
         writer = WRITERS[fmt](target.handle, result.labels)
         writer.write(result)
         writer.close()
-        target.commit()
-    except BaseException:
-        target.discard()
-        raise

@@ -295,6 +295,7 @@ def test_json_several_files_is_an_array(tiny_model, media):
 
 def test_output_file_is_written_atomically(tiny_model, media, tmp_path):
     target = tmp_path / "results" / "all.json"
+    target.parent.mkdir()
     result = analyze(tiny_model, media.speech, media.silence, "-f", "json", "-o", target)
     assert result.exit_code == 0, result.stderr
     assert result.stdout == ""
@@ -480,7 +481,7 @@ def test_output_to_a_folder_writes_one_file_per_input(tiny_model, media, tmp_pat
     assert both.exit_code == 2 and not (tmp_path / "elsewhere").exists()
     (tmp_path / "taken").write_text("not a folder")
     clash = analyze(tiny_model, media.speech, "-o", "taken/")
-    assert clash.exit_code == 2 and "Directory 'taken' is a file" in clash.stderr, clash.stderr
+    assert clash.exit_code == 2 and clash.stderr == "sercli: error: cannot write output taken: is a file, not a folder\n", clash.stderr
     assert (tmp_path / "taken").read_text() == "not a folder"
 
 
