@@ -229,9 +229,10 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
     """Label every stretch of speech (at most 3 s) in PATH... with an emotion.
 
     PATH is a media file, a folder (its media files; -r for subfolders), - to read one
-    path per line from stdin, or /dev/stdin for audio piped in. Output goes to stdout as CSV unless -o, --output-dir or
-    --format say otherwise; messages go to stderr. Exit status: 0 all inputs analysed,
-    1 some input failed, 2 usage or model error.
+    path per line from stdin, or /dev/stdin for audio piped in. Output goes to stdout as
+    CSV unless -o, --output-dir or --format say otherwise; messages go to stderr. Exit
+    status: 0 all inputs analysed, 1 some input failed, 2 usage or model error, 128 + N
+    stopped by signal N (130 Ctrl-C, 143 SIGTERM).
     """
     if output != "-" and output_dir is None and (output.endswith(("/", os.sep)) or Path(output).is_dir()):
         output_dir, output = Path(output), "-"  # `find ... | sercli analyze - -o out/`: one output per input
