@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -13,12 +14,16 @@ import click
 from . import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+FORMATS = ("csv", "json", "jsonl", "srt", "vtt", "textgrid", "audacity")  # sercli.writers.WRITERS
+ONE_FILE_FORMATS = ("srt", "vtt", "textgrid", "audacity")  # one input's results per output
 
 ANALYZE_EXAMPLES = """
 \b
 Examples:
   sercli analyze interview.mp3                  CSV on stdout
-  sercli analyze movie.mkv --format json -o movie.json
+  sercli analyze movie.mkv -o movie.json         the format from the extension
+  sercli analyze movie.mkv -o movie.srt          emotion subtitles for a player
+  sercli analyze movie.mkv -f all --output-dir out/   every format at once
   sercli analyze -r media/ --output-dir out/    one file per input, mirrored tree
   find media -name '*.mp4' | sercli analyze - -o out/ --skip-existing
   sercli analyze talk.wav --segmentation fixed  consecutive 3 s windows
@@ -71,10 +76,25 @@ def _given_inputs(paths: tuple[str, ...], recursive: bool) -> Iterator[str]:
             yield given
 
 
+def _formats(fmt: str | None, output: str, output_dir: Path | None) -> tuple[str, ...]:
+    """The formats to write: --format's, else the one -o's extension names, else csv."""
+    from .writers import format_of
+
+    if fmt == "all":
+        if output_dir is None:
+            raise click.UsageError("--format all writes one file per format and input: give --output-dir DIR")
+        return FORMATS
+    named = format_of(output) if output != "-" and output_dir is None else None
+    if fmt is not None and named is not None and fmt != named:
+        raise click.UsageError(f"--format {fmt} contradicts -o {output}, a {named} file by its extension")
+    return (fmt or named or "csv",)
+
+
 def output_name(path: str, fmt: str) -> Path:
     """The --output-dir file of an input: its path, made relative, plus the format's extension.
 
-    `talk.mp3` -> `talk.mp3.csv`, `media/s1/ep1.mkv` -> `media/s1/ep1.mkv.csv`; an absolute path,
+    `talk.mp3` -> `talk.mp3.csv`, `media/s1/ep1.mkv` -> `media/s1/ep1.mkv.csv` (`.TextGrid` for
+    textgrid, `.txt` for audacity); an absolute path,
     or one that leaves the working directory, is mirrored whole (`/data/x.mp4` ->
     `data/x.mp4.csv`). The name depends only on the input, so different inputs never collide
     and a resumed batch finds the same names in any order.
@@ -83,7 +103,9 @@ def output_name(path: str, fmt: str) -> Path:
     if os.path.isabs(normal) or normal.split(os.sep, 1)[0] == os.pardir:
         normal = os.path.abspath(path)
         normal = normal[len(os.path.splitdrive(normal)[0]):].lstrip(os.sep)
-    return Path(f"{normal}.{fmt}")
+    from .writers import EXTENSIONS
+
+    return Path(normal + EXTENSIONS[fmt])
 
 
 def _progress(quiet: bool):
@@ -112,11 +134,16 @@ def main() -> None:
 @click.option("-m", "--model", "model_name", default=None, metavar="NAME|PATH",
               help="Installed model name (see `sercli models`) or checkpoint path; A+B averages the posteriors "
                    "of several (an ensemble). Default: the shipped model.")
-@click.option("-f", "--format", "fmt", type=click.Choice(["csv", "json", "jsonl"]), default="csv",
-              show_default=True, help="Output format.")
+@click.option("-f", "--format", "fmt", type=click.Choice([*FORMATS, "all"]), default=None,
+              help="Output format [default: from -o's extension, else csv]. srt, vtt (subtitles), textgrid "
+                   "(Praat) and audacity (labels) hold one input's emotion spans; all: every format, with "
+                   "--output-dir.")
 @click.option("-o", "--output", default="-", metavar="FILE|DIR/", show_default=True,
               help="Write all results to FILE (atomically); - is stdout. A folder (a name ending in / or an "
                    "existing folder) gets one output per input, as with --output-dir.")
+@click.option("--merge-gap", type=click.FloatRange(min=0), default=1.0, show_default=True, metavar="SECONDS",
+              help="Consecutive segments with the same label at most this far apart join one emotion span "
+                   "(subtitles, labels, the JSON summary's spans).")
 @click.option("--output-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Write one output per input into DIR, named after the input.")
 @click.option("-r", "--recursive", is_flag=True, help="Look for media in subfolders of folder arguments.")
@@ -151,8 +178,8 @@ def main() -> None:
               help="With --ray: model actors [default: one per GPU, else one per 4 CPUs].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, warnings or summary on stderr; errors only.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
-def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing, segmentation, denoise, max_segment,
-            context, audio_stream, device, batch_size, precision, ray_address, ray_actors, quiet, debug) -> None:
+def analyze(paths, model_name, fmt, output, merge_gap, output_dir, recursive, skip_existing, segmentation, denoise,
+            max_segment, context, audio_stream, device, batch_size, precision, ray_address, ray_actors, quiet, debug) -> None:
     """Label every stretch of speech (at most 3 s) in PATH... with an emotion.
 
     PATH is a media file, a folder (its media files; -r for subfolders) or - to read one
@@ -168,6 +195,11 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
         raise click.UsageError("--skip-existing needs --output-dir (or -o DIR/)")
     if output_dir is not None and output != "-":
         raise click.UsageError("give either -o/--output or --output-dir, not both")
+    formats = _formats(fmt, output, output_dir)
+    if output_dir is None and formats[0] in ONE_FILE_FORMATS and (
+            "-" in paths or len(list(itertools.islice(_inputs(paths, recursive), 2))) > 1):
+        raise click.UsageError(f"--format {formats[0]} holds one input's results: with several inputs, "
+                               "give --output-dir (one file per input)")
 
     # Decoding, voice activity and the network share the cores: OpenMP threads that sleep when
     # idle instead of spinning leave them to the others (125x against 110x realtime here). It
@@ -175,7 +207,7 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .predict import DeviceOutOfMemory, FileFailure, Pipeline
     from .segment import SegmentationConfig
-    from .weights import DEFAULT_DENOISE_MODEL, DENOISE_MODEL, ModelError, load_models
+    from .weights import DEFAULT_DENOISE_MODEL, DENOISE_MODEL, ModelError, load_models, require_denoising
     from .writers import WRITERS, AtomicFile, write_one
 
     if ray_actors is not None and ray_address is None:
@@ -187,9 +219,8 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
         if model_name is None and denoise:  # --ray runs one model: the modified one alone
             model_name = DENOISE_MODEL if ray_address is not None else DEFAULT_DENOISE_MODEL
         models = load_models(model_name, device=device, precision=precision)
-        if denoise and not any(m.features.denoise for m in models):
-            raise ModelError(f"{model_name}: trained on normal spectrograms; --denoise needs a model trained with "
-                             "`sercli train --denoise` (or leave out --model)")
+        if denoise:
+            require_denoising(models, model_name)
         if ray_address is not None and len(models) > 1:
             raise ModelError(f"{model_name}: --ray runs one model, not an ensemble")
         pipeline = Pipeline(models, segmenting, batch_size, audio_stream, context)
@@ -227,13 +258,13 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
             elapsed = max(time.monotonic() - started, 1e-6)
             progress.update(task, hours=stats["audio_s"] / 3600, speed=stats["audio_s"] / elapsed)
 
-    targets: dict[str, Path] = {}
+    targets: dict[str, list[tuple[Path, str]]] = {}
 
     def sources() -> Iterator[str]:
         for path in inputs:
             if output_dir is not None:
-                target = output_dir / output_name(path, fmt)
-                if skip_existing and target.exists():
+                target = [(output_dir / output_name(path, f), f) for f in formats]
+                if skip_existing and all(t.exists() for t, _ in target):
                     stats["skipped"] += 1
                     if progress is not None:
                         progress.update(task, advance=1)
@@ -246,7 +277,7 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
     if output_dir is None:
         combined = None if output == "-" else AtomicFile(output)
         stream = sys.stdout if combined is None else combined.handle
-        writer = WRITERS[fmt](stream, pipeline.labels)
+        writer = WRITERS[formats[0]](stream, pipeline.labels)
 
     exit_code = EXIT_OK
     try:
@@ -270,9 +301,11 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
             if not quiet:
                 for warning in result.warnings:
                     _say(console, "warning", f"{result.file}: {warning}")
+            result.merge_gap_s = merge_gap
             if output_dir is not None:
                 try:
-                    write_one(targets.pop(result.file), result, fmt)
+                    for target, f in targets.pop(result.file):
+                        write_one(target, result, f)
                 except OSError as exc:
                     stats["failed"] += 1
                     _say(console, "error", f"{result.file}: cannot write output: {exc}")
