@@ -650,6 +650,101 @@ def plot(path, start, duration, output, grid, window, audio_stream) -> None:
     click.echo(str(out))
 
 
+TIMELINE_EXAMPLES = """
+\b
+Examples:
+  sercli timeline film.mkv -o film.png          analyse, then draw
+  sercli analyze film.mkv -o film.json && sercli timeline film.json -o film.png
+  sercli timeline noisy.mp4 --denoise -o noisy.png
+"""
+MEDIA_ONLY = ("model_name", "denoise", "segmentation", "max_segment", "context", "audio_stream", "device",
+              "precision")  # timeline options that mean nothing for a JSON input
+
+
+@main.command(epilog=TIMELINE_EXAMPLES)
+@click.argument("path", metavar="INPUT")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG to write [default: INPUT's name + .png in the current folder].")
+@click.option("--merge-gap", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Same-label segments at most this far apart join one span [default: 1.0, or a JSON "
+                   "input's own spans].")
+@click.option("-m", "--model", "model_name", default=None, metavar="NAME|PATH",
+              help="Media input: the model, as for analyze.")
+@click.option("--denoise", is_flag=True, help="Media input: analyse as analyze --denoise does.")
+@click.option("--segmentation", type=click.Choice(["speech", "fixed"]), default="speech", show_default=True,
+              help="Media input: as for analyze.")
+@click.option("--max-segment", type=click.FloatRange(0.5, 3.0), default=3.0, show_default=True, metavar="SECONDS",
+              help="Media input: longest segment.")
+@click.option("--context", type=click.Choice(["file", "all"]), default="file", show_default=True,
+              help="Media input: as for analyze.")
+@click.option("--audio-stream", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Media input: which audio stream.")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
+              help="Media input: where the model runs.")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+              help="Media input: as for analyze.")
+def timeline(path, output, merge_gap, model_name, denoise, segmentation, max_segment, context, audio_stream, device,
+             precision) -> None:
+    """Draw a file's emotions over time (PNG): the posteriors stacked over its speech, bin by bin,
+    and the emotion spans shaded by confidence.
+
+    INPUT is a media file, analysed first as `sercli analyze` would, or a `--format json` output of
+    one file. Long files are drawn in bins (15 s for a 2-hour film), short ones in 0.1 s bins.
+    Needs matplotlib: pip install "sercli[plot]".
+    """
+    import json
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        _say(None, "error", 'sercli timeline needs matplotlib: pip install "sercli[plot]"')
+        sys.exit(EXIT_USAGE)
+    from .timeline import TimelineError, draw_timeline, one_result
+
+    from_json = Path(path).suffix.lower() == ".json"
+    if from_json:
+        context_of = click.get_current_context()
+        given = [name for name in MEDIA_ONLY if context_of.get_parameter_source(name).name == "COMMANDLINE"]
+        if given:
+            options = ", ".join("--" + ("model" if n == "model_name" else n.replace("_", "-")) for n in given)
+            raise click.UsageError(f"{options}: for a media input; {path} is already analysed")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                document = one_result(json.load(handle), path)
+        except (OSError, UnicodeDecodeError) as exc:
+            _say(None, "error", f"{path}: cannot read: {exc.strerror if isinstance(exc, OSError) else exc}")
+            sys.exit(EXIT_FAILED)
+        except json.JSONDecodeError as exc:
+            _say(None, "error", f"{path}: not JSON ({exc})")
+            sys.exit(EXIT_FAILED)
+        except TimelineError as exc:
+            _say(None, "error", str(exc))
+            sys.exit(EXIT_FAILED)
+    else:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        from .predict import AnalysisError, analyze
+        from .weights import ModelError
+        from .writers import result_to_dict
+
+        try:
+            result = analyze(path, model_name, segmentation=segmentation, max_segment_s=max_segment, denoise=denoise,
+                             context=context, audio_stream=audio_stream, device=device, precision=precision)
+        except (ModelError, ValueError) as exc:
+            _say(None, "error", str(exc))
+            sys.exit(EXIT_USAGE)
+        except AnalysisError as exc:
+            _say(None, "error", str(exc))
+            sys.exit(EXIT_FAILED)
+        document = result_to_dict(result)
+    out = output or Path(f"{Path(path).name}.png")
+    try:
+        draw_timeline(document, out, merge_gap)
+    except OSError as exc:
+        _say(None, "error", f"{out}: cannot write: {exc}")
+        sys.exit(EXIT_FAILED)
+    click.echo(str(out))
+
+
 def _default_workers() -> int:
     return max(1, min(8, os.cpu_count() or 1))
 
