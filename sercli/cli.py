@@ -179,7 +179,8 @@ def main() -> None:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, warnings or summary on stderr; errors only.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
 def analyze(paths, model_name, fmt, output, merge_gap, output_dir, recursive, skip_existing, segmentation, denoise,
-            max_segment, context, audio_stream, device, batch_size, precision, ray_address, ray_actors, quiet, debug) -> None:
+            max_segment, context, audio_stream, device, batch_size, precision, ray_address, ray_actors, quiet,
+            debug) -> None:
     """Label every stretch of speech (at most 3 s) in PATH... with an emotion.
 
     PATH is a media file, a folder (its media files; -r for subfolders) or - to read one
@@ -348,10 +349,10 @@ def analyze(paths, model_name, fmt, output, merge_gap, output_dir, recursive, sk
     sys.exit(EXIT_FAILED if stats["failed"] else EXIT_OK)
 
 
-def _corpus_options(verb: str, fold_help: str):
+def _corpus_options(verb: str, fold_help: str, required: bool = True):
     """The options that choose labelled speech and its folds, shared by train and evaluate."""
     options = [
-        click.option("--corpus", "corpora", multiple=True, required=True, metavar="NAME=PATH",
+        click.option("--corpus", "corpora", multiple=True, required=required, metavar="NAME=PATH",
                      help=f"A corpus to {verb}, repeatable: manifest=FILE.csv (columns path, emotion, speaker[, fold]), "
                           "ravdess=DIR (Actor_NN folders), nemo=DIR (data.tsv + samples/) or iemocap=DIR (Session1..5)."),
         click.option("--include-scripted", is_flag=True,
@@ -374,6 +375,85 @@ def _corpus_options(verb: str, fold_help: str):
     return decorate
 
 
+TRAIN_CONFIG = "sercli.toml"  # in the working directory: the [train] table holds train's options
+TRAIN_CONFIG_EXAMPLE = """
+  [train]
+  corpus = ["manifest=data/ravdess/manifest.csv", "manifest=data/nemo/manifest.csv"]
+  folds = "data/folds.csv"
+  out = "runs/x"
+  epochs = 20
+"""
+TRAIN_EXAMPLES = f"""
+\b
+Examples:
+  sercli train --corpus manifest=data/ravdess/manifest.csv --folds data/folds.csv --out runs/x
+  sercli train --fold all                  with corpus, folds and out in ./{TRAIN_CONFIG}
+  sercli train --fold 1 --epochs 1         one quick fold, the rest from ./{TRAIN_CONFIG}
+  sercli train --config denoise.toml --denoise --out runs/dn
+\b
+./{TRAIN_CONFIG} (paths relative to the working directory):
+{TRAIN_CONFIG_EXAMPLE.strip(chr(10))}
+"""
+EVALUATE_EXAMPLES = """
+\b
+Examples:
+  sercli evaluate --corpus manifest=my_calls.csv       the default model on every utterance
+  sercli evaluate --model 'runs/x/{run}/model.pt' --corpus manifest=data/ravdess/manifest.csv \\
+      --folds data/folds.csv --fold all               each fold model on its own test speakers
+  sercli evaluate --model a.pt --model b.pt --model a.pt+b.pt --corpus manifest=data/nemo/manifest.csv \\
+      --noise data/noise --snr 0 --snr 10             models by noise condition, in one table
+"""
+
+
+def _train_config(ctx: click.Context, path: Path | None) -> None:
+    """Read the [train] table of `path` (or of ./sercli.toml when there is one) into the command's
+    defaults, keyed by long option names with _ for -; options on the command line still win."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    if ctx.resilient_parsing:
+        return
+    source = path or Path(TRAIN_CONFIG)
+    if path is None and not source.is_file():
+        return
+    try:
+        with open(source, "rb") as handle:
+            table = tomllib.load(handle).get("train")
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {source}: {exc.strerror}", ctx, param_hint="--config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise click.UsageError(f"{source}: not valid TOML: {exc}") from None
+    if table is None:
+        if path is not None:
+            raise click.UsageError(f"{source}: no [train] table (an example:{TRAIN_CONFIG_EXAMPLE.rstrip()})")
+        return
+    if not isinstance(table, dict):
+        raise click.UsageError(f"{source}: train is not a table; write [train] with key = value lines under it")
+    options = {}
+    for param in ctx.command.params:
+        longest = max((o for o in param.opts if o.startswith("--")), key=len, default=None)
+        if isinstance(param, click.Option) and longest and param.expose_value:
+            options[longest[2:].replace("-", "_")] = param
+    defaults = {}
+    for key, value in table.items():
+        param = options.get(key)
+        if param is None:
+            raise click.UsageError(f"{source}: [train] has no option {key!r}; the options are "
+                                   + ", ".join(sorted(options)))
+        if param.multiple and not isinstance(value, list):
+            value = [value]
+        if isinstance(param.type, (click.Choice, click.types.StringParamType)):
+            value = [str(v) for v in value] if param.multiple else str(value)
+        try:
+            param.type_cast_value(ctx, value)
+        except click.BadParameter as exc:
+            raise click.UsageError(f"{source}: [train] {key} = {value!r}: {exc.format_message()}") from None
+        defaults[param.name] = value
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
 def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
     from .corpora import assign_folds, read_corpus, read_folds
 
@@ -385,9 +465,9 @@ def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
     return utterances
 
 
-@main.command()
+@main.command(epilog=TRAIN_EXAMPLES)
 @_corpus_options("train on", "Test fold(s) to run [default: all]; none trains one model on every speaker, "
-                 "with validation speakers held out.")
+                 "with validation speakers held out.", required=False)
 @click.option("--topology", type=click.Choice(["cnn-lstm", "cnn5", "two-step"]), default="cnn-lstm",
               show_default=True,
               help="3 conv layers + BiLSTM (paper Figure 1), the 5-conv CNN, or the paper's two-step predictor: "
@@ -435,13 +515,17 @@ def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
                    "sercli.features.FeatureConfig (e.g. e_noise_db=-50). Network and feature settings are saved "
                    "in the checkpoint.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]", help="Where to train.")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Run folder: a folder per run with model.pt and metrics.json, results.md and results.json; "
                    "rerunning the same command resumes it.")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for cached spectrograms (default: OUT/cache).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="Processes that decode and featurise the speech (default: the CPU count, at most 8).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              is_eager=True, expose_value=False, callback=lambda ctx, param, value: _train_config(ctx, value),
+              help=f"Read options from this TOML file's [train] table [default: ./{TRAIN_CONFIG} if there is one]; "
+                   "options given here win.")
 def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validation, topology, first_step, grid,
           window, denoise, context_norm, augment_noises, augment_snr, augment_share,
           epochs, average_from, patience, batch_size, lr, oversample, seed, settings, device, out_dir, cache_dir,
@@ -451,7 +535,16 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
     Each utterance is cut into segments of at most 3 s as at analysis time; utterance scores
     average its segments' posteriors. Weighted accuracy (WA) is the share right, unweighted
     (UA) the mean recall per class, both on the test speakers of each fold.
+
+    Any option can be declared once in a [train] table of ./sercli.toml (or of --config FILE),
+    under its long name with _ for -: corpus = ["manifest=data/ravdess/manifest.csv"], folds = "folds.csv",
+    out = "runs/x", epochs = 20, denoise = true.
     """
+    missing = [name for name, value in (("--corpus", corpora), ("--out", out_dir)) if not value]
+    if missing:
+        raise click.UsageError(f"{' and '.join(missing)} missing: give {'them' if len(missing) > 1 else 'it'} here, "
+                               f"or declare the run once in ./{TRAIN_CONFIG} (or a file given with --config), "
+                               f"e.g.\n{TRAIN_CONFIG_EXAMPLE}")
     from dataclasses import fields
 
     from .corpora import CorpusError, plan_splits
@@ -532,7 +625,7 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
         sys.exit(EXIT_FAILED)
 
 
-@main.command()
+@main.command(epilog=EVALUATE_EXAMPLES)
 @click.option("--model", "model_specs", multiple=True, metavar="NAME|PATH",
               help="Checkpoint to score, repeatable (default: the installed default model). '{run}' in a path "
                    "stands for each run's folder name, so RUN/{run}/model.pt scores every fold model of a "

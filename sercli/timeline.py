@@ -129,7 +129,8 @@ def draw_timeline(document: dict, out: Path, merge_gap_s: float | None = None) -
     stack.set_ylim(0, 1)
     stack.set_ylabel(f"share of each {f'{bin_s / 60:g} min' if bin_s >= 60 else f'{bin_s:g} s'}")
     stack.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:.0%}"))
-    handles = [Patch(color=colours[label], label=label) for label in labels] + [Patch(color=NO_SPEECH, label="no speech")]
+    handles = [Patch(color=colours[label], label=label) for label in labels]
+    handles.append(Patch(color=NO_SPEECH, label="no speech"))
     stack.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
 
     band.set_facecolor(NO_SPEECH)

@@ -190,8 +190,8 @@ class TextGridWriter(_OneFileWriter):
             lines += [f"    item [{n}]:", '        class = "IntervalTier"', f"        name = {_praat_text(name)}",
                       "        xmin = 0", f"        xmax = {end_s:.3f}", f"        intervals: size = {len(intervals)}"]
             for k, (start, stop, label) in enumerate(intervals, 1):
-                lines += [f"        intervals [{k}]:", f"            xmin = {start:.3f}", f"            xmax = {stop:.3f}",
-                          f"            text = {_praat_text(label)}"]
+                lines += [f"        intervals [{k}]:", f"            xmin = {start:.3f}",
+                          f"            xmax = {stop:.3f}", f"            text = {_praat_text(label)}"]
         return "\n".join(lines) + "\n"
 
 

@@ -139,8 +139,8 @@ def textgrid_tiers(path: Path) -> dict[str, list[tuple[float, float, str]]]:
     tiers = {}
     for tier in range(1, int(call(grid, "Get number of tiers")) + 1):
         name = call(grid, "Get tier name", tier)
-        tiers[name] = [(call(grid, "Get start time of interval", tier, k), call(grid, "Get end time of interval", tier, k),
-                        call(grid, "Get label of interval", tier, k))
+        tiers[name] = [(call(grid, "Get start time of interval", tier, k),
+                        call(grid, "Get end time of interval", tier, k), call(grid, "Get label of interval", tier, k))
                        for k in range(1, int(call(grid, "Get number of intervals", tier)) + 1)]
     return tiers
 
