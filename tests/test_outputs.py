@@ -239,3 +239,14 @@ def test_format_all_writes_every_format_per_input_and_resumes(tiny_model, exampl
     skipped = CliRunner().invoke(main, ["analyze", "-m", str(tiny_model), example.name, "-f", "all", "--output-dir",
                                         str(out), "--skip-existing"])
     assert "skipped 1" in skipped.stderr
+
+
+def test_writers_and_spans_do_not_load_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, sercli.writers, sercli.spans, sercli.timeline\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
