@@ -21,9 +21,9 @@ ANALYZE_EXAMPLES = """
 \b
 Examples:
   sercli analyze interview.mp3                  CSV on stdout
-  sercli analyze movie.mkv -o movie.json         the format from the extension
-  sercli analyze movie.mkv -o movie.srt          emotion subtitles for a player
-  sercli analyze movie.mkv -f all --output-dir out/   every format at once
+  sercli analyze movie.mkv -o movie.json        the format from the extension
+  sercli analyze movie.mkv -o movie.srt         emotion subtitles for a player
+  sercli analyze movie.mkv -f all -o out/       every format, one file each
   sercli analyze -r media/ --output-dir out/    one file per input, mirrored tree
   find media -name '*.mp4' | sercli analyze - -o out/ --skip-existing
   sercli analyze talk.wav --segmentation fixed  consecutive 3 s windows
