@@ -48,7 +48,7 @@ def merge_spans(segments: Iterable[_Labelled], merge_gap_s: float = MERGE_GAP_S)
             confidence = sum((s.end_s - s.start_s) * s.confidence for s in run) / seconds
         else:
             confidence = sum(s.confidence for s in run) / len(run)
-        spans.append(Span(run[0].label, run[0].start_s, run[-1].end_s, round(confidence, 4)))
+        spans.append(Span(run[0].label, run[0].start_s, run[-1].end_s, confidence))
 
     for segment in segments:
         if run and (segment.label != run[-1].label or segment.start_s - run[-1].end_s > merge_gap_s + 1e-9):

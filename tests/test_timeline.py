@@ -122,3 +122,8 @@ def test_timeline_without_matplotlib_says_how_to_get_it(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, ["timeline", str(tmp_path / "r.json")])
     assert result.exit_code == 2
     assert result.stderr.strip() == 'sercli: error: sercli timeline needs matplotlib: pip install "sercli[plot]"'
+
+
+def test_a_file_without_speech_draws_grey(tmp_path):
+    png = draw_timeline(document(2.0, []), tmp_path / "quiet.png")
+    assert all(colour_share(png, label, slice(100, 1350)) == 0 for label in LABELS)
