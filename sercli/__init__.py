@@ -6,11 +6,14 @@
     for segment in result.segments:
         print(segment.start_s, segment.end_s, segment.label, segment.probs)
     print(result.summary.label)
+    for span in result.spans:                 # same-label segments joined: Span(label, start_s, end_s, confidence)
+        print(span.label, span.start_s, span.end_s)
 """
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "load_model", "load_models", "analyze", "AnalysisError", "ModelError"]
+__all__ = ["__version__", "load_model", "load_models", "analyze", "AnalysisError", "ModelError", "FileResult",
+           "SegmentResult", "Summary", "Span", "merge_spans"]
 
 
 def __getattr__(name):
@@ -23,4 +26,12 @@ def __getattr__(name):
         from . import predict
 
         return getattr(predict, name)
+    if name in ("Span", "merge_spans"):
+        from . import spans
+
+        return getattr(spans, name)
     raise AttributeError(f"module 'sercli' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 import time
@@ -13,12 +14,16 @@ import click
 from . import __version__
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+FORMATS = ("csv", "json", "jsonl", "srt", "vtt", "textgrid", "audacity")  # sercli.writers.WRITERS
+ONE_FILE_FORMATS = ("srt", "vtt", "textgrid", "audacity")  # one input's results per output
 
 ANALYZE_EXAMPLES = """
 \b
 Examples:
   sercli analyze interview.mp3                  CSV on stdout
-  sercli analyze movie.mkv --format json -o movie.json
+  sercli analyze movie.mkv -o movie.json        the format from the extension
+  sercli analyze movie.mkv -o movie.srt         emotion subtitles for a player
+  sercli analyze movie.mkv -f all -o out/       every format, one file each
   sercli analyze -r media/ --output-dir out/    one file per input, mirrored tree
   find media -name '*.mp4' | sercli analyze - -o out/ --skip-existing
   sercli analyze talk.wav --segmentation fixed  consecutive 3 s windows
@@ -110,10 +115,25 @@ def _is_utf8(data: bytes) -> bool:
     return True
 
 
+def _formats(fmt: str | None, output: str, output_dir: Path | None) -> tuple[str, ...]:
+    """The formats to write: --format's, else the one -o's extension names, else csv."""
+    from .writers import format_of
+
+    if fmt == "all":
+        if output_dir is None:
+            raise click.UsageError("--format all writes one file per format and input: give --output-dir DIR")
+        return FORMATS
+    named = format_of(output) if output != "-" and output_dir is None else None
+    if fmt is not None and named is not None and fmt != named:
+        raise click.UsageError(f"--format {fmt} contradicts -o {output}, a {named} file by its extension")
+    return (fmt or named or "csv",)
+
+
 def output_name(path: str, fmt: str) -> Path:
     """The --output-dir file of an input: its path, made relative, plus the format's extension.
 
-    `talk.mp3` -> `talk.mp3.csv`, `media/s1/ep1.mkv` -> `media/s1/ep1.mkv.csv`; an absolute path,
+    `talk.mp3` -> `talk.mp3.csv`, `media/s1/ep1.mkv` -> `media/s1/ep1.mkv.csv` (`.TextGrid` for
+    textgrid, `.txt` for audacity); an absolute path,
     or one that leaves the working directory, is mirrored whole (`/data/x.mp4` ->
     `data/x.mp4.csv`). The name depends only on the input, so different inputs never collide
     and a resumed batch finds the same names in any order.
@@ -122,7 +142,9 @@ def output_name(path: str, fmt: str) -> Path:
     if os.path.isabs(normal) or normal.split(os.sep, 1)[0] == os.pardir:
         normal = os.path.abspath(path)
         normal = normal[len(os.path.splitdrive(normal)[0]):].lstrip(os.sep)
-    return Path(f"{normal}.{fmt}")
+    from .writers import EXTENSIONS
+
+    return Path(normal + EXTENSIONS[fmt])
 
 
 def _check_analyze_io(paths: tuple[str, ...], output: str, output_dir: Path | None) -> None:
@@ -185,11 +207,16 @@ def main() -> None:
 @click.option("-m", "--model", "model_name", default=None, metavar="NAME|PATH",
               help="Installed model name (see `sercli models`) or checkpoint path; A+B averages the posteriors "
                    "of several (an ensemble). Default: the shipped model.")
-@click.option("-f", "--format", "fmt", type=click.Choice(["csv", "json", "jsonl"]), default="csv",
-              show_default=True, help="Output format.")
+@click.option("-f", "--format", "fmt", type=click.Choice([*FORMATS, "all"]), default=None,
+              help="Output format [default: from -o's extension, else csv]. srt, vtt (subtitles), textgrid "
+                   "(Praat) and audacity (labels) hold one input's emotion spans; all: every format, with "
+                   "--output-dir.")
 @click.option("-o", "--output", default="-", metavar="FILE|DIR/", show_default=True,
               help="Write all results to FILE (atomically); - is stdout. A folder (a name ending in / or an "
                    "existing folder) gets one output per input, as with --output-dir.")
+@click.option("--merge-gap", type=click.FloatRange(min=0), default=1.0, show_default=True, metavar="SECONDS",
+              help="Consecutive segments with the same label at most this far apart join one emotion span "
+                   "(subtitles, labels, the JSON summary's spans).")
 @click.option("--output-dir", type=click.Path(path_type=Path), default=None,
               help="Write one output per input into DIR, named after the input.")
 @click.option("-r", "--recursive", is_flag=True, help="Look for media in subfolders of folder arguments.")
@@ -224,8 +251,9 @@ def main() -> None:
               help="With --ray: model actors [default: one per GPU, else one per 4 CPUs].")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, warnings or summary on stderr; errors only.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
-def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing, segmentation, denoise, max_segment,
-            context, audio_stream, device, batch_size, precision, ray_address, ray_actors, quiet, debug) -> None:
+def analyze(paths, model_name, fmt, output, merge_gap, output_dir, recursive, skip_existing, segmentation, denoise,
+            max_segment, context, audio_stream, device, batch_size, precision, ray_address, ray_actors, quiet,
+            debug) -> None:
     """Label every stretch of speech (at most 3 s) in PATH... with an emotion.
 
     PATH is a media file, a folder (its media files; -r for subfolders), - to read one
@@ -240,6 +268,11 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
         raise click.UsageError("--skip-existing needs --output-dir (or -o DIR/)")
     if output_dir is not None and output != "-":
         raise click.UsageError("give either -o/--output or --output-dir, not both")
+    formats = _formats(fmt, output, output_dir)
+    if output_dir is None and formats[0] in ONE_FILE_FORMATS and (
+            "-" in paths or len(list(itertools.islice(_inputs(paths, recursive), 2))) > 1):
+        raise click.UsageError(f"--format {formats[0]} holds one input's results: with several inputs, "
+                               "give --output-dir (one file per input)")
     _check_analyze_io(paths, output, output_dir)
 
     # Decoding, voice activity and the network share the cores: OpenMP threads that sleep when
@@ -248,8 +281,8 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from .predict import DeviceOutOfMemory, FileFailure, Pipeline
     from .segment import SegmentationConfig
-    from .weights import DEFAULT_DENOISE_MODEL, DENOISE_MODEL, ModelError, load_models
     from .outputs import OutputFile
+    from .weights import DEFAULT_DENOISE_MODEL, DENOISE_MODEL, ModelError, load_models, require_denoising
     from .writers import WRITERS, write_one
 
     if ray_actors is not None and ray_address is None:
@@ -261,9 +294,8 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
         if model_name is None and denoise:  # --ray runs one model: the modified one alone
             model_name = DENOISE_MODEL if ray_address is not None else DEFAULT_DENOISE_MODEL
         models = load_models(model_name, device=device, precision=precision)
-        if denoise and not any(m.features.denoise for m in models):
-            raise ModelError(f"{model_name}: trained on normal spectrograms; --denoise needs a model trained with "
-                             "`sercli train --denoise` (or leave out --model)")
+        if denoise:
+            require_denoising(models, model_name)
         if ray_address is not None and len(models) > 1:
             raise ModelError(f"{model_name}: --ray runs one model, not an ensemble")
         pipeline = Pipeline(models, segmenting, batch_size, audio_stream, context)
@@ -301,13 +333,13 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
             elapsed = max(time.monotonic() - started, 1e-6)
             progress.update(task, hours=stats["audio_s"] / 3600, speed=stats["audio_s"] / elapsed)
 
-    targets: dict[str, Path] = {}
+    targets: dict[str, list[tuple[Path, str]]] = {}
 
     def sources() -> Iterator[str]:
         for path in inputs:
             if output_dir is not None:
-                target = output_dir / output_name(path, fmt)
-                if skip_existing and target.exists():
+                target = [(output_dir / output_name(path, f), f) for f in formats]
+                if skip_existing and all(t.exists() for t, _ in target):
                     stats["skipped"] += 1
                     if progress is not None:
                         progress.update(task, advance=1)
@@ -325,7 +357,7 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
                 sys.stdout.reconfigure(errors="surrogateescape")  # names' own bytes, as in a file
             combined = None if output == "-" else OutputFile(output)
             stream = sys.stdout if combined is None else combined.handle
-            writer = WRITERS[fmt](stream, pipeline.labels)
+            writer = WRITERS[formats[0]](stream, pipeline.labels)
         if ray_address is None:
             results = pipeline.run(sources(), on_audio)
         else:
@@ -346,9 +378,11 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
             if not quiet:
                 for warning in result.warnings:
                     _say(console, "warning", f"{result.file}: {warning}")
+            result.merge_gap_s = merge_gap
             if output_dir is not None:
                 try:
-                    write_one(targets.pop(result.file), result, fmt)
+                    for target, f in targets.pop(result.file):
+                        write_one(target, result, f)
                 except OSError as exc:
                     stats["failed"] += 1
                     _say(console, "error", f"{result.file}: cannot write output: {exc}")
@@ -395,10 +429,10 @@ def analyze(paths, model_name, fmt, output, output_dir, recursive, skip_existing
     sys.exit(EXIT_FAILED if stats["failed"] else EXIT_OK)
 
 
-def _corpus_options(verb: str, fold_help: str):
+def _corpus_options(verb: str, fold_help: str, required: bool = True):
     """The options that choose labelled speech and its folds, shared by train and evaluate."""
     options = [
-        click.option("--corpus", "corpora", multiple=True, required=True, metavar="NAME=PATH",
+        click.option("--corpus", "corpora", multiple=True, required=required, metavar="NAME=PATH",
                      help=f"A corpus to {verb}, repeatable: manifest=FILE.csv (columns path, emotion, speaker[, fold]), "
                           "ravdess=DIR (Actor_NN folders), nemo=DIR (data.tsv + samples/) or iemocap=DIR (Session1..5)."),
         click.option("--include-scripted", is_flag=True,
@@ -421,6 +455,85 @@ def _corpus_options(verb: str, fold_help: str):
     return decorate
 
 
+TRAIN_CONFIG = "sercli.toml"  # in the working directory: the [train] table holds train's options
+TRAIN_CONFIG_EXAMPLE = """
+  [train]
+  corpus = ["manifest=data/ravdess/manifest.csv", "manifest=data/nemo/manifest.csv"]
+  folds = "data/folds.csv"
+  out = "runs/x"
+  epochs = 20
+"""
+TRAIN_EXAMPLES = f"""
+\b
+Examples:
+  sercli train --corpus manifest=data/ravdess/manifest.csv --folds data/folds.csv --out runs/x
+  sercli train --fold all                  with corpus, folds and out in ./{TRAIN_CONFIG}
+  sercli train --fold 1 --epochs 1         one quick fold, the rest from ./{TRAIN_CONFIG}
+  sercli train --config denoise.toml --denoise --out runs/dn
+\b
+./{TRAIN_CONFIG} (paths relative to the working directory):
+{TRAIN_CONFIG_EXAMPLE.strip(chr(10))}
+"""
+EVALUATE_EXAMPLES = """
+\b
+Examples:
+  sercli evaluate --corpus manifest=my_calls.csv       the default model on every utterance
+  sercli evaluate --model 'runs/x/{run}/model.pt' --corpus manifest=data/ravdess/manifest.csv \\
+      --folds data/folds.csv --fold all               each fold model on its own test speakers
+  sercli evaluate --model a.pt --model b.pt --model a.pt+b.pt --corpus manifest=data/nemo/manifest.csv \\
+      --noise data/noise --snr 0 --snr 10             models by noise condition, in one table
+"""
+
+
+def _train_config(ctx: click.Context, path: Path | None) -> None:
+    """Read the [train] table of `path` (or of ./sercli.toml when there is one) into the command's
+    defaults, keyed by long option names with _ for -; options on the command line still win."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    if ctx.resilient_parsing:
+        return
+    source = path or Path(TRAIN_CONFIG)
+    if path is None and not source.is_file():
+        return
+    try:
+        with open(source, "rb") as handle:
+            table = tomllib.load(handle).get("train")
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {source}: {exc.strerror}", ctx, param_hint="--config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise click.UsageError(f"{source}: not valid TOML: {exc}") from None
+    if table is None:
+        if path is not None:
+            raise click.UsageError(f"{source}: no [train] table (an example:{TRAIN_CONFIG_EXAMPLE.rstrip()})")
+        return
+    if not isinstance(table, dict):
+        raise click.UsageError(f"{source}: train is not a table; write [train] with key = value lines under it")
+    options = {}
+    for param in ctx.command.params:
+        longest = max((o for o in param.opts if o.startswith("--")), key=len, default=None)
+        if isinstance(param, click.Option) and longest and param.expose_value:
+            options[longest[2:].replace("-", "_")] = param
+    defaults = {}
+    for key, value in table.items():
+        param = options.get(key)
+        if param is None:
+            raise click.UsageError(f"{source}: [train] has no option {key!r}; the options are "
+                                   + ", ".join(sorted(options)))
+        if param.multiple and not isinstance(value, list):
+            value = [value]
+        if isinstance(param.type, (click.Choice, click.types.StringParamType)):
+            value = [str(v) for v in value] if param.multiple else str(value)
+        try:
+            param.type_cast_value(ctx, value)
+        except click.BadParameter as exc:
+            raise click.UsageError(f"{source}: [train] {key} = {value!r}: {exc.format_message()}") from None
+        defaults[param.name] = value
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
 def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
     from .corpora import assign_folds, read_corpus, read_folds
 
@@ -432,9 +545,9 @@ def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
     return utterances
 
 
-@main.command()
+@main.command(epilog=TRAIN_EXAMPLES)
 @_corpus_options("train on", "Test fold(s) to run [default: all]; none trains one model on every speaker, "
-                 "with validation speakers held out.")
+                 "with validation speakers held out.", required=False)
 @click.option("--topology", type=click.Choice(["cnn-lstm", "cnn5", "two-step"]), default="cnn-lstm",
               show_default=True,
               help="3 conv layers + BiLSTM (paper Figure 1), the 5-conv CNN, or the paper's two-step predictor: "
@@ -482,13 +595,17 @@ def _load_corpora(corpora, include_scripted, excited_as_happy, folds_path):
                    "sercli.features.FeatureConfig (e.g. e_noise_db=-50). Network and feature settings are saved "
                    "in the checkpoint.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]", help="Where to train.")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), required=True,
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
               help="Run folder: a folder per run with model.pt and metrics.json, results.md and results.json; "
                    "rerunning the same command resumes it.")
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Folder for cached spectrograms (default: OUT/cache).")
 @click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="Processes that decode and featurise the speech (default: the CPU count, at most 8).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              is_eager=True, expose_value=False, callback=lambda ctx, param, value: _train_config(ctx, value),
+              help=f"Read options from this TOML file's [train] table [default: ./{TRAIN_CONFIG} if there is one]; "
+                   "options given here win.")
 def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validation, topology, first_step, grid,
           window, denoise, context_norm, augment_noises, augment_snr, augment_share,
           epochs, average_from, patience, batch_size, lr, oversample, seed, settings, device, out_dir, cache_dir,
@@ -498,7 +615,16 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
     Each utterance is cut into segments of at most 3 s as at analysis time; utterance scores
     average its segments' posteriors. Weighted accuracy (WA) is the share right, unweighted
     (UA) the mean recall per class, both on the test speakers of each fold.
+
+    Any option can be declared once in a [train] table of ./sercli.toml (or of --config FILE),
+    under its long name with _ for -: corpus = ["manifest=data/ravdess/manifest.csv"], folds = "folds.csv",
+    out = "runs/x", epochs = 20, denoise = true.
     """
+    missing = [name for name, value in (("--corpus", corpora), ("--out", out_dir)) if not value]
+    if missing:
+        raise click.UsageError(f"{' and '.join(missing)} missing: give {'them' if len(missing) > 1 else 'it'} here, "
+                               f"or declare the run once in ./{TRAIN_CONFIG} (or a file given with --config), "
+                               f"e.g.\n{TRAIN_CONFIG_EXAMPLE}")
     from dataclasses import fields
 
     from .corpora import CorpusError, plan_splits
@@ -585,7 +711,7 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
         sys.exit(EXIT_FAILED)
 
 
-@main.command()
+@main.command(epilog=EVALUATE_EXAMPLES)
 @click.option("--model", "model_specs", multiple=True, metavar="NAME|PATH",
               help="Checkpoint to score, repeatable (default: the installed default model). '{run}' in a path "
                    "stands for each run's folder name, so RUN/{run}/model.pt scores every fold model of a "
@@ -704,6 +830,102 @@ def plot(path, start, duration, output, grid, window, audio_stream) -> None:
     except AudioError as exc:
         _say(None, "error", f"{path}: {exc}")
         sys.exit(EXIT_FAILED)
+    except OSError as exc:
+        _say(None, "error", f"{out}: cannot write: {exc}")
+        sys.exit(EXIT_FAILED)
+    click.echo(str(out))
+
+
+TIMELINE_EXAMPLES = """
+\b
+Examples:
+  sercli timeline film.mkv -o film.png          analyse, then draw
+  sercli analyze film.mkv -o film.json && sercli timeline film.json -o film.png
+  sercli timeline noisy.mp4 --denoise -o noisy.png
+"""
+MEDIA_ONLY = ("model_name", "denoise", "segmentation", "max_segment", "context", "audio_stream", "device",
+              "precision")  # timeline options that mean nothing for a JSON input
+
+
+@main.command(epilog=TIMELINE_EXAMPLES)
+@click.argument("path", metavar="INPUT")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="PNG to write [default: INPUT's name + .png in the current folder].")
+@click.option("--merge-gap", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="Same-label segments at most this far apart join one span [default: 1.0, or a JSON "
+                   "input's own spans].")
+@click.option("-m", "--model", "model_name", default=None, metavar="NAME|PATH",
+              help="Media input: the model, as for analyze.")
+@click.option("--denoise", is_flag=True, help="Media input: analyse as analyze --denoise does.")
+@click.option("--segmentation", type=click.Choice(["speech", "fixed"]), default="speech", show_default=True,
+              help="Media input: as for analyze.")
+@click.option("--max-segment", type=click.FloatRange(0.5, 3.0), default=3.0, show_default=True, metavar="SECONDS",
+              help="Media input: longest segment.")
+@click.option("--context", type=click.Choice(["file", "all"]), default="file", show_default=True,
+              help="Media input: as for analyze.")
+@click.option("--audio-stream", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Media input: which audio stream.")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
+              help="Media input: where the model runs.")
+@click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True,
+              help="Media input: as for analyze.")
+def timeline(path, output, merge_gap, model_name, denoise, segmentation, max_segment, context, audio_stream, device,
+             precision) -> None:
+    """Draw a file's emotions over time (PNG): the posteriors stacked over its speech, bin by bin,
+    and the emotion spans shaded by confidence.
+
+    INPUT is a media file, analysed first as `sercli analyze` would, or a `--format json` output of
+    one file. Long files are drawn in bins (15 s for a 2-hour film), short ones in 0.1 s bins.
+    Needs matplotlib: pip install "sercli[plot]".
+    """
+    import json
+
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        _say(None, "error", 'sercli timeline needs matplotlib: pip install "sercli[plot]"')
+        sys.exit(EXIT_USAGE)
+    from .timeline import TimelineError, draw_timeline, one_result
+
+    out = output or Path(f"{Path(path).name}.png")
+    _check_output(out)
+    from_json = Path(path).suffix.lower() == ".json"
+    if from_json:
+        context_of = click.get_current_context()
+        given = [name for name in MEDIA_ONLY if context_of.get_parameter_source(name).name == "COMMANDLINE"]
+        if given:
+            options = ", ".join("--" + ("model" if n == "model_name" else n.replace("_", "-")) for n in given)
+            raise click.UsageError(f"{options}: for a media input; {path} is already analysed")
+        try:
+            with open(path, encoding="utf-8") as handle:
+                document = one_result(json.load(handle), path)
+        except (OSError, UnicodeDecodeError) as exc:
+            _say(None, "error", f"{path}: cannot read: {exc.strerror if isinstance(exc, OSError) else exc}")
+            sys.exit(EXIT_FAILED)
+        except json.JSONDecodeError as exc:
+            _say(None, "error", f"{path}: not JSON ({exc})")
+            sys.exit(EXIT_FAILED)
+        except TimelineError as exc:
+            _say(None, "error", str(exc))
+            sys.exit(EXIT_FAILED)
+    else:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        from .predict import AnalysisError, analyze
+        from .weights import ModelError
+        from .writers import result_to_dict
+
+        try:
+            result = analyze(path, model_name, segmentation=segmentation, max_segment_s=max_segment, denoise=denoise,
+                             context=context, audio_stream=audio_stream, device=device, precision=precision)
+        except (ModelError, ValueError) as exc:
+            _say(None, "error", str(exc))
+            sys.exit(EXIT_USAGE)
+        except AnalysisError as exc:
+            _say(None, "error", str(exc))
+            sys.exit(EXIT_FAILED)
+        document = result_to_dict(result)
+    try:
+        draw_timeline(document, out, merge_gap)
     except OSError as exc:
         _say(None, "error", f"{out}: cannot write: {exc}")
         sys.exit(EXIT_FAILED)

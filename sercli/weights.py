@@ -196,6 +196,14 @@ class Model:
     precision: str  # "bf16" or "fp32"
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def __repr__(self) -> str:
+        # The dataclass's own repr spells out the whole network and its metadata (~20,000 characters).
+        features = self.features
+        topology = "two-step" if isinstance(self.net, TwoStepNet) else self.net.config.topology
+        kind = f"{topology}, {features.grid_hz} Hz grid, {features.window_ms} ms window"
+        kind += ", denoising" if features.denoise else ""
+        return f"<sercli Model {self.name!r}: {kind}, {'/'.join(self.labels)}, {self.device} {self.precision}>"
+
     @torch.inference_mode()
     def posteriors(self, spectrograms: torch.Tensor, n_frames: torch.Tensor) -> torch.Tensor:
         """(B, F, T) spectrograms on self.device -> (B, n_classes) float32 posteriors on the CPU.
@@ -261,6 +269,13 @@ def load_model(name_or_path: str | Path | None = None, device: str | torch.devic
     checkpoint = read_checkpoint(path)
     name = checkpoint["meta"].get("name") or path.stem
     return from_checkpoint(checkpoint, name, path, device, precision)
+
+
+def require_denoising(models: list[Model], spec: object) -> None:
+    """Denoising analysis (--denoise) needs a model trained on rebuilt speech among `models`."""
+    if not any(m.features.denoise for m in models):
+        raise ModelError(f"{spec}: trained on normal spectrograms; --denoise needs a model trained with "
+                         "`sercli train --denoise` (or leave out the model: the default pair)")
 
 
 ENSEMBLE_SEPARATOR = "+"  # joins models whose posteriors are averaged: cnn-lstm-10hz+cnn-lstm-10hz-denoise

@@ -202,7 +202,7 @@ def test_json_single_file_schema_and_summary(example_outputs, example):
         check_segment_dict(segment)
 
     summary = document["summary"]
-    assert set(summary) == {"label", "probs", "speech_s", "seconds_by_label"}
+    assert set(summary) == {"label", "probs", "speech_s", "seconds_by_label", "spans"}
     durations = [s["end_s"] - s["start_s"] for s in segments]
     speech_s = sum(durations)
     assert summary["speech_s"] == pytest.approx(speech_s, abs=2e-3)
@@ -219,6 +219,13 @@ def test_json_single_file_schema_and_summary(example_outputs, example):
         seconds = sum(d for d, s in zip(durations, segments) if s["label"] == label)
         assert by_label[label] == pytest.approx(seconds, abs=2e-3)
     assert sum(by_label.values()) == pytest.approx(summary["speech_s"], abs=2e-3)
+    # spans: the segments' runs of one label, in order; the example's speech regions are more
+    # than the default merge gap (1 s) apart, so its spans join only the halves of one utterance.
+    spans = summary["spans"]
+    assert [set(span) for span in spans] == [{"label", "start_s", "end_s", "confidence"}] * len(spans)
+    assert spans[0]["start_s"] == segments[0]["start_s"] and spans[-1]["end_s"] == segments[-1]["end_s"]
+    halves_alike = segments[2]["label"] == segments[3]["label"]
+    assert len(spans) == EXAMPLE_SEGMENTS - halves_alike
 
 
 def test_json_summary_is_duration_weighted(sharp_model, example, run_ffmpeg, tmp_path):
@@ -288,6 +295,7 @@ def test_json_several_files_is_an_array(tiny_model, media):
     assert silence["summary"]["probs"] is None
     assert silence["summary"]["speech_s"] == 0
     assert silence["summary"]["seconds_by_label"] == {label: 0 for label in LABELS}
+    assert silence["summary"]["spans"] == []
 
 
 # --------------------------------------------------------------------------- outputs

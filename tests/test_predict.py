@@ -307,3 +307,51 @@ def test_ensembles_by_name_and_their_errors(model_dir, example, tmp_path):
     swapped.labels = tuple(reversed(swapped.labels))
     with pytest.raises(ValueError, match="same classes"):
         Pipeline([lstm, swapped])
+
+
+def test_analyze_takes_the_options_of_the_command_line(model, context_models, model_dir, example, monkeypatch):
+    """denoise, context, max_segment_s and merge_gap_s mean what --denoise, --context,
+    --max-segment and --merge-gap do."""
+    from sercli import weights
+    from sercli.weights import ModelError
+
+    denoising = load_model(model_dir / "tiny-denoise.pt", device="cpu", precision="fp32")
+    with pytest.raises(ModelError, match="trained on normal spectrograms"):
+        sercli.analyze(str(example), model=model, denoise=True)
+    asked = []
+
+    def fake_load_models(spec, device="auto", precision="auto"):  # the shipped pair, without loading it
+        asked.append(spec)
+        return [model, denoising]
+
+    monkeypatch.setattr(weights, "load_models", fake_load_models)
+    paired = sercli.analyze(str(example), denoise=True)
+    assert asked == [weights.DEFAULT_DENOISE_MODEL] and paired.model == "tiny-lstm+tiny-denoise"
+    expected = list(Pipeline([model, denoising]).run([str(example)]))[0]
+    np.testing.assert_allclose(_probs(paired, model.labels), _probs(expected, model.labels), atol=1e-6)
+
+    context = context_models[4.0]
+    whole = sercli.analyze(str(example), model=context, context="all")
+    np.testing.assert_allclose(_probs(whole, context.labels),
+                               _probs(list(Pipeline(context, context="all").run([str(example)]))[0], context.labels),
+                               atol=1e-6)
+    assert np.abs(_probs(whole, context.labels) - _probs(sercli.analyze(str(example), model=context),
+                                                         context.labels)).max() > 1e-3
+
+    short = sercli.analyze(str(example), model=model, max_segment_s=1.0, merge_gap_s=0.0)
+    assert max(s.duration_s for s in short.segments) <= 1.0 + 1e-6 and len(short.segments) > 5
+    assert short.merge_gap_s == 0.0
+    wide = sercli.analyze(str(example), model=model, max_segment_s=1.0, merge_gap_s=60.0)
+    labels = [s.label for s in short.segments]
+    runs = 1 + sum(a != b for a, b in zip(labels, labels[1:]))
+    assert [s.label for s in wide.spans] == [label for k, label in enumerate(labels) if k == 0 or label != labels[k - 1]]
+    assert len(wide.spans) == runs and wide.summary.spans == wide.spans
+    assert len(short.spans) >= len(wide.spans)
+
+
+def test_a_model_and_the_package_describe_themselves_briefly(model):
+    assert len(repr(model)) < 150 and "\n" not in repr(model)
+    assert repr(model).startswith("<sercli Model 'tiny-lstm': cnn-lstm, 10 Hz grid")
+    public = [name for name in dir(sercli) if not name.startswith("_")]
+    assert {"analyze", "load_model", "load_models", "FileResult", "Span", "AnalysisError", "ModelError"} <= set(public)
+    assert all(getattr(sercli, name) is not None for name in sercli.__all__)

@@ -527,3 +527,55 @@ def test_training_steps_take_the_noisy_copy_at_the_asked_share(monkeypatch):
     with pytest.raises(ValueError, match="noisy copy of shape"):
         train_model(model_config, clean, clean, config, torch.device("cpu"), log=quiet, noisy=noisy[:3],
                     noisy_share=0.5)
+
+
+# --------------------------------------------------------------------------- sercli.toml
+
+
+def test_train_fold_all_from_sercli_toml_with_command_line_options_winning(corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "sercli.toml").write_text(
+        "[train]\n"
+        f'corpus = ["manifest={corpus / "manifest.csv"}"]\n'
+        f'folds = "{corpus / "folds.csv"}"\n'
+        'out = "runs/x"\n'
+        "epochs = 5\n"
+        'device = "cpu"\n'
+        "context_norm = false\n"
+        'set = ["lstm_hidden=16", "dense=16"]\n')
+    result = CliRunner().invoke(main, ["train", "--fold", "all", "--epochs", "1"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "runs" / "x"
+    assert sorted(p.name for p in out.glob("fold*")) == ["fold1", "fold2"]
+    report = (out / "results.md").read_text()
+    assert "--epochs 1 " in report and "--epochs 5" not in report  # the command line wins
+    assert "--no-context-norm" in report and "--set lstm_hidden=16 --set dense=16" in report
+    assert f"--corpus manifest={corpus / 'manifest.csv'}" in report
+    model = load_model(out / "fold1" / "model.pt", device="cpu")
+    assert model.net.config.lstm_hidden == 16 and not model.features.context_norm
+
+
+def test_train_config_file_elsewhere_and_its_mistakes(corpus, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    missing = runner.invoke(main, ["train", "--fold", "all"])
+    assert missing.exit_code == 2
+    assert "--corpus and --out missing" in missing.stderr and "[train]" in missing.stderr
+    assert 'corpus = ["manifest=' in missing.stderr and "Traceback" not in missing.stderr
+    config = tmp_path / "elsewhere" / "run.toml"
+    config.parent.mkdir()
+    config.write_text(f'[train]\ncorpus = "manifest={corpus / "manifest.csv"}"\n')
+    no_out = runner.invoke(main, ["train", "--config", str(config)])
+    assert no_out.exit_code == 2 and "--out missing" in no_out.stderr and "--corpus" not in no_out.stderr
+    for text, expected in (('[train]\nepoch = 3\n', "has no option 'epoch'"),
+                           ('[train]\nepochs = "many"\n', "epochs = 'many'"),
+                           ('[train]\ntopology = "cnn9"\n', "topology = 'cnn9'"),
+                           ('[train\n', "not valid TOML"),
+                           ('[analyze]\nformat = "json"\n', "no [train] table")):
+        config.write_text(text)
+        result = runner.invoke(main, ["train", "--config", str(config)])
+        assert result.exit_code == 2, (text, result.output)
+        assert str(config) in result.stderr and expected in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    absent = runner.invoke(main, ["train", "--config", str(tmp_path / "none.toml")])
+    assert absent.exit_code == 2 and "cannot read" in absent.stderr
