@@ -126,6 +126,20 @@ def model_dirs() -> list[Path]:
     return extra + [shipped]
 
 
+SCORES_FILE = "scores.json"  # beside checkpoints: the five-fold figures of each one's recipe, by model name
+
+
+def recorded_scores(path: Path) -> dict | None:
+    """The five-fold figures recorded for the checkpoint at `path` in the scores.json of its folder
+    (views "programmes", "clips", "speaker", each {"ua", "wa"} in % or None), or None."""
+    try:
+        recorded = json.loads((path.parent / SCORES_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    entry = recorded.get(path.stem) if isinstance(recorded, dict) else None
+    return entry if isinstance(entry, dict) else None
+
+
 def installed_models() -> dict[str, Path]:
     """Model name -> file, the first folder of model_dirs() winning on a clash."""
     found: dict[str, Path] = {}

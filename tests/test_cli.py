@@ -748,16 +748,37 @@ def test_version():
     assert "sercli" in result.stdout
 
 
-def test_models_lists_installed_models(monkeypatch, model_dir):
-    monkeypatch.setenv("SERCLI_MODEL_PATH", str(model_dir))
+def test_models_lists_installed_models(monkeypatch, model_dir, tmp_path):
+    folder = tmp_path / "models"
+    shutil.copytree(model_dir, folder)
+    (folder / "scores.json").write_text(json.dumps({"tiny-lstm": {
+        "programmes": {"ua": 41.25, "wa": 40.0}, "clips": None, "speaker": {"ua": 50.0, "wa": 52.5}}}))
+    import torch
+
+    from sercli.features import FeatureConfig
+    from sercli.model import EmotionNet, ModelConfig
+    from sercli.weights import save_checkpoint
+
+    config = ModelConfig(lstm_hidden=8, dense=8)
+    save_checkpoint(folder / "tiny-fold3.pt", config, EmotionNet(config).state_dict(), FeatureConfig(),
+                    {"metrics": {"valid_wa": 0.5, "test_wa": 0.45, "test_ua": 0.4}, "training": {"test_fold": 3}})
+    monkeypatch.setenv("SERCLI_MODEL_PATH", str(folder))
     result = invoke("models")
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
-    names = [line.split("\t")[0].split()[0] for line in lines]
-    assert "tiny-lstm" in names and "tiny-cnn5" in names
-    line = next(line for line in lines if line.startswith("tiny-cnn5"))
-    assert str(model_dir / "tiny-cnn5.pt") in line
-    assert "cnn5" in line and "20 Hz" in line
+    assert lines[0].split() == ["MODEL", "KIND", "PROGRAMMES", "UA", "CLIPS", "UA", "SPEAKER", "UA/WA",
+                                "VALIDATION", "WA", "FILE"]
+    rows = {line.split()[0]: line for line in lines[1:] if line.startswith("tiny-")}
+    assert {"tiny-lstm", "tiny-cnn5", "tiny-denoise"} <= set(rows)
+    assert str(folder / "tiny-cnn5.pt") in rows["tiny-cnn5"]
+    assert "cnn5" in rows["tiny-cnn5"] and "20 Hz" in rows["tiny-cnn5"]
+    assert "denoising" in rows["tiny-denoise"]
+    programmes = lines[0].index("PROGRAMMES")  # the columns line up under their headers
+    assert rows["tiny-lstm"][programmes:].split()[:5] == ["41.2", "-", "50.0", "/", "52.5"]
+    assert rows["tiny-cnn5"][programmes:].split()[:4] == ["-", "-", "-", "-"]  # nothing recorded: dashes
+    # a fold model: its own test speakers' figures, labelled as one fold's, and its validation WA
+    assert rows["tiny-fold3"][programmes:].split()[:8] == ["-", "-", "40.0", "/", "45.0", "(fold", "3", "only)"]
+    assert rows["tiny-fold3"][programmes:].split()[8] == "50.0"
 
 
 def test_models_with_nothing_installed(no_default_model):
