@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .features import context_prior
+from .context import context_prior
 from .predict import FileFailure, FileResult, SegmentResult
 from .segment import SegmentationConfig
 
@@ -67,7 +67,8 @@ def _featurise(name: str, segmentation: dict, features: dict, audio_stream: int,
     import torch
 
     from .audio import AudioError, DecodeReport, stream_audio
-    from .features import FeatureConfig, log_spectrograms, normalise_segments, pitch_tracker
+    from .context import normalise_segments
+    from .features import FeatureConfig, log_spectrograms, pitch_tracker
     from .heap import retain_freed_memory
     from .segment import segment_stream
 

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from . import __version__
+from .context import CONTEXT_PRIOR_S, context_prior
 from .corpora import Split, Utterance
-from .features import CONTEXT_PRIOR_S, FeatureConfig, context_prior
+from .features import FeatureConfig
 from .model import LABELS, ModelConfig
 from .corpora import CorpusError
 from .train import (SegmentSet, TrainConfig, build_segments, evaluate, normalise_contexts, population_moments,

@@ -1,0 +1,65 @@
+"""One featurisation path: training/evaluation and analysis turn the same audio into the same
+network inputs (segments cut alike, pitch tracked per speech region, the same context window)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from sercli.corpora import Utterance
+from sercli.features import FeatureConfig
+from sercli.model import EmotionNet, ModelConfig
+from sercli.predict import Pipeline
+from sercli.weights import load_model, save_checkpoint
+
+TOLERANCE = 2e-3  # training holds its spectrograms in float16 (relative step 5e-4), analysis in float32
+
+
+def _inputs_seen(model) -> list[tuple[np.ndarray, int]]:
+    """Record every (spectrogram, valid frames) the model is given from now on."""
+    seen = []
+    original = model.posteriors
+
+    def record(x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        seen.extend((row.float().cpu().numpy().copy(), int(k)) for row, k in zip(x, n))  # x may be a reused buffer
+        return original(x, n)
+
+    model.posteriors = record
+    return seen
+
+
+@pytest.mark.parametrize("features", [FeatureConfig(), FeatureConfig(denoise=True),
+                                      FeatureConfig(denoise=True, context_norm=True)],
+                         ids=["plain", "denoise", "denoise-context"])
+def test_training_and_analysis_give_the_same_spectrograms(features, example, tmp_path):
+    from sercli.context import context_prior
+    from sercli.train import build_segments, normalise_contexts
+
+    torch.manual_seed(0)
+    config = ModelConfig(lstm_hidden=8, dense=8)
+    prior = {"mean": np.linspace(0.5, 1.5, features.n_bins).tolist(), "variance": np.full(features.n_bins, 4.0).tolist()}
+    save_checkpoint(tmp_path / "m.pt", config, EmotionNet(config).state_dict(), features,
+                    {"name": "m", "context_prior": prior})
+    model = load_model(tmp_path / "m.pt", device="cpu", precision="fp32")
+
+    # Training and evaluation: the file as one labelled utterance; its context is itself, which
+    # is what analysis compares a segment with in a file shorter than the context window.
+    utterance = Utterance(str(example), "neutral", "s1", "toy")
+    data = build_segments([utterance], features, None, log=lambda _: None)
+    if features.context_norm:
+        data = normalise_contexts(data, [utterance], "utterance", context_prior(model.meta))
+    trained = [(x.float().numpy(), int(n)) for x, n in zip(data.spectrograms, data.n_frames)]
+
+    seen = _inputs_seen(model)
+    (result,) = Pipeline(model, batch_size=2).run([str(example)])
+    assert len(result.segments) == len(trained) == len(seen) == 5
+    assert sorted(n for _, n in seen) == sorted(n for _, n in trained)
+    unmatched = list(range(len(seen)))
+    for x, n in trained:  # analysis scores shortest first: pair each training input with its twin
+        k = min((k for k in unmatched if seen[k][1] == n), key=lambda k: np.abs(seen[k][0] - x).max())
+        np.testing.assert_allclose(seen[k][0], x, rtol=TOLERANCE, atol=TOLERANCE)
+        unmatched.remove(k)
+    if features.denoise:  # the pitch really drove it: the denoised inputs differ from plain ones
+        plain = build_segments([utterance], FeatureConfig(), None, log=lambda _: None)
+        assert np.abs(plain.spectrograms.float().numpy() - data.spectrograms.float().numpy()).max() > 0.5
