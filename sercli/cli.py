@@ -525,8 +525,9 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
 @click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="Processes that decode and featurise the speech (default: the CPU count, at most 8).")
 @click.option("--context", type=click.Choice(["speaker", "utterance"]), default="speaker", show_default=True,
-              help="Context-normalised models: standardise over each speaker's test speech (like a long "
-                   "recording of one voice), or over each utterance alone (like short clips analysed one by one).")
+              help="Context-normalised models: standardise over each speaker's test speech at once (the view "
+                   "training reports; no user has it), or over each utterance alone (exactly what `sercli analyze "
+                   "clip.wav` does with each clip).")
 @click.option("--context-prior", "context_prior_s", type=click.FloatRange(min=0), default=10.0, show_default=True,
               metavar="SECONDS", help="Context-normalised models: seconds of speech the training speech's "
                                       "statistics count for in each context (0: none).")

@@ -114,3 +114,30 @@ def test_the_ray_file_task_streams_parts_with_the_pipelines_inputs(example, tmp_
         k = min((k for k in unmatched if seen[k][1] == n), key=lambda k: np.abs(seen[k][0] - x).max())
         np.testing.assert_allclose(seen[k][0], x, rtol=TOLERANCE, atol=TOLERANCE)
         unmatched.remove(k)
+
+
+def test_evaluating_each_clip_alone_is_analysing_each_clip(corpus, tmp_path):
+    """`sercli evaluate --context utterance` scores every segment of every clip as `sercli
+    analyze clip.wav` does: the same segments, the same context (the clip), the same posteriors."""
+    from sercli.corpora import read_manifest
+    from sercli.experiment import run_evaluation
+
+    torch.manual_seed(0)
+    config = ModelConfig(lstm_hidden=8, dense=8)
+    features = FeatureConfig(context_norm=True)
+    prior = {"mean": np.full(features.n_bins, 1.0).tolist(), "variance": np.full(features.n_bins, 4.0).tolist()}
+    save_checkpoint(tmp_path / "m.pt", config, EmotionNet(config).state_dict(), features,
+                    {"name": "m", "context_prior": prior})
+    utterances = read_manifest(corpus / "manifest.csv")
+    scored: dict = {}
+    results = run_evaluation(utterances, [], str(tmp_path / "m.pt"), "cpu", "fp32", None, log=lambda _: None,
+                             context="utterance", scored_segments=scored)
+    assert results["context"] == "utterance"
+    ((posteriors, owner, _),) = scored.values()
+    model = load_model(tmp_path / "m.pt", device="cpu", precision="fp32")
+    analysed = list(Pipeline(model).run([u.path for u in utterances]))
+    for i, result in enumerate(analysed):
+        mine = posteriors[owner == i].numpy()
+        assert len(result.segments) == len(mine) > 0
+        got = np.array([[s.probs[label] for label in model.labels] for s in result.segments])
+        np.testing.assert_allclose(got, mine, atol=1e-2)  # float16 held spectrograms; posteriors rounded to 4 places
