@@ -22,8 +22,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioError, ffmpeg_binary, load_audio
-from .corpora import Utterance
+from .audio import MEDIA_EXTENSIONS, SAMPLE_RATE, AudioError, ffmpeg_binary, load_audio
+from .corpora import Split, Utterance
+from .noise import active_speech_power, fit_length, utterance_seed
 
 
 class ProgrammeError(Exception):
@@ -61,8 +62,6 @@ def music_files(folder: str | Path) -> list[Path]:
     """The music a programme draws beds and interludes from: the audio files of the folder's
     music_* subfolders (as in ../shared/data/noise), else of the folder itself or of all its
     subfolders. Raises ProgrammeError when there is none."""
-    from .audio import MEDIA_EXTENSIONS
-
     folder = Path(folder)
     if not folder.is_dir():
         raise ProgrammeError(f"{folder}: no such folder of music")
@@ -92,8 +91,6 @@ class _Decoded:
 
 def _at_level(samples: np.ndarray, level_db: float) -> np.ndarray:
     """samples scaled so that their active-speech power is level_db dBFS."""
-    from .noise import active_speech_power
-
     power = active_speech_power(samples)
     if power <= 0:
         return np.zeros(len(samples))
@@ -105,8 +102,6 @@ def build_programme(utterances: Sequence[Utterance], music: Sequence[Path], conf
     """A programme of the speakers of `utterances` (16 kHz mono samples) and where each of its
     utterances lies. key: names the programme (e.g. fold1/2); with config.seed it fixes every
     draw. decoded: a cache of decoded files shared between programmes."""
-    from .noise import fit_length, utterance_seed
-
     decoded = decoded or _Decoded()
     rng = utterance_seed(config.seed, f"programme:{key}")
     speakers = sorted({u.speaker for u in utterances})
@@ -157,8 +152,6 @@ def build_programme(utterances: Sequence[Utterance], music: Sequence[Path], conf
             scene_at += len(voice) + len(pause)
         mixed = np.concatenate(scene)
         if rng.random() < config.music_share:
-            from .noise import active_speech_power
-
             bed = fit_length(decoded(music[rng.integers(len(music))]).astype(np.float64), len(mixed), rng)
             bed_power = float(np.mean(bed**2))
             if bed_power > 0:
@@ -229,7 +222,6 @@ def score_programmes(utterances: Sequence[Utterance], splits: Sequence, model: s
     so that several models are scored on the same programmes, built once; loaded_models: a
     cache of loaded checkpoints. Returns {"model", "programmes", "minutes", "runs": {run: {wa,
     ua, count, detected, confusion}}, "mean" (with several runs)}."""
-    from .corpora import Split
     from .predict import FileFailure, Pipeline
     from .weights import load_model, model_names
 
