@@ -267,11 +267,11 @@ def run(sources: Iterable[str], checkpoint_path, model, segmentation: Segmentati
                 on_audio(item["duration_s"])
 
     while True:
-        # Backpressure: no new file, and no further part of a file, while the actors have batches
-        # enough waiting, so spectrograms never pile up in the object store faster than the
-        # network scores them.
-        flowing = len(ready_batches) < BATCHES_WAITING_PER_ACTOR * count
-        while not exhausted and flowing and len(featurising) < limit:
+        # Backpressure: no new file while the actors have batches enough waiting, so spectrograms
+        # never pile up in the object store faster than the network scores them. The parts of
+        # files already started are always taken: a paused task would keep its CPU, and a model
+        # actor restarted after a crash could then find none to run on.
+        while not exhausted and len(ready_batches) < BATCHES_WAITING_PER_ACTOR * count and len(featurising) < limit:
             try:
                 name = next(inputs)
             except StopIteration:
@@ -293,8 +293,7 @@ def run(sources: Iterable[str], checkpoint_path, model, segmentation: Segmentati
             if exhausted and not order:
                 return
             continue
-        waitables = [*featurising, *scoring] if flowing or not scoring else [*scoring]
-        done, _ = ray.wait(waitables, num_returns=1)
+        done, _ = ray.wait([*featurising, *scoring], num_returns=1)
         for ready in done:
             if ready in featurising:
                 file = featurising[ready]
