@@ -100,7 +100,7 @@ def _at_level(samples: np.ndarray, level_db: float) -> np.ndarray:
 def build_programme(utterances: Sequence[Utterance], music: Sequence[Path], config: ProgrammeConfig,
                     key: str, decoded: _Decoded | None = None) -> tuple[np.ndarray, list[PlacedUtterance]]:
     """A programme of the speakers of `utterances` (16 kHz mono samples) and where each of its
-    utterances lies. key: names the programme (e.g. fold1/2); with config.seed it fixes every
+    utterances lies. key: names the programme (e.g. fold1-2); with config.seed it fixes every
     draw. decoded: a cache of decoded files shared between programmes."""
     decoded = decoded or _Decoded()
     rng = utterance_seed(config.seed, f"programme:{key}")
