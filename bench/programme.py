@@ -5,7 +5,8 @@
 Scenes follow each other: dialogue (utterances of the shared corpora with 0.2-1.5 s pauses, over a
 music bed 12-20 dB below the voices in a third of the scenes), music-only interludes and
 silences. About 60% of the time is speech, like a talk-heavy film. The mix is encoded as AAC
-(48 kHz stereo, 128 kbit/s) in an mp4 with a small video track, so decoding costs what it costs
+(48 kHz stereo, 128 kbit/s) in an mp4 with a small video track (sercli.programmes.encode_mp4, as
+`sercli evaluate --programmes` encodes its labelled programmes), so decoding costs what it costs
 on a real film. The same data and seed always give the same samples. Nothing of it is ever
 committed: the corpora are not ours to redistribute.
 """
@@ -14,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import csv
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
-from sercli.audio import SAMPLE_RATE, ffmpeg_binary, load_audio
+from sercli.audio import SAMPLE_RATE, load_audio
+from sercli.programmes import encode_mp4
 
 MUSIC = ("music_ambient", "music_pop", "music_rock")
 
@@ -85,21 +85,6 @@ def build(data: Path, seconds: float, seed: int = 0) -> np.ndarray:
     return np.clip(out, -1.0, 1.0)
 
 
-def encode(samples: np.ndarray, target: Path) -> None:
-    """AAC 48 kHz stereo + a 160x90 video track, in an mp4 (written to a temp file, then renamed)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    seconds = len(samples) / SAMPLE_RATE
-    with tempfile.TemporaryDirectory(dir=target.parent) as scratch:
-        partial = Path(scratch) / target.name
-        command = [ffmpeg_binary(), "-v", "error", "-y",
-                   "-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:",
-                   "-f", "lavfi", "-i", f"color=c=gray:s=160x90:r=5:d={seconds:.3f}",
-                   "-map", "1:v", "-map", "0:a", "-c:v", "libx264", "-preset", "ultrafast", "-tune", "stillimage",
-                   "-c:a", "aac", "-b:a", "128k", "-ar", "48000", "-ac", "2", "-shortest", str(partial)]
-        subprocess.run(command, input=samples.astype(np.float32).tobytes(), check=True)
-        partial.replace(target)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, help="../shared/data")
@@ -110,7 +95,7 @@ def main() -> None:
     if not (args.data / "ravdess" / "manifest.csv").is_file():
         sys.exit(f"{args.data}: not the shared data folder (no ravdess/manifest.csv)")
     samples = build(args.data, args.minutes * 60, args.seed)
-    encode(samples, args.out)
+    encode_mp4(samples, args.out)
     print(f"{args.out}: {args.minutes:g} min")
 
 

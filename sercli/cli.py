@@ -727,7 +727,7 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
               help="Signal-to-noise ratio of --noise in dB (active speech over noise power), repeatable "
                    "[default: 0].")
 @click.option("--noise-seed", type=int, default=0, show_default=True,
-              help="Seed for noise offsets and babble talkers.")
+              help="Seed for noise offsets, babble talkers and programmes.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]", help="Where to run.")
 @click.option("--precision", type=click.Choice(["auto", "bf16", "fp32"]), default="auto", show_default=True)
 @click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -737,18 +737,30 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
 @click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
               help="Processes that decode and featurise the speech (default: the CPU count, at most 8).")
 @click.option("--context", type=click.Choice(["speaker", "utterance"]), default="speaker", show_default=True,
-              help="Context-normalised models: standardise over each speaker's test speech (like a long "
-                   "recording of one voice), or over each utterance alone (like short clips analysed one by one).")
+              help="Context-normalised models: standardise over each speaker's test speech at once (the view "
+                   "training reports; no user has it), or over each utterance alone (exactly what `sercli analyze "
+                   "clip.wav` does with each clip).")
 @click.option("--context-prior", "context_prior_s", type=click.FloatRange(min=0), default=10.0, show_default=True,
               metavar="SECONDS", help="Context-normalised models: seconds of speech the training speech's "
                                       "statistics count for in each context (0: none).")
+@click.option("--programmes", "programmes", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="Also build N film-like programmes per run from its test speakers only (two-speaker scenes, "
+                   "music beds under half of them, music interludes; AAC in an mp4) and score them as "
+                   "`sercli analyze` analyses a file: each utterance by the segments that overlap it.")
+@click.option("--programme-minutes", type=click.FloatRange(min=0.1), default=None, metavar="M",
+              help="Length of each programme in minutes [default: 15].")
+@click.option("--programme-music", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
+              help="Music for the programmes' beds and interludes: a folder of audio files, or of folders (its "
+                   "music_* ones if it has any) [default: ../shared/data/noise].")
 def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_path, fold, validation, noises, snrs,
-             noise_seed, device, precision, cache_dir, output, workers, context, context_prior_s) -> None:
+             noise_seed, device, precision, cache_dir, output, workers, context, context_prior_s, programmes,
+             programme_minutes, programme_music) -> None:
     """Score checkpoints on labelled speech: WA, UA and confusion, per utterance and segment.
 
     With --noise, each noise category at each --snr is a further condition; several models and
     conditions end in one table, condition by model (the paper's Table 2 for a normal and a
-    --denoise model).
+    --denoise model). With --programmes, each model is also scored on film-like programmes of
+    each run's test speakers, analysed exactly as `sercli analyze` analyses a file.
     """
     import json
 
@@ -762,6 +774,19 @@ def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_pat
         raise click.UsageError("--snr needs --noise")
     if output is not None:
         _check_output(output)
+    if not programmes and (programme_minutes is not None or programme_music is not None):
+        raise click.UsageError("--programme-minutes and --programme-music need --programmes N")
+    music = []
+    if programmes:
+        from .programmes import ProgrammeError, music_files
+
+        folder = programme_music or Path("..") / "shared" / "data" / "noise"
+        try:
+            music = music_files(folder)
+        except ProgrammeError as exc:
+            hint = "" if programme_music else " (give --programme-music DIR)"
+            _say(None, "error", f"--programmes needs music for its beds: {exc}{hint}")
+            sys.exit(EXIT_USAGE)
     try:
         conditions = [CLEAN]
         for given in noises:
@@ -785,10 +810,35 @@ def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_pat
     except (CorpusError, ModelError, NoiseError) as exc:
         _say(None, "error", str(exc))
         sys.exit(EXIT_USAGE)
+    if programmes:
+        import tempfile
+
+        from .programmes import ProgrammeConfig, score_programmes
+
+        config = ProgrammeConfig(minutes=programme_minutes or ProgrammeConfig.minutes, seed=noise_seed)
+        built: dict = {}  # every model is scored on the same programmes
+        loaded: dict = {}
+        try:
+            with tempfile.TemporaryDirectory(prefix="sercli-programmes-") as folder:
+                for spec, result in zip(model_specs or (None,), results):
+                    result["programmes"] = score_programmes(
+                        utterances, splits, spec, programmes, config, music, Path(folder), device, precision,
+                        built, loaded, log=lambda line: click.echo(line, err=True))
+        except ModelError as exc:
+            _say(None, "error", str(exc))
+            sys.exit(EXIT_USAGE)
+        except ProgrammeError as exc:
+            _say(None, "error", str(exc))
+            sys.exit(EXIT_FAILED)
     if len(results) == 1 and len(conditions) == 1:
         click.echo(evaluation_table(results[0]), nl=False)
     else:
         click.echo(conditions_table(results), nl=False)
+    for result in results:
+        if "programmes" in result:
+            from .programmes import programme_table
+
+            click.echo("\n" + programme_table(result["programmes"]), nl=False)
     if output is not None:
         try:
             atomic_write_bytes(output, json.dumps(results[0] if len(results) == 1 else results, indent=1).encode())

@@ -23,13 +23,14 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .features import context_prior
+from .context import context_prior
 from .predict import FileFailure, FileResult, SegmentResult
 from .segment import SegmentationConfig
 
 RAY_INSTALL = 'sercli --ray needs Ray: pip install "sercli[ray]"'
 FILES_IN_FLIGHT_PER_CPU = 2  # featurising tasks kept queued per cluster CPU
-BATCHES_WAITING_PER_ACTOR = 4  # scored batches queued per model actor before more files start
+BATCHES_WAITING_PER_ACTOR = 4  # scored batches queued per model actor before more files start or stream on
+PARTS_AHEAD = 2  # parts a file task featurises ahead of what the driver has taken (Ray's generator backpressure)
 TASK_RETRIES = 3  # a file's task is rerun this often when its worker dies
 ACTOR_RESTARTS = 3  # a classifier actor is restarted this often, its calls retried
 
@@ -61,39 +62,74 @@ def connect(address: str) -> None:
         raise ClusterError(f"cannot connect to Ray at {address}: {' '.join(str(exc).split())[:200]}") from exc
 
 
-def _featurise(name: str, segmentation: dict, features: dict, audio_stream: int, prior=None):
-    """Runs in a Ray task: (metadata, spectrograms (N, F, T) float16 or None) of one file;
-    context-normalised over the file for a model that wants it (prior: see ContextStats)."""
+def _featurise(name: str, segmentation: dict, features: dict, audio_stream: int, prior, part_size: int):
+    """Runs in a Ray task, as a generator: one file streamed in parts of at most part_size
+    segments, like local mode (sercli.features.featurise, then a context-normalised model's
+    sercli.context.ContextWindow over the file), so the task holds about one context window of
+    spectrograms however long the file is. Yields, for each part in time order, its metadata
+    {"times", "n_frames"} and then its spectrograms (N, F, T) float16; last the file's
+    {"duration_s", "warnings"}, or {"error"} (its parts so far are then void)."""
     import torch
 
     from .audio import AudioError, DecodeReport, stream_audio
-    from .features import FeatureConfig, log_spectrograms, normalise_segments, pitch_tracker
+    from .context import ContextWindow
+    from .features import FeatureConfig, pitch_tracker
     from .heap import retain_freed_memory
     from .segment import segment_stream
 
     torch.set_num_threads(1)
     retain_freed_memory()
     config = FeatureConfig(**features)
+    window = ContextWindow(config.n_bins, prior, config.context_window_s / 2) if config.context_norm else None
     report = DecodeReport()
+    waiting = []
     try:
-        segments = list(segment_stream(stream_audio(name, audio_stream, report=report),
-                                       SegmentationConfig(**segmentation), pitch=pitch_tracker(config)))
-        parts = [log_spectrograms([s.samples for s in segments[i : i + 32]], config,
-                                  f0=[s.f0 for s in segments[i : i + 32]]).half()
-                 for i in range(0, len(segments), 32)]
-        n_frames = [config.frames_for(len(s.samples)) for s in segments]
-        if config.context_norm and parts:
-            parts = [normalise_segments(torch.cat(parts), torch.tensor(n_frames), prior, [s.start_s for s in segments],
-                                        config.context_window_s / 2).half()]
+        for segment in segment_stream(stream_audio(name, audio_stream, report=report),
+                                      SegmentationConfig(**segmentation), pitch=pitch_tracker(config)):
+            waiting.append(segment)
+            if len(waiting) == part_size:
+                yield from _parts(waiting, config, window, part_size, ended=False)
+                waiting = []
+        yield from _parts(waiting, config, window, part_size, ended=True)
     except AudioError as exc:
-        return {"name": name, "error": str(exc)}, None
+        yield {"error": str(exc)}
+        return
     except Exception as exc:  # noqa: BLE001 - one bad file must not stop the batch
-        return {"name": name, "error": f"unexpected error: {type(exc).__name__}: {exc}",
-                "detail": traceback.format_exc()}, None
-    meta = {"name": name, "duration_s": report.duration_s, "warnings": report.warnings,
-            "times": [(s.start_s, s.end_s) for s in segments],
-            "n_frames": n_frames}
-    return meta, (torch.cat(parts).numpy() if parts else None)
+        yield {"error": f"unexpected error: {type(exc).__name__}: {exc}", "detail": traceback.format_exc()}
+        return
+    yield {"duration_s": report.duration_s, "warnings": report.warnings}
+
+
+def _parts(segments: list, config, window, part_size: int, ended: bool):
+    """The featurised segments (plain model), or those whose context window is complete
+    (context-normalised: all of them once the file has ended), as (metadata, spectrograms) pairs."""
+    import torch
+
+    from .context import standardise_frames
+    from .features import featurise
+
+    if segments:
+        x, n_frames = featurise(segments, config)
+        if window is None:
+            yield {"times": [(s.start_s, s.end_s) for s in segments], "n_frames": n_frames.tolist()}
+            yield x.half().numpy()
+            return
+        for segment, spectrogram, n in zip(segments, x, n_frames):
+            window.add((segment.start_s, segment.end_s), segment.start_s, spectrogram[:, :n].half())
+    if window is None:
+        return
+    released = window.release(segments[-1].start_s if segments else -np.inf, ended)
+    for first in range(0, len(released), part_size):
+        part = released[first : first + part_size]
+        n_frames = torch.tensor([spectrogram.shape[1] for _, spectrogram, _, _ in part])
+        x = torch.zeros(len(part), config.n_bins, config.n_frames)
+        for k, (_, spectrogram, _, _) in enumerate(part):
+            x[k, :, : spectrogram.shape[1]] = spectrogram.float()
+        mean = torch.from_numpy(np.stack([m for _, _, m, _ in part])).float()
+        std = torch.from_numpy(np.stack([s for _, _, _, s in part])).float()
+        standardise_frames(x, n_frames, mean, std, in_place=True)
+        yield {"times": [key for key, _, _, _ in part], "n_frames": n_frames.tolist()}
+        yield x.half().numpy()
 
 
 class _Classifier:
@@ -138,14 +174,17 @@ class _Classifier:
 class _File:
     def __init__(self, name: str) -> None:
         self.name = name
-        self.meta: dict | None = None
+        self.times: list[tuple[float, float]] = []
+        self.part_frames: list[int] = []  # each segment's valid frames
         self.posteriors: list[np.ndarray | None] = []
         self.unscored = 0
+        self.part: dict | None = None  # the metadata of the part whose spectrograms come next
+        self.end: dict | None = None  # duration and warnings, once the task has streamed the whole file
         self.failure: FileFailure | None = None
 
     @property
     def finished(self) -> bool:
-        return self.failure is not None or (self.meta is not None and self.unscored == 0)
+        return self.failure is not None or (self.end is not None and self.unscored == 0)
 
 
 def run(sources: Iterable[str], checkpoint_path, model, segmentation: SegmentationConfig, batch_size: int,
@@ -168,15 +207,17 @@ def run(sources: Iterable[str], checkpoint_path, model, segmentation: Segmentati
                              max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)(_Classifier)
     idle = [actor_class.remote(hashlib.sha256(data).hexdigest(), "cuda" if use_gpu else "cpu", precision)
             for _ in range(count)]
-    featurise = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_featurise).options(num_returns=2)
+    # Each part is two objects (metadata, spectrograms): a task runs PARTS_AHEAD parts ahead at most.
+    featurise = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_featurise).options(
+        num_returns="streaming", _generator_backpressure_num_objects=2 * PARTS_AHEAD)
     segmentation_dict, features_dict = asdict(segmentation), asdict(model.features)
     prior = context_prior(model.meta) if model.features.context_norm else None
 
     order: deque[_File] = deque()
-    featurising: dict = {}  # metadata ref -> (file, spectrogram ref)
+    featurising: dict = {}  # file task's generator -> file
     scoring: dict = {}  # classify ref -> (actor, [(file, first segment, stop)])
     ready_batches: deque = deque()  # (slices, parts) waiting for an idle actor
-    buffer: list[tuple[_File, object, int, int]] = []  # segments not yet making a full batch
+    buffer: list[tuple[_File, object, int, int, int]] = []  # (file, part ref, first row, stop row, first segment)
     buffered = 0
     inputs = iter(sources)
     exhausted = False
@@ -184,25 +225,53 @@ def run(sources: Iterable[str], checkpoint_path, model, segmentation: Segmentati
 
     def close_batch() -> None:
         nonlocal buffer, buffered
-        slices = [(f, first, stop) for f, _, first, stop in buffer]
-        parts = [(ref, first, stop, f.meta["n_frames"][first:stop]) for f, ref, first, stop in buffer]
+        slices = [(f, index, index + stop - first) for f, _, first, stop, index in buffer]
+        parts = [(ref, first, stop, [f.part_frames[index + k] for k in range(stop - first)])
+                 for f, ref, first, stop, index in buffer]
         ready_batches.append((slices, parts))
         buffer, buffered = [], 0
 
-    def add_segments(file: _File, ref, first: int, stop: int) -> None:
+    def add_segments(file: _File, ref, rows: int, index: int) -> None:
         nonlocal buffered
-        while first < stop:
-            take = min(stop - first, batch_size - buffered)
-            buffer.append((file, ref, first, first + take))
+        first = 0
+        while first < rows:
+            take = min(rows - first, batch_size - buffered)
+            buffer.append((file, ref, first, first + take, index + first))
             buffered += take
             first += take
             if buffered >= batch_size:
                 close_batch()
 
+    def take(file: _File, gen) -> None:
+        """The next object of a file's task: a part's metadata, its spectrograms, or the end."""
+        ref = next(gen)
+        if file.part is not None:  # spectrograms of the part announced last
+            n = len(file.part["times"])
+            index = len(file.posteriors)
+            file.times += file.part["times"]
+            file.part_frames += file.part["n_frames"]
+            file.posteriors += [None] * n
+            file.unscored += n
+            file.part = None
+            if file.failure is None:
+                add_segments(file, ref, n, index)
+            return
+        item = ray.get(ref)
+        if "error" in item:
+            file.failure = FileFailure(file.name, item["error"], item.get("detail", ""))
+        elif "times" in item:
+            file.part = item
+        else:
+            file.end = item
+            if on_audio is not None:
+                on_audio(item["duration_s"])
+
     while True:
         # Backpressure: no new file while the actors have batches enough waiting, so spectrograms
-        # never pile up in the object store faster than the network scores them.
-        while not exhausted and len(featurising) < limit and len(ready_batches) < BATCHES_WAITING_PER_ACTOR * count:
+        # never pile up in the object store faster than the network scores them. The parts of
+        # files already started are always taken: a paused task would keep its CPU, and a model
+        # actor restarted after a crash could then find none to run on.
+        while not exhausted and len(ready_batches) < BATCHES_WAITING_PER_ACTOR * count and len(featurising) < limit:
             try:
                 name = next(inputs)
             except StopIteration:
@@ -210,8 +279,8 @@ def run(sources: Iterable[str], checkpoint_path, model, segmentation: Segmentati
                 break
             file = _File(name)
             order.append(file)
-            meta_ref, spectrogram_ref = featurise.remote(name, segmentation_dict, features_dict, audio_stream, prior)
-            featurising[meta_ref] = (file, spectrogram_ref)
+            featurising[featurise.remote(name, segmentation_dict, features_dict, audio_stream, prior,
+                                         batch_size)] = file
         if buffer and not ready_batches and (idle or not featurising):
             close_batch()  # an actor would idle, or nothing else will fill the batch: score what waits
         while ready_batches and idle:
@@ -225,24 +294,21 @@ def run(sources: Iterable[str], checkpoint_path, model, segmentation: Segmentati
                 return
             continue
         done, _ = ray.wait([*featurising, *scoring], num_returns=1)
-        for ref in done:
-            if ref in featurising:
-                file, spectrogram_ref = featurising.pop(ref)
-                meta = ray.get(ref)
-                if "error" in meta:
-                    file.failure = FileFailure(file.name, meta["error"], meta.get("detail", ""))
-                    continue
-                file.meta = meta
-                if on_audio is not None:
-                    on_audio(meta["duration_s"])
-                n = len(meta["times"])
-                file.posteriors = [None] * n
-                file.unscored = n
-                add_segments(file, spectrogram_ref, 0, n)
+        for ready in done:
+            if ready in featurising:
+                file = featurising[ready]
+                try:
+                    take(file, ready)
+                except StopIteration:  # the task has streamed everything
+                    del featurising[ready]
+                    if file.end is None and file.failure is None:
+                        file.failure = FileFailure(file.name, "the file's task ended without its results")
+                if file.failure is not None and ready in featurising:
+                    del featurising[ready]
             else:
-                actor, slices = scoring.pop(ref)
+                actor, slices = scoring.pop(ready)
                 idle.append(actor)
-                posteriors = ray.get(ref)
+                posteriors = ray.get(ready)
                 row = 0
                 for file, first, stop in slices:
                     for i in range(first, stop):
@@ -256,6 +322,6 @@ def _result(file: _File, model) -> FileResult | FileFailure:
     if file.failure is not None:
         return file.failure
     segments = [SegmentResult.scored(start, end, p, model.labels)
-                for (start, end), p in zip(file.meta["times"], file.posteriors)]
-    return FileResult(file.name, round(file.meta["duration_s"], 3), model.name, segments, model.labels,
-                      file.meta["warnings"])
+                for (start, end), p in zip(file.times, file.posteriors)]
+    return FileResult(file.name, round(file.end["duration_s"], 3), model.name, segments, model.labels,
+                      file.end["warnings"])

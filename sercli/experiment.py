@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from . import __version__
+from .context import CONTEXT_PRIOR_S, context_prior
 from .corpora import Split, Utterance
-from .features import CONTEXT_PRIOR_S, FeatureConfig, context_prior
+from .features import FeatureConfig
 from .model import LABELS, ModelConfig
 from .corpora import CorpusError
 from .train import (SegmentSet, TrainConfig, build_segments, evaluate, normalise_contexts, population_moments,
@@ -399,7 +400,7 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
     datasets: dict = {}
     if clean is None and any(c.snr_db is not None for c in conditions):
         clean = {}
-    results: dict = {"model": model, "conditions": {}}
+    results: dict = {"model": model, "context": context, "conditions": {}}
     for condition in conditions:
         scored: dict = {"runs": {}}
         for split in runs:
@@ -444,6 +445,8 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
                 scored_segments["+".join(str(m.path) for m, *_ in members), condition.label, split.name, context,
                                 context_prior_s] = (segment_posteriors, utterance, labels)
             results["model"] = model or str(members[0][0].path)
+            if not any(m.features.context_norm for m, *_ in members):
+                results["context"] = None  # the view does not apply: nothing is context-normalised
             scores = evaluate(segment_posteriors, SegmentSet(torch.empty(0), torch.empty(0), utterance, labels))
             scored["runs"][split.name] = {"model": "+".join(str(m.path) for m, *_ in members),
                                           "test_speakers": sorted(split.test)} | scores
@@ -458,9 +461,17 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
     return results
 
 
+CONTEXT_VIEWS = {  # what a context-normalised model's test speech is standardised over, as evaluation_table says
+    "speaker": "Context: each speaker's test speech together (the training view; no user has it). A user analysing "
+               "clips gets `--context utterance`, one analysing films `--programmes`.",
+    "utterance": "Context: each clip alone, as `sercli analyze clip.wav` sees it.",
+}
+
+
 def evaluation_table(results: dict) -> str:
     """Markdown table of run_evaluation's results (its first condition)."""
-    lines = [f"Model: `{results['model']}`", "",
+    view = [CONTEXT_VIEWS[results["context"]], ""] if results.get("context") else []
+    lines = [f"Model: `{results['model']}`", "", *view,
              "| run | utterances | utterance WA | utterance UA | segment WA | segment UA |", "|---|---|---|---|---|---|"]
     for name, r in results["runs"].items():
         u, s = r["utterance"], r["segment"]

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE
+
+if TYPE_CHECKING:
+    from .segment import Segment
 
 LOG_EPS = 1e-10  # power floor before the log, -100 dB
 SILENCE_DB = -90.0  # dB re full scale: a segment whose level is below this is all floor
@@ -34,7 +38,7 @@ class FeatureConfig:
     # rest silent. Praat pitch settings: floor and ceiling in Hz, and its voicing threshold.
     denoise: bool = False
     # Context normalisation: each frequency bin is also standardised over the speech around the
-    # segment (sercli.features.ContextStats): in training and evaluation the speaker's, in
+    # segment (sercli.context): in training and evaluation the speaker's, in
     # analysis the file's within context_window_s (the whole of a shorter file).
     context_norm: bool = False
     context_window_s: float = 600.0
@@ -167,6 +171,18 @@ def pitch_settings(config: FeatureConfig) -> dict[str, float]:
 CPU_SUBBATCH = 8  # segments featurised (and, in sercli.weights, classified) at once on the CPU
 
 
+def featurise(segments: Sequence[Segment], config: FeatureConfig,
+              device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """The one featurisation stage of analysis, the Ray file task, training and evaluation:
+    segments as sercli.segment cuts them (with a denoising config, each carrying its part of its
+    speech region's pitch track, Segment.f0) -> spectrograms (B, n_bins, n_frames) float32 on
+    `device` and the frames of each that carry signal (B,). Context normalisation, where the
+    model wants it, follows in sercli.context."""
+    spectrograms = log_spectrograms([s.samples for s in segments], config, device,
+                                    [s.f0 for s in segments] if config.denoise else None)
+    return spectrograms, torch.tensor([config.frames_for(len(s.samples)) for s in segments])
+
+
 def log_spectrograms(segments: list[np.ndarray], config: FeatureConfig, device: torch.device | str = "cpu",
                      f0: list[np.ndarray] | None = None) -> torch.Tensor:
     """The model's input for a batch of 16 kHz segments: (B, n_bins, n_frames) float32.
@@ -203,104 +219,3 @@ def _log_spectrograms(segments: list[np.ndarray], config: FeatureConfig, device:
             pitch[i, :n] = torch.from_numpy(np.asarray(track[:n], dtype=np.float64))
         power = modified_power(power, pitch.to(power.device), config.grid_hz)
     return normalise(power, lengths.to(device), config).float()
-
-
-CONTEXT_PRIOR_S = 10.0  # weight of the training speech's moments in a context's, in seconds of speech
-
-
-def context_prior(meta: dict, seconds: float = CONTEXT_PRIOR_S) -> tuple[np.ndarray, np.ndarray, float] | None:
-    """A checkpoint's prior for ContextStats (its training speech's moments, weighted as
-    `seconds` of speech), or None where it has none or seconds is 0."""
-    moments = meta.get("context_prior")
-    if not moments or seconds <= 0:
-        return None
-    return np.asarray(moments["mean"]), np.asarray(moments["variance"]), seconds * 100.0  # 10 ms frames
-
-
-class ContextStats:
-    """Per-bin first and second moments of the speech frames of a context (a speaker, a file, or
-    the stretch of a file around a segment), from which its segments are standardised.
-
-    prior: (mean (F,), variance (F,), frames) of the training speech; it counts as that many
-    frames of speech with those moments, so a context with little speech leans on the training
-    population instead of on a few noisy frames. None: the context's own moments alone.
-    """
-
-    def __init__(self, n_bins: int, prior: tuple[np.ndarray, np.ndarray, float] | None = None) -> None:
-        self.n_bins = n_bins
-        self.prior = prior
-        self.starts: list[float] = []
-        # Running [frames, sum, sum of squares] per bin after each segment, row 0 before any: one
-        # array grown by doubling, since thousands of small arrays alive for the whole of a long
-        # file pinned the heap between the large short-lived ones and memory grew with length.
-        self.cumulative = np.zeros((64, 3, n_bins))
-
-    @property
-    def frames(self) -> float:
-        return float(self.cumulative[len(self.starts), 0, 0])
-
-    def add(self, start_s: float, spectrogram: np.ndarray) -> None:
-        """A segment's valid frames, (F, n), in start order."""
-        n = len(self.starts)
-        if n + 1 == len(self.cumulative):
-            self.cumulative = np.concatenate([self.cumulative, np.zeros_like(self.cumulative)])
-        x = spectrogram.astype(np.float64)
-        self.cumulative[n + 1, 0] = self.cumulative[n, 0] + x.shape[1]
-        self.cumulative[n + 1, 1] = self.cumulative[n, 1] + x.sum(axis=1)
-        self.cumulative[n + 1, 2] = self.cumulative[n, 2] + np.square(x).sum(axis=1)
-        self.starts.append(start_s)
-
-    def forget_before(self, start_s: float) -> None:
-        """Drop what only segments starting before start_s need: moments(first_s, ...) with
-        first_s >= start_s stay exact; whole-context moments() and `frames` then cover only the
-        segments kept. A file's sliding window uses it so that memory stays flat however long
-        the file is; rows are moved within the array, which keeps its size."""
-        drop = int(np.searchsorted(self.starts, start_s, "left"))
-        if drop < max(64, len(self.starts) // 2):  # move rows rarely: amortised over many adds
-            return
-        kept = len(self.starts) - drop
-        self.cumulative[: kept + 1] = self.cumulative[drop : drop + kept + 1].copy()
-        del self.starts[:drop]
-
-    def moments(self, first_s: float = -np.inf, last_s: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
-        """(mean, std) per bin over the segments starting within [first_s, last_s]."""
-        lo, hi = np.searchsorted(self.starts, first_s, "left"), np.searchsorted(self.starts, last_s, "right")
-        count, total, squares = self.cumulative[hi] - self.cumulative[lo]
-        if self.prior is not None:
-            mean, variance, frames = self.prior
-            count, total, squares = count + frames, total + frames * mean, squares + frames * (variance + mean ** 2)
-        count = np.maximum(count, 1.0)
-        mean = total / count
-        std = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))
-        return mean, np.maximum(std, 1e-3)
-
-
-def standardise_frames(x: torch.Tensor, n_frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                       in_place: bool = False) -> torch.Tensor:
-    """(B, F, T) spectrograms minus mean, over std (each (B, F) or (F,)), zero past each end.
-    in_place: overwrite x (float) rather than allocate a result."""
-    if mean.dim() == 1:
-        mean, std = mean[None], std[None]
-    valid = torch.arange(x.shape[2], device=x.device)[None, :] < n_frames.to(x.device)[:, None]
-    if not in_place:
-        x = x.clone()
-    return x.sub_(mean[:, :, None]).div_(std[:, :, None]).mul_(valid[:, None, :])
-
-
-def normalise_segments(spectrograms: torch.Tensor, n_frames: torch.Tensor,
-                       prior: tuple[np.ndarray, np.ndarray, float] | None, starts: list[float] | None = None,
-                       half_window_s: float = np.inf) -> torch.Tensor:
-    """Segments (B, F, T) of one context, standardised over its speech: each over the segments
-    starting within half_window_s of its own start (`starts`, seconds; as sercli.predict does for
-    a file while streaming), or all over all of them (no starts). prior: see ContextStats."""
-    stats = ContextStats(spectrograms.shape[1], prior)
-    starts = starts if starts is not None else [0.0] * len(spectrograms)
-    for start, x, n in zip(starts, spectrograms, n_frames):
-        stats.add(start, x[:, : int(n)].float().cpu().numpy())
-    if np.isinf(half_window_s):
-        moments = [stats.moments()]
-    else:
-        moments = [stats.moments(start - half_window_s, start + half_window_s) for start in starts]
-    mean = torch.from_numpy(np.stack([m for m, _ in moments])).float().to(spectrograms.device)
-    std = torch.from_numpy(np.stack([s for _, s in moments])).float().to(spectrograms.device)
-    return standardise_frames(spectrograms.float(), n_frames, mean, std)

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, AudioError, DecodeReport, resample, stream_audio
-from .features import (ContextStats, context_prior, log_spectrograms, pitch_settings, pitch_tracker,
-                       standardise_frames)
+from .context import ContextWindow, context_prior, standardise_frames
+from .features import featurise, pitch_settings, pitch_tracker
 from .segment import PitchTracker, Segment, SegmentationConfig, SpeechProbabilities, Segmenter
 from .spans import MERGE_GAP_S, Span, merge_spans
 from .weights import Model
@@ -123,13 +123,12 @@ class _Pending:
     unscored: int = 0
     report: DecodeReport | None = None  # set when the file is fully segmented
     failure: FileFailure | None = None
-    # Per model of the pipeline, for context-normalised ones: the file's speech statistics, and
-    # the segments featurised but not yet classified until their context is: (result index,
-    # start s, end s, valid frames (F, n)). Not the Segment: its samples were allocated by the
-    # decoding thread, and holding them for minutes fragmented that thread's heap, so memory
-    # grew with the input's length.
-    contexts: list[ContextStats | None] = field(default_factory=list)
-    held: list[list[tuple[int, float, float, torch.Tensor]]] = field(default_factory=list)
+    # Per model of the pipeline, for context-normalised ones: the file's context window, holding
+    # the segments featurised but not yet classified until their context is, keyed by (result
+    # index, start s, end s), with their valid frames (F, n). Not the Segment: its samples were
+    # allocated by the decoding thread, and holding them for minutes fragmented that thread's
+    # heap, so memory grew with the input's length.
+    windows: list[ContextWindow | None] = field(default_factory=list)
     unfeaturised: int = 0
     progress_s: float = -np.inf  # start of the latest featurised segment
     # An ensemble's segments scored by some of its models: result index -> (sum of their
@@ -307,9 +306,12 @@ class Pipeline:
         """The first (or only) model."""
         return self.models[0]
 
-    def _contexts(self) -> list[ContextStats | None]:
-        return [ContextStats(m.features.n_bins, prior) if m.features.context_norm else None
-                for m, prior in zip(self.models, self.priors)]
+    def _windows(self) -> list[ContextWindow | None]:
+        """One context window per context-normalised model: the file's (half its window either
+        side of a segment), or with context "all" the whole run's."""
+        return [ContextWindow(m.features.n_bins, prior,
+                              m.features.context_window_s / 2 if self.context == "file" else np.inf)
+                if m.features.context_norm else None for m, prior in zip(self.models, self.priors)]
 
     def run(self, sources: Iterable[Source],
             on_audio: Callable[[float], None] | None = None) -> Iterator[FileResult | FileFailure]:
@@ -325,7 +327,7 @@ class Pipeline:
         files: deque[_Pending] = deque()
         batch: list[tuple[_Pending, int, Segment]] = []
         in_context = any(m.features.context_norm for m in self.models)
-        shared = self._contexts() if self.context == "all" else None
+        shared = self._windows() if self.context == "all" else None
         done = False
         try:
             while not done:
@@ -338,8 +340,7 @@ class Pipeline:
                 elif event is not None:
                     kind, value = event
                     if kind == "file":
-                        files.append(_Pending(value, contexts=shared or self._contexts(),
-                                              held=[[] for _ in self.models]))
+                        files.append(_Pending(value, windows=shared or self._windows()))
                     elif kind == "segment":
                         current = files[-1]
                         current.results.append(None)
@@ -380,11 +381,8 @@ class Pipeline:
             blocks = self._blocks[member]
             for first in range(0, len(live), self.batch_size):
                 part = live[first : first + self.batch_size]
-                samples = [seg.samples for _, _, seg in part]
-                n_frames = torch.tensor([model.features.frames_for(len(s)) for s in samples])
                 with _out_of_memory_hint(model.device, len(part)):
-                    spectrograms = log_spectrograms(samples, model.features, model.device,
-                                                    [seg.f0 for _, _, seg in part])
+                    spectrograms, n_frames = featurise([seg for _, _, seg in part], model.features, model.device)
                     if model.features.context_norm:
                         for (_, _, seg), x, n in zip(part, spectrograms, n_frames):
                             block = blocks.pop() if blocks else torch.empty(x.shape, dtype=torch.float16)
@@ -394,11 +392,9 @@ class Pipeline:
                     posteriors = model.posteriors(spectrograms, n_frames).numpy()
                 for (pending, i, seg), p in zip(part, posteriors):
                     self._scored(pending, i, seg.start_s, seg.end_s, p)
-            for pending, i, seg in batch:  # in time order, as the context statistics want them
-                if id(seg) in held:  # one shared context: all of it is every segment's window
-                    x = held[id(seg)]
-                    pending.contexts[member].add(seg.start_s if self.context == "file" else 0.0, x.float().numpy())
-                    pending.held[member].append((i, seg.start_s, seg.end_s, x))
+            for pending, i, seg in batch:  # in time order, as the context windows want them
+                if id(seg) in held:
+                    pending.windows[member].add((pending, i, seg.start_s, seg.end_s), seg.start_s, held[id(seg)])
         for pending, _, seg in live:
             pending.progress_s = max(pending.progress_s, seg.start_s)
 
@@ -422,46 +418,42 @@ class Pipeline:
                 self._score_member_in_context(member, model, files, everything)
 
     def _score_member_in_context(self, member: int, model: Model, files: deque[_Pending], everything: bool) -> None:
-        half = model.features.context_window_s / 2
         blocks = self._blocks[member]
         ready = []
+        windows = {id(p.windows[member]): p.windows[member] for p in files}  # one when shared ("all")
         for pending in files:
-            context, held = pending.contexts[member], pending.held[member]
-            if pending.failure is not None:
-                blocks += [x._base if x._base is not None else x for *_, x in held]
-                held.clear()
+            window = pending.windows[member]
+            if pending.failure is not None and self.context == "file":
+                blocks += [x._base if x._base is not None else x for x in window.discard()]
                 continue
             ended = everything or (pending.report is not None and pending.unfeaturised == 0)
-            keep = []
-            for i, start, end, x in held:
-                if ended or start + half < pending.progress_s:
-                    mean, std = (context.moments(start - half, start + half) if self.context == "file"
-                                 else context.moments())
-                    ready.append((pending, i, start, end, x, mean, std))
-                else:
-                    keep.append((i, start, end, x))
-            held[:] = keep
-            if self.context == "file" and held:  # held in time order: no window reaches further back
-                context.forget_before(held[0][1] - half)
-        ready.sort(key=lambda item: item[4].shape[1])
+            if self.context == "file":
+                ready += window.release(pending.progress_s, ended)
+        if everything and self.context == "all":
+            for window in windows.values():
+                ready += window.release(ended=True)
+        for key, x, *_ in [item for item in ready if item[0][0].failure is not None]:
+            blocks.append(x._base if x._base is not None else x)
+        ready = [item for item in ready if item[0][0].failure is None]
+        ready.sort(key=lambda item: item[1].shape[1])
         for first in range(0, len(ready), self.batch_size):
             part = ready[first : first + self.batch_size]
-            n_frames = torch.tensor([x.shape[1] for *_, x, _, _ in part])
+            n_frames = torch.tensor([x.shape[1] for _, x, _, _ in part])
             buffer = self._buffers[member]
             if buffer is None or len(buffer) < len(part):
                 buffer = self._buffers[member] = torch.empty(self.batch_size, model.features.n_bins,
                                                              model.features.n_frames)
             x = buffer[: len(part)].zero_()
-            for k, (*_, spectrogram, _, _) in enumerate(part):
+            for k, (_, spectrogram, _, _) in enumerate(part):
                 x[k, :, : spectrogram.shape[1]] = spectrogram.float()
-            mean = torch.from_numpy(np.stack([m for *_, m, _ in part])).float()
-            std = torch.from_numpy(np.stack([s for *_, s in part])).float()
+            mean = torch.from_numpy(np.stack([m for _, _, m, _ in part])).float()
+            std = torch.from_numpy(np.stack([s for _, _, _, s in part])).float()
             with _out_of_memory_hint(model.device, len(part)):
                 x = standardise_frames(x.to(model.device), n_frames, mean.to(model.device), std.to(model.device),
                                        in_place=True)
                 posteriors = model.posteriors(x, n_frames).numpy()
-            blocks += [spectrogram._base for *_, spectrogram, _, _ in part]
-            for (pending, i, start, end, *_), p in zip(part, posteriors):
+            blocks += [spectrogram._base for _, spectrogram, _, _ in part]
+            for ((pending, i, start, end), *_), p in zip(part, posteriors):
                 self._scored(pending, i, start, end, p)
 
     def _finish(self, pending: _Pending) -> FileResult | FileFailure:

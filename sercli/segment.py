@@ -188,6 +188,18 @@ def track_part(track: np.ndarray, offset: int, n_samples: int) -> np.ndarray:
     return track[np.clip(index, 0, len(track) - 1)]
 
 
+def region_segments(samples: np.ndarray, start: int, max_samples: int,
+                    pitch: PitchTracker | None = None) -> list[Segment]:
+    """A speech region's samples, which begin at sample `start` of their file, cut into the fewest
+    near-equal segments no longer than max_samples. With `pitch`, the region's pitch is tracked
+    once, whole, and every segment carries its part of the track (Segment.f0), so segment edges
+    cut no pitch analysis. Analysis and training both cut speech here."""
+    track = pitch(samples) if pitch is not None else None
+    return [Segment(a / SAMPLE_RATE, b / SAMPLE_RATE, np.array(samples[a - start : b - start], dtype=np.float32),
+                    None if track is None else track_part(track, a - start, b - a))
+            for a, b in split_evenly(start, start + len(samples), max_samples)]
+
+
 class Segmenter:
     """Turns a stream of 16 kHz chunks into segments, holding only the audio still needed.
 
@@ -196,8 +208,11 @@ class Segmenter:
     """
 
     def __init__(self, config: SegmentationConfig, vad: SpeechProbabilities | None = None,
-                 pitch: PitchTracker | None = None) -> None:
+                 pitch: PitchTracker | None = None, record_regions: bool = False) -> None:
+        """record_regions: keep the sample range [start, end) of every region (or fixed window)
+        cut, in `regions` (training cuts an utterance's noisy copies where its clean speech is)."""
         self.config = config
+        self.regions: list[tuple[int, int]] | None = [] if record_regions else None
         self.pitch = pitch
         self.vad = vad or SpeechProbabilities()
         self.vad.reset()
@@ -261,17 +276,10 @@ class Segmenter:
 
     def _region(self, start: int, end: int) -> list[Segment]:
         """The region [start, end) as near-equal segments, with their pitch if it is tracked."""
-        parts = split_evenly(start, end, self._max_segment)
-        if self.pitch is None:
-            return [self._segment(a, b) for a, b in parts]
-        region = self._segment(start, end)
-        track = self.pitch(region.samples)
-        return [Segment(a / SAMPLE_RATE, b / SAMPLE_RATE, region.samples[a - start : b - start].copy(),
-                        track_part(track, a - start, b - a)) for a, b in parts]
-
-    def _segment(self, start: int, end: int) -> Segment:
+        if self.regions is not None:
+            self.regions.append((start, end))
         samples, _ = samples_between(self._chunks, self._buffer_start, start, end)
-        return Segment(start / SAMPLE_RATE, end / SAMPLE_RATE, samples.astype(np.float32, copy=True))
+        return region_segments(samples, start, self._max_segment, self.pitch)
 
     def _drop_before(self, sample: int) -> None:
         while self._chunks and self._buffer_start + self._chunks[0].size <= sample:

@@ -22,10 +22,10 @@ from tqdm import tqdm
 
 from .audio import SAMPLE_RATE, AudioError, load_audio
 from .corpora import CorpusError, Utterance
-from .features import ContextStats, FeatureConfig, log_spectrograms, normalise_segments, pitch_tracker
+from .context import ContextStats, normalise_segments
+from .features import FeatureConfig, featurise, pitch_tracker
 from .model import LABELS, EmotionNet, ModelConfig
-from .segment import (PitchTracker, Segment, SegmentationConfig, SpeechProbabilities, segment_audio, split_evenly,
-                      track_part)
+from .segment import PitchTracker, Segment, SegmentationConfig, Segmenter, SpeechProbabilities, region_segments
 from .weights import atomic_torch_save, bf16_supported
 
 
@@ -105,33 +105,34 @@ class SegmentSet:
         return part
 
 
-def speech_bounds(samples: np.ndarray, vad: SpeechProbabilities, max_s: float = 3.0) -> list[tuple[int, int]]:
-    """Sample ranges of the paper's sub-sentence split, applied to the speech the VAD finds (as at
-    inference); an utterance where it finds none is split whole."""
-    bounds = [(round(s.start_s * SAMPLE_RATE), round(s.end_s * SAMPLE_RATE))
-              for s in segment_audio(samples, SegmentationConfig(max_segment_s=max_s), vad)]
-    return bounds or split_evenly(0, len(samples), int(max_s * SAMPLE_RATE))
+def speech_regions(samples: np.ndarray, vad: SpeechProbabilities) -> list[tuple[int, int]]:
+    """Sample ranges of the speech regions that analysis finds in an utterance (the same speech
+    detection and padding, sercli.segment.Segmenter); an utterance where it finds none is taken
+    whole, so that no labelled utterance goes unscored."""
+    segmenter = Segmenter(SegmentationConfig(), vad, record_regions=True)
+    segmenter.feed(np.asarray(samples, dtype=np.float32))
+    segmenter.finish()
+    return segmenter.regions or ([(0, len(samples))] if len(samples) else [])
 
 
-def utterance_segments(samples: np.ndarray, bounds: list[tuple[int, int]],
+def utterance_segments(samples: np.ndarray, regions: list[tuple[int, int]], max_s: float = 3.0,
                        pitch: PitchTracker | None = None) -> list[Segment]:
-    """The segments of one utterance at `bounds` (speech_bounds of its clean samples, so a clean
-    and a noisy test see the same segments). samples: the utterance as it is to be featurised
-    (clean, or with noise added). pitch: track the pitch of the whole utterance once (for
-    denoising features)."""
-    track = pitch(samples) if pitch is not None else None
-    return [Segment(a / SAMPLE_RATE, b / SAMPLE_RATE, samples[a:b],
-                    None if track is None else track_part(track, a, b - a)) for a, b in bounds]
+    """The segments of one utterance, cut as analysis cuts a file (sercli.segment.region_segments):
+    each region (speech_regions of its clean samples, so that a clean and a noisy test see the
+    same segments) in near-equal parts of at most max_s, with its pitch tracked per region for
+    denoising features. samples: the utterance as it is to be featurised (clean, or with noise)."""
+    return [segment for a, b in regions
+            for segment in region_segments(samples[a:b], a, round(max_s * SAMPLE_RATE), pitch)]
 
 
 Corruption = Callable[[int, np.ndarray], np.ndarray]  # (utterance index, clean samples) -> heard samples
-Clean = dict[str, tuple[np.ndarray, list[tuple[int, int]]]]  # utterance path -> (decoded samples, segment bounds)
+Clean = dict[str, tuple[np.ndarray, list[tuple[int, int]]]]  # utterance path -> (decoded samples, speech regions)
 
 
 def _featurise(utterances: list[Utterance], first: int, last: int, features: FeatureConfig,
                corrupt: Corruption | None, clean: Clean | None, keep_clean: bool) -> tuple:
     """Utterances [first, last): their segments' spectrograms (float16), frame counts, owners
-    (indices into `utterances`) and labels, plus the newly decoded (samples, bounds) when
+    (indices into `utterances`) and labels, plus the newly decoded (samples, regions) when
     keep_clean. Runs in the caller's process or in a pool worker."""
     vad = None
     pitch = pitch_tracker(features)
@@ -141,27 +142,27 @@ def _featurise(utterances: list[Utterance], first: int, last: int, features: Fea
 
     def flush() -> None:
         if pending:
-            spectrograms.append(log_spectrograms([p.samples for p in pending], features,
-                                                 f0=[p.f0 for p in pending]).half())
-            n_frames.extend(features.frames_for(len(p.samples)) for p in pending)
+            x, n = featurise(pending, features)
+            spectrograms.append(x.half())
+            n_frames.extend(n.tolist())
             pending.clear()
 
     for i in range(first, last):
         utterance = utterances[i]
         known = clean.get(utterance.path) if clean is not None else None
         if known is not None:
-            audio, bounds = known
+            audio, regions = known
         else:
             try:
                 audio = load_audio(utterance.path)
             except AudioError as exc:
                 raise CorpusError(f"{utterance.path}: {exc}") from exc
             vad = vad or SpeechProbabilities()
-            bounds = speech_bounds(audio, vad)
+            regions = speech_regions(audio, vad)
             if keep_clean:
-                decoded[utterance.path] = (audio, bounds)
+                decoded[utterance.path] = (audio, regions)
         heard = corrupt(i, audio) if corrupt is not None else audio
-        for segment in utterance_segments(heard, bounds, pitch):
+        for segment in utterance_segments(heard, regions, pitch=pitch):
             pending.append(segment)
             owner.append(i)
             labels.append(LABELS.index(utterance.label))
@@ -200,6 +201,9 @@ def _close_pool() -> None:
         _pool = None
 
 
+FEATURISATION = "regions-pitch-per-region"  # in the cache key: segments cut and pitch tracked as in analysis
+
+
 def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_dir: Path | None,
                    log: Callable[[str], None] = print, corrupt: Corruption | None = None,
                    corrupt_key: str = "", workers: int = 1, clean: Clean | None = None) -> SegmentSet:
@@ -211,11 +215,12 @@ def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_d
     workers: featurise in this many processes, each taking a contiguous share of the utterances;
     the result is the same as with one.
     clean: a dict the caller keeps between calls: each utterance's decoded samples and segment
-    bounds are added to it and reused, so scoring several conditions or feature settings decodes
+    regions are added to it and reused, so scoring several conditions or feature settings decodes
     and runs the VAD once per utterance (memory: the whole corpus's samples)."""
     # The spectrograms themselves: context normalisation comes after (normalise_contexts).
     spectrogram = {k: v for k, v in asdict(features).items() if not k.startswith("context_")}
-    described = [spectrogram, [(u.path, u.label) for u in utterances]] + ([corrupt_key] if corrupt else [])
+    # FEATURISATION names the cutting and pitch tracking, so that caches of an older way are not reused.
+    described = [spectrogram, [(u.path, u.label) for u in utterances], FEATURISATION] + ([corrupt_key] if corrupt else [])
     key = hashlib.sha256(json.dumps(described).encode())
     cache = cache_dir / f"segments-{key.hexdigest()[:16]}.pt" if cache_dir else None
     if cache is not None and cache.is_file():

@@ -850,7 +850,7 @@ def test_context_prior_default_is_the_library_default():
     """The command line spells the default out (importing sercli.features at parse time would
     import torch for every command); it must stay the library's."""
     from sercli.cli import evaluate
-    from sercli.features import CONTEXT_PRIOR_S
+    from sercli.context import CONTEXT_PRIOR_S
 
     option = next(p for p in evaluate.params if p.name == "context_prior_s")
     assert option.default == CONTEXT_PRIOR_S

@@ -168,7 +168,8 @@ def context_models(tmp_path_factory):
 def test_context_normalised_model_standardises_over_the_speech_around_each_segment(context_models, example):
     import torch
 
-    from sercli.features import ContextStats, context_prior, log_spectrograms, standardise_frames
+    from sercli.context import ContextStats, context_prior, standardise_frames
+    from sercli.features import log_spectrograms
     from sercli.segment import segment_audio
 
     samples = load_audio(str(example))
@@ -198,7 +199,7 @@ def test_context_normalised_model_standardises_over_the_speech_around_each_segme
 
 
 def test_context_statistics_by_hand():
-    from sercli.features import ContextStats
+    from sercli.context import ContextStats
 
     stats = ContextStats(2, (np.array([0.0, 10.0]), np.array([1.0, 1.0]), 2.0))
     stats.add(0.0, np.array([[1.0, 3.0], [2.0, 2.0]]))
@@ -214,7 +215,7 @@ def test_context_statistics_by_hand():
 def test_forgetting_old_segments_keeps_windowed_moments_exact():
     """A long file's statistics drop the segments no window reaches any more; the moments of
     every later window are unchanged and the array does not grow past what a window needs."""
-    from sercli.features import ContextStats
+    from sercli.context import ContextStats
 
     rng = np.random.default_rng(0)
     full, sliding = ContextStats(3, (np.zeros(3), np.ones(3), 50.0)), ContextStats(3, (np.zeros(3), np.ones(3), 50.0))
@@ -236,7 +237,8 @@ def test_forgetting_old_segments_keeps_windowed_moments_exact():
 def test_context_all_normalises_every_input_of_the_run_together(context_models, example):
     import torch
 
-    from sercli.features import ContextStats, context_prior, log_spectrograms, standardise_frames
+    from sercli.context import ContextStats, context_prior, standardise_frames
+    from sercli.features import log_spectrograms
     from sercli.segment import segment_audio
 
     model = context_models[4.0]  # the window does not apply to one shared context

@@ -370,7 +370,7 @@ def test_workers_and_the_clean_memo_give_the_same_segments(corpus):
     clean: dict = {}
     first = build_segments(utterances, features, None, lambda _: None, corrupt, key, workers=2, clean=clean)
     assert set(clean) == {u.path for u in utterances}
-    clean = {path: (samples, bounds) for path, (samples, bounds) in clean.items()}
+    clean = {path: (samples, regions) for path, (samples, regions) in clean.items()}
     again = build_segments(utterances, features, None, lambda _: None, corrupt, key, clean=clean)
     assert torch.equal(first.spectrograms, again.spectrograms) and torch.equal(first.n_frames, alone.n_frames)
     assert not torch.equal(first.spectrograms, alone.spectrograms)

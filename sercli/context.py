@@ -1,0 +1,159 @@
+"""Context normalisation: each frequency bin of a segment standardised over the speech around it.
+
+A context is the speech a segment is compared with: in analysis its own file within
+`FeatureConfig.context_window_s` (streamed: ContextWindow), or all inputs of a run; in training
+and evaluation its speaker's speech, or its own utterance's. This module owns the statistics
+(ContextStats), the checkpoint's prior over them (context_prior) and the streaming window that
+releases a segment once the speech around it is featurised (ContextWindow); analysis, the Ray
+file task, training and evaluation all standardise through it.
+"""
+
+from __future__ import annotations
+
+from typing import Hashable
+
+import numpy as np
+import torch
+
+CONTEXT_PRIOR_S = 10.0  # weight of the training speech's moments in a context's, in seconds of speech
+
+
+def context_prior(meta: dict, seconds: float = CONTEXT_PRIOR_S) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """A checkpoint's prior for ContextStats (its training speech's moments, weighted as
+    `seconds` of speech), or None where it has none or seconds is 0."""
+    moments = meta.get("context_prior")
+    if not moments or seconds <= 0:
+        return None
+    return np.asarray(moments["mean"]), np.asarray(moments["variance"]), seconds * 100.0  # 10 ms frames
+
+
+class ContextStats:
+    """Per-bin first and second moments of the speech frames of a context (a speaker, a file, or
+    the stretch of a file around a segment), from which its segments are standardised.
+
+    prior: (mean (F,), variance (F,), frames) of the training speech; it counts as that many
+    frames of speech with those moments, so a context with little speech leans on the training
+    population instead of on a few noisy frames. None: the context's own moments alone.
+    """
+
+    def __init__(self, n_bins: int, prior: tuple[np.ndarray, np.ndarray, float] | None = None) -> None:
+        self.n_bins = n_bins
+        self.prior = prior
+        self.starts: list[float] = []
+        # Running [frames, sum, sum of squares] per bin after each segment, row 0 before any: one
+        # array grown by doubling, since thousands of small arrays alive for the whole of a long
+        # file pinned the heap between the large short-lived ones and memory grew with length.
+        self.cumulative = np.zeros((64, 3, n_bins))
+
+    @property
+    def frames(self) -> float:
+        return float(self.cumulative[len(self.starts), 0, 0])
+
+    def add(self, start_s: float, spectrogram: np.ndarray) -> None:
+        """A segment's valid frames, (F, n), in start order."""
+        n = len(self.starts)
+        if n + 1 == len(self.cumulative):
+            self.cumulative = np.concatenate([self.cumulative, np.zeros_like(self.cumulative)])
+        x = spectrogram.astype(np.float64)
+        self.cumulative[n + 1, 0] = self.cumulative[n, 0] + x.shape[1]
+        self.cumulative[n + 1, 1] = self.cumulative[n, 1] + x.sum(axis=1)
+        self.cumulative[n + 1, 2] = self.cumulative[n, 2] + np.square(x).sum(axis=1)
+        self.starts.append(start_s)
+
+    def forget_before(self, start_s: float) -> None:
+        """Drop what only segments starting before start_s need: moments(first_s, ...) with
+        first_s >= start_s stay exact; whole-context moments() and `frames` then cover only the
+        segments kept. A file's sliding window uses it so that memory stays flat however long
+        the file is; rows are moved within the array, which keeps its size."""
+        drop = int(np.searchsorted(self.starts, start_s, "left"))
+        if drop < max(64, len(self.starts) // 2):  # move rows rarely: amortised over many adds
+            return
+        kept = len(self.starts) - drop
+        self.cumulative[: kept + 1] = self.cumulative[drop : drop + kept + 1].copy()
+        del self.starts[:drop]
+
+    def moments(self, first_s: float = -np.inf, last_s: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) per bin over the segments starting within [first_s, last_s]."""
+        lo, hi = np.searchsorted(self.starts, first_s, "left"), np.searchsorted(self.starts, last_s, "right")
+        count, total, squares = self.cumulative[hi] - self.cumulative[lo]
+        if self.prior is not None:
+            mean, variance, frames = self.prior
+            count, total, squares = count + frames, total + frames * mean, squares + frames * (variance + mean ** 2)
+        count = np.maximum(count, 1.0)
+        mean = total / count
+        std = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))
+        return mean, np.maximum(std, 1e-3)
+
+
+def standardise_frames(x: torch.Tensor, n_frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
+                       in_place: bool = False) -> torch.Tensor:
+    """(B, F, T) spectrograms minus mean, over std (each (B, F) or (F,)), zero past each end.
+    in_place: overwrite x (float) rather than allocate a result."""
+    if mean.dim() == 1:
+        mean, std = mean[None], std[None]
+    valid = torch.arange(x.shape[2], device=x.device)[None, :] < n_frames.to(x.device)[:, None]
+    if not in_place:
+        x = x.clone()
+    return x.sub_(mean[:, :, None]).div_(std[:, :, None]).mul_(valid[:, None, :])
+
+
+class ContextWindow:
+    """The segments of one context, held featurised until the speech around them is featurised
+    too, then released with the per-bin moments that standardise them.
+
+    half_window_s: a segment is compared with the segments starting within this many seconds of
+    its own start (analysis of a file: half of context_window_s); inf: with the whole context (a
+    speaker, an utterance, or every input of a run), released when the context has ended.
+    Segments are added in start order; statistics no window reaches any more are dropped, so a
+    long file's memory stays flat."""
+
+    def __init__(self, n_bins: int, prior: tuple[np.ndarray, np.ndarray, float] | None = None,
+                 half_window_s: float = np.inf) -> None:
+        self.stats = ContextStats(n_bins, prior)
+        self.half_window_s = half_window_s
+        self.held: list[tuple[Hashable, float, torch.Tensor]] = []  # (key, start s, valid frames (F, n))
+
+    def add(self, key: Hashable, start_s: float, spectrogram: torch.Tensor) -> None:
+        """A featurised segment: its valid frames (F, n), which are held (not copied) until released."""
+        windowed = not np.isinf(self.half_window_s)
+        self.stats.add(start_s if windowed else 0.0, spectrogram.float().cpu().numpy())
+        self.held.append((key, start_s, spectrogram))
+
+    def release(self, featurised_to_s: float = -np.inf, ended: bool = False
+                ) -> list[tuple[Hashable, torch.Tensor, np.ndarray, np.ndarray]]:
+        """(key, valid frames, mean (F,), std (F,)) of the held segments whose window is complete:
+        every segment starting up to half a window after theirs is featurised (featurised_to_s:
+        the start of the latest featurised segment), or the context has ended. In start order."""
+        ready, kept = [], []
+        half = self.half_window_s
+        for key, start, x in self.held:
+            if ended or start + half < featurised_to_s:
+                mean, std = self.stats.moments(start - half, start + half) if not np.isinf(half) else self.stats.moments()
+                ready.append((key, x, mean, std))
+            else:
+                kept.append((key, start, x))
+        self.held = kept
+        if kept and not np.isinf(half):  # held in start order: no window reaches further back
+            self.stats.forget_before(kept[0][1] - half)
+        return ready
+
+    def discard(self) -> list[torch.Tensor]:
+        """Drop the held segments (their file failed); returns their spectrograms."""
+        dropped = [x for _, _, x in self.held]
+        self.held = []
+        return dropped
+
+
+def normalise_segments(spectrograms: torch.Tensor, n_frames: torch.Tensor,
+                       prior: tuple[np.ndarray, np.ndarray, float] | None, starts: list[float] | None = None,
+                       half_window_s: float = np.inf) -> torch.Tensor:
+    """Segments (B, F, T) of one whole context, standardised over its speech through a
+    ContextWindow: each over the segments starting within half_window_s of its own start
+    (`starts`, seconds, in order), or all over all of them (no starts). prior: see ContextStats."""
+    window = ContextWindow(spectrograms.shape[1], prior, half_window_s)
+    for k, (x, n) in enumerate(zip(spectrograms, n_frames)):
+        window.add(k, starts[k] if starts is not None else 0.0, x[:, : int(n)])
+    released = window.release(ended=True)
+    mean = torch.from_numpy(np.stack([m for _, _, m, _ in released])).float().to(spectrograms.device)
+    std = torch.from_numpy(np.stack([s for _, _, _, s in released])).float().to(spectrograms.device)
+    return standardise_frames(spectrograms.float(), n_frames, mean, std)
