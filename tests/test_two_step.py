@@ -99,7 +99,7 @@ def test_analyze_with_the_two_step_model_by_name(tmp_path, monkeypatch, example)
     for segment in document["segments"]:
         assert sum(segment["probs"].values()) == pytest.approx(1.0, abs=1e-3)
     listing = CliRunner().invoke(main, ["models"])
-    assert "two-step (cnn-lstm, then 3 binary networks)" in listing.stdout
+    assert "two-step (cnn-lstm + 3 binary), 10 Hz, 40 ms" in listing.stdout
 
 
 def test_train_two_step_reusing_the_first_step_then_analyze(corpus, tmp_path, example):
