@@ -221,6 +221,27 @@ def stream_audio(
         raise AudioError("the audio stream is empty (0 samples)")
 
 
+_DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+
+
+def probe_duration(path: str) -> float | None:
+    """The duration a file's container states, in seconds: ffmpeg reads its header and decodes
+    nothing (about 20 ms). None for what cannot be probed without being consumed (a pipe, a
+    FIFO, stdin), a container that states none, or a file ffmpeg cannot open."""
+    if own_descriptor(path) is not None or not os.path.isfile(path):
+        return None
+    command = [ffmpeg_binary(), "-hide_banner", "-nostdin", "-i", "file:" + os.path.abspath(path)]
+    try:
+        result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    match = _DURATION.search(result.stderr.decode("utf-8", "replace"))
+    if match is None:
+        return None
+    hours, minutes, seconds = match.groups()
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
 def load_audio(path: str, audio_stream: int = 0) -> np.ndarray:
     """The whole file as one float32 array at 16 kHz (for short files and the Python API)."""
     return np.concatenate(list(stream_audio(path, audio_stream)))

@@ -181,18 +181,6 @@ def _check_output(path: Path, folder: bool = False) -> None:
         sys.exit(EXIT_USAGE)
 
 
-def _progress(quiet: bool):
-    if quiet or not sys.stderr.isatty():
-        return None
-    from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.fields[total_files]} files"),
-        TextColumn("{task.fields[hours]:.2f} h audio"), TextColumn("{task.fields[speed]:.0f}x realtime"),
-        TimeElapsedColumn(), console=Console(stderr=True), transient=False)
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, "--version", prog_name="sercli")
 def main() -> None:
@@ -312,26 +300,15 @@ def analyze(paths, model_name, fmt, output, merge_gap, output_dir, recursive, sk
             _say(None, "error", str(exc))
             sys.exit(EXIT_USAGE)
 
-    progress = _progress(quiet)
-    console = progress.console if progress is not None else None
-    stats = {"files": 0, "failed": 0, "skipped": 0, "audio_s": 0.0}
-    started = time.monotonic()
-    task = None
-    if progress is not None:
-        progress.start()
-        task = progress.add_task("analysing", total=None, total_files="?", hours=0.0, speed=0.0)
+    from .progress import AnalysisProgress
 
+    progress = AnalysisProgress(enabled=not quiet and sys.stderr.isatty())
+    console = progress.console
+    stats = {"files": 0, "failed": 0, "skipped": 0}
     inputs = _inputs(paths, recursive)
     if "-" not in paths:  # known in advance: the bar can show a total
         inputs = list(inputs)
-        if progress is not None:
-            progress.update(task, total=len(inputs), total_files=len(inputs))
-
-    def on_audio(seconds: float) -> None:
-        stats["audio_s"] += seconds
-        if progress is not None:
-            elapsed = max(time.monotonic() - started, 1e-6)
-            progress.update(task, hours=stats["audio_s"] / 3600, speed=stats["audio_s"] / elapsed)
+    progress.start(inputs if isinstance(inputs, list) else None)
 
     targets: dict[str, list[tuple[Path, str]]] = {}
 
@@ -341,8 +318,7 @@ def analyze(paths, model_name, fmt, output, merge_gap, output_dir, recursive, sk
                 target = [(output_dir / output_name(path, f), f) for f in formats]
                 if skip_existing and all(t.exists() for t, _ in target):
                     stats["skipped"] += 1
-                    if progress is not None:
-                        progress.update(task, advance=1)
+                    progress.skipped(path)
                     continue
                 targets[path] = target
             yield path
@@ -359,16 +335,15 @@ def analyze(paths, model_name, fmt, output, merge_gap, output_dir, recursive, sk
             stream = sys.stdout if combined is None else combined.handle
             writer = WRITERS[formats[0]](stream, pipeline.labels)
         if ray_address is None:
-            results = pipeline.run(sources(), on_audio)
+            results = pipeline.run(sources(), on_progress=progress.position)
         else:
             from . import cluster
 
             results = cluster.run(sources(), model.path, model, segmenting, batch_size, audio_stream, device,
-                                  precision, ray_actors, on_audio)
+                                  precision, ray_actors)
         for result in results:
             stats["files"] += 1
-            if progress is not None:
-                progress.update(task, advance=1)
+            progress.file_done(result.file, 0.0 if isinstance(result, FileFailure) else result.duration_s)
             if isinstance(result, FileFailure):
                 stats["failed"] += 1
                 _say(console, "error", f"{result.file}: {result.error}")
@@ -409,18 +384,16 @@ def analyze(paths, model_name, fmt, output, merge_gap, output_dir, recursive, sk
             close()
         if combined is not None:
             combined.discard()
-        if progress is not None:
-            progress.stop()
+        progress.stop()
     if message is not None:
         _say(None, "error", message)
     if exit_code != EXIT_OK:
         sys.exit(exit_code)
 
-    elapsed = time.monotonic() - started
+    elapsed = time.monotonic() - progress.started
     if not quiet:
-        speed = stats["audio_s"] / max(elapsed, 1e-6)
         line = (f"analysed {stats['files'] - stats['failed']} of {stats['files']} file(s), "
-                f"{stats['audio_s'] / 60:.1f} min of audio in {elapsed:.1f} s ({speed:.0f}x realtime)")
+                f"{progress.classified_s / 60:.1f} min of audio in {elapsed:.1f} s ({progress.speed:.0f}x realtime)")
         if stats["skipped"]:
             line += f", skipped {stats['skipped']} with existing output"
         if stats["failed"]:

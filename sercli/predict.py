@@ -298,6 +298,7 @@ class Pipeline:
         self._blocks: list[list[torch.Tensor]] = [[] for _ in self.models]
         self._buffers: list[torch.Tensor | None] = [None for _ in self.models]
         self.segmentation = segmentation
+        self._on_progress: Callable[[str, float], None] | None = None
         self.batch_size = batch_size
         self.audio_stream = audio_stream
 
@@ -313,8 +314,12 @@ class Pipeline:
                               m.features.context_window_s / 2 if self.context == "file" else np.inf)
                 if m.features.context_norm else None for m, prior in zip(self.models, self.priors)]
 
-    def run(self, sources: Iterable[Source],
-            on_audio: Callable[[float], None] | None = None) -> Iterator[FileResult | FileFailure]:
+    def run(self, sources: Iterable[Source], on_audio: Callable[[float], None] | None = None,
+            on_progress: Callable[[str, float], None] | None = None) -> Iterator[FileResult | FileFailure]:
+        """Results of `sources` in their order. on_audio(seconds): each chunk as it is decoded;
+        on_progress(name, seconds): how far into a file classification has come (the end of its
+        latest classified segment), which lags decoding by the context window."""
+        self._on_progress = on_progress
         events: queue.Queue = queue.Queue(maxsize=4 * self.batch_size)
         stop = threading.Event()
         decodings: deque = deque()
@@ -409,6 +414,8 @@ class Pipeline:
             posteriors = total / count
         pending.results[i] = SegmentResult.scored(start_s, end_s, posteriors, self.labels)
         pending.unscored -= 1
+        if self._on_progress is not None:
+            self._on_progress(pending.name, end_s)
 
     def _score_in_context(self, files: deque[_Pending], everything: bool) -> None:
         """Classify the held segments whose context is complete: every segment within half the
