@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from .context import context_prior
-from .predict import FileFailure, FileResult, SegmentResult
+from .results import FileFailure, FileResult, SegmentResult
 from .segment import SegmentationConfig
 
 RAY_INSTALL = 'sercli --ray needs Ray: pip install "sercli[ray]"'

@@ -6,7 +6,7 @@ import functools
 import json
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -36,19 +36,36 @@ def split_sets(data: SegmentSet, speakers: np.ndarray, split: Split) -> tuple[Se
     return data.subset(role == 0), data.subset(role == 1), data.subset(role == 2)
 
 
-def run_training(utterances: list[Utterance], splits: list[Split], model_config: ModelConfig,
-                 train_config: TrainConfig, device: torch.device, out_dir: Path, cache_dir: Path,
-                 command: str = "", denoise: bool = False, two_step: bool = False,
-                 first_step: str | None = None, workers: int = 1, features: FeatureConfig | None = None,
-                 augmentation: NoiseAugmentation | None = None) -> dict:
-    """Train one model per split (see corpora.plan_splits) and write the reports. denoise:
-    train on the harmonic model's spectrograms (sercli.denoise), the paper's modified predictor.
-    two_step: per split, a four-class network of model_config (or the split's checkpoint from
-    `first_step`, a path with "{run}") and three binary CNN5 networks, bundled (see _two_step).
-    augmentation: also featurise a noisy copy of each run's training speech and train on a mix of
-    the two (see NoiseAugmentation); validation and test speech stay clean."""
-    features = features or FeatureConfig(grid_hz=model_config.grid_hz, window_ms=model_config.window_ms,
-                                         denoise=denoise)
+@dataclass
+class TrainRun:
+    """One `sercli train`: the speech and its splits, the three configs, and where it runs and writes."""
+
+    utterances: list[Utterance]
+    splits: list[Split]
+    model_config: ModelConfig
+    train_config: TrainConfig
+    features: FeatureConfig
+    device: torch.device
+    out_dir: Path
+    cache_dir: Path
+    command: str = ""  # every option as it resolved (commands.train.resolved_command): reruns the run
+    argv: list[str] = field(default_factory=list)  # the command line as typed (sys.argv)
+    two_step: bool = False
+    first_step: str | None = None
+    workers: int = 1
+    augmentation: NoiseAugmentation | None = None
+
+
+def run_training(run: TrainRun) -> dict:
+    """Train one model per split (see corpora.plan_splits) and write the reports. Features with
+    denoise: train on the harmonic model's spectrograms (sercli.denoise), the paper's modified
+    predictor. two_step: per split, a four-class network of model_config (or the split's
+    checkpoint from `first_step`, a path with "{run}") and three binary CNN5 networks, bundled
+    (see _two_step). augmentation: also featurise a noisy copy of each run's training speech and
+    train on a mix of the two (see NoiseAugmentation); validation and test speech stay clean."""
+    utterances, splits, model_config, train_config = run.utterances, run.splits, run.model_config, run.train_config
+    features, device, out_dir, cache_dir, command = run.features, run.device, run.out_dir, run.cache_dir, run.command
+    two_step, first_step, workers, augmentation = run.two_step, run.first_step, run.workers, run.augmentation
     out_dir.mkdir(parents=True, exist_ok=True)
     log_file = open(out_dir / "train.log", "a", encoding="utf-8")
 
@@ -106,7 +123,7 @@ def run_training(utterances: list[Utterance], splits: list[Split], model_config:
         training_speakers = sorted(set(speakers.tolist()) - split.valid - split.test)
         meta = {
             "name": f"{'two-step' if two_step else model_config.topology}-{model_config.grid_hz}hz-{name}",
-            "training": {"command": command, "sercli": __version__, "date": date.today().isoformat(),
+            "training": {"command": command, "argv": run.argv, "sercli": __version__, "date": date.today().isoformat(),
                          "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
                          "device": str(device), "corpora": sorted({u.corpus for u in utterances}),
                          "speakers_train": training_speakers,
