@@ -143,7 +143,7 @@ def run_training(run: TrainRun) -> dict:
         atomic_write_bytes(metrics_path, json.dumps(metrics, indent=1).encode())
         (fold_dir / "state.pt").unlink(missing_ok=True)
         results[name] = metrics
-    _write_report(out_dir, results, model_config, command, two_step)
+    _write_report(out_dir, results, model_config, command, two_step, features.window_ms)
     log_file.close()
     return results
 
@@ -175,8 +175,7 @@ def _two_step(model_config: ModelConfig, features: FeatureConfig, train_set: Seg
                                        "checkpoint": first_step}
     else:
         four, info_four = trained("four-class", model_config, train_set, valid_set)
-    binary_config = ModelConfig(topology="cnn5", grid_hz=model_config.grid_hz, window_ms=model_config.window_ms,
-                                n_classes=2)
+    binary_config = ModelConfig(topology="cnn5", grid_hz=model_config.grid_hz, n_classes=2)
     binary, infos = {}, {"four-class": info_four}
     for emotion in TWO_STEP_EMOTIONS:
         train_part, valid_part = train_set.binary("neutral", emotion), valid_set.binary("neutral", emotion)
@@ -213,11 +212,11 @@ def _confusion_lines(name: str, confusion: list[list[int]]) -> list[str]:
 
 
 def _write_report(out_dir: Path, results: dict, model_config: ModelConfig, command: str,
-                  two_step: bool = False) -> None:
+                  two_step: bool = False, window_ms: int = FeatureConfig.window_ms) -> None:
     tested = {k: v for k, v in results.items() if "test" in v}
     summary = {"model": asdict(model_config), "command": command, "folds": {}}
     topology = model_config.topology if not two_step else f"two-step ({model_config.topology} + 3 binary cnn5)"
-    lines = [f"# {topology}, {model_config.grid_hz} Hz grid, {model_config.window_ms} ms window", "",
+    lines = [f"# {topology}, {model_config.grid_hz} Hz grid, {window_ms} ms window", "",
              f"`{command}`", "", "| run | utterance WA | utterance UA | segment WA | segment UA | best epoch | minutes |",
              "|---|---|---|---|---|---|---|"]
     for name, m in tested.items():

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import MEDIA_EXTENSIONS, AudioError, load_audio
+from .audio import HOP, MEDIA_EXTENSIONS, AudioError, load_audio
 
-FRAME = 160  # samples, 10 ms
 ACTIVE_RANGE_DB = 30.0  # frames this far below the loud frames still count as speech
 BABBLE_TALKERS = (6, 10)  # babble overlaps this many utterances (inclusive range)
 
@@ -28,10 +27,10 @@ class NoiseError(Exception):
 def active_speech_power(samples: np.ndarray) -> float:
     """Mean power of the active frames of a 16 kHz signal (linear, full scale = 1)."""
     x = np.asarray(samples, dtype=np.float64)
-    n = len(x) // FRAME
+    n = len(x) // HOP
     if n == 0:
         return float(np.mean(x**2)) if len(x) else 0.0
-    power = np.mean(x[: n * FRAME].reshape(n, FRAME) ** 2, axis=1)
+    power = np.mean(x[: n * HOP].reshape(n, HOP) ** 2, axis=1)
     loud = np.percentile(power, 95)
     if loud <= 0:
         return 0.0

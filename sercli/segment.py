@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
+from .audio import HOP, SAMPLE_RATE
 
 VAD_FRAME = 512  # samples, 32 ms: Silero's frame at 16 kHz
 VAD_CONTEXT = 64  # samples of the previous frame Silero sees before each frame
@@ -159,7 +159,6 @@ class _RegionTracker:
 
 
 PitchTracker = Callable[[np.ndarray], np.ndarray]  # 16 kHz samples -> F0 per 10 ms frame, 0 = unvoiced
-HOP = 160  # samples, 10 ms: the pitch track's frame step
 
 
 def samples_between(chunks: Iterable[np.ndarray], offset: int, start: int, end: int) -> tuple[np.ndarray, int]:

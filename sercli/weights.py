@@ -238,7 +238,7 @@ def build_network(checkpoint: dict[str, Any]) -> torch.nn.Module:
     """The network of a checkpoint: an EmotionNet, or a TwoStepNet for a two-step bundle."""
 
     def network(config: dict, state: dict) -> EmotionNet:
-        net = EmotionNet(ModelConfig(**config))
+        net = EmotionNet(ModelConfig.from_dict(config))
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         return net
 

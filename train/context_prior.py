@@ -48,8 +48,8 @@ def main() -> None:
         mean, variance, frames = population_moments(data, members)
         meta["context_prior"] = {"mean": mean.tolist(), "variance": variance.tolist()}
         half = next(v for v in checkpoint["state_dict"].values() if v.is_floating_point()).dtype.itemsize == 2
-        save_checkpoint(path, ModelConfig(**checkpoint["config"]), checkpoint["state_dict"], features, meta,
-                        half=half, members={n: (ModelConfig(**m["config"]), m["state_dict"])
+        save_checkpoint(path, ModelConfig.from_dict(checkpoint["config"]), checkpoint["state_dict"], features, meta,
+                        half=half, members={n: (ModelConfig.from_dict(m["config"]), m["state_dict"])
                                             for n, m in checkpoint.get("members", {}).items()} or None)
         print(f"{path}: prior from {len(train)} training speakers, {frames:.0f} frames")
 

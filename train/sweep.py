@@ -48,7 +48,7 @@ def main() -> None:
     utterances = read_manifest(args.data / "ravdess" / "manifest.csv") + read_manifest(
         args.data / "nemo" / "manifest.csv")
     utterances = assign_folds(utterances, read_folds(args.data / "folds.csv"))
-    data = build_segments(utterances, FeatureConfig(grid_hz=model_config.grid_hz, window_ms=model_config.window_ms),
+    data = build_segments(utterances, FeatureConfig(grid_hz=model_config.grid_hz),
                           args.cache)
     speakers = np.array([u.speaker for u in utterances])
     device = torch.device("cpu")

@@ -45,7 +45,8 @@ def _model_kind(checkpoint: dict) -> str:
         kind = f"two-step ({config['topology']} + {len(checkpoint['members'])} binary)"
     if checkpoint["meta"].get("features", {}).get("denoise"):
         kind += ", denoising"
-    return f"{kind}, {config['grid_hz']} Hz, {config['window_ms']} ms"
+    window = checkpoint["meta"].get("features", {}).get("window_ms", config.get("window_ms"))
+    return f"{kind}, {config['grid_hz']} Hz, {window} ms"
 
 
 def _model_scores(meta: dict, recorded: dict | None) -> tuple[str, str, str, str]:

@@ -220,7 +220,7 @@ def _configs(settings, topology: str, grid_hz: int, window_ms: int, denoise: boo
                                  f"{', '.join(unknown or sorted(NAMED & set(pairs)) or settings)}",
                                  param_hint="--set")
     try:
-        return (override(ModelConfig(topology=topology, grid_hz=grid_hz, window_ms=window_ms), pairs),
+        return (override(ModelConfig(topology=topology, grid_hz=grid_hz), pairs),
                 override(TrainConfig(**training), pairs),
                 override(FeatureConfig(grid_hz=grid_hz, window_ms=window_ms, denoise=denoise,
                                        context_norm=context_norm), pairs))
