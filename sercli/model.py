@@ -100,6 +100,10 @@ class EmotionNet(nn.Module):
             nn.Linear(config.dense, config.n_classes),
         )
 
+    @property
+    def n_classes(self) -> int:
+        return self.config.n_classes
+
     def forward(self, spectrograms: torch.Tensor, n_frames: torch.Tensor | None = None) -> torch.Tensor:
         """spectrograms: (B, F, T), zero past each segment's end; n_frames: (B,) frames carrying
         signal (all T if None)."""
@@ -185,6 +189,10 @@ class TwoStepNet(nn.Module):
         self.four = four
         self.binary = nn.ModuleDict(binary)
 
+    @property
+    def n_classes(self) -> int:
+        return self.four.n_classes
+
     def forward(self, spectrograms: torch.Tensor, n_frames: torch.Tensor | None = None) -> torch.Tensor:
         four = torch.softmax(self.four(spectrograms, n_frames).float(), dim=-1)  # (B, 4)
         combined = four
@@ -197,3 +205,11 @@ class TwoStepNet(nn.Module):
             combined = four.clone()
             combined[rows] = two_step_posteriors(four[rows], binary)
         return torch.log(combined.clamp(min=1e-12))
+
+
+def posteriors(net: nn.Module, spectrograms: torch.Tensor, n_frames: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """Any network's (B, n_classes) float32 posteriors, on the CPU, of (B, F, T) spectrograms on its
+    device; bf16: under bfloat16 autocast. Analysis (weights.Model) and training share it."""
+    with torch.autocast(spectrograms.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = net(spectrograms, n_frames)
+    return torch.softmax(logits.float(), dim=-1).cpu()

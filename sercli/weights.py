@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .features import CPU_SUBBATCH, FeatureConfig
-from .model import LABELS, EmotionNet, ModelConfig, TwoStepNet
+from .model import LABELS, EmotionNet, ModelConfig, TwoStepNet, posteriors
 from .outputs import write_bytes
 
 FORMAT = "sercli-checkpoint/1"
@@ -228,9 +228,8 @@ class Model:
         step = CPU_SUBBATCH if self.device.type == "cpu" else len(spectrograms)
         parts = []
         for first in range(0, len(spectrograms), max(step, 1)):
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                logits = self.net(spectrograms[first : first + step], n_frames[first : first + step])
-            parts.append(torch.softmax(logits.float(), dim=-1).cpu())
+            parts.append(posteriors(self.net, spectrograms[first : first + step], n_frames[first : first + step],
+                                    self.precision == "bf16"))
         return torch.cat(parts)
 
 

@@ -18,7 +18,7 @@ import torch
 from sercli.corpora import assign_folds, read_folds, read_manifest
 from sercli.features import FeatureConfig
 from sercli.model import ModelConfig
-from sercli.train import build_segments, population_moments
+from sercli.dataset import build_segments, population_moments
 from sercli.weights import read_checkpoint, save_checkpoint
 
 

@@ -21,10 +21,12 @@ import numpy as np
 import torch
 
 from sercli.corpora import assign_folds, plan_splits, read_folds, read_manifest
-from sercli.experiment import split_sets
+from sercli.dataset import split_sets
 from sercli.features import FeatureConfig
 from sercli.model import ModelConfig
-from sercli.train import TrainConfig, build_segments, evaluate, override, predict_segments, train_model
+from sercli.dataset import build_segments
+from sercli.metrics import evaluate
+from sercli.train import TrainConfig, override, predict_segments, train_model
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 

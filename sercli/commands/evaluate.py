@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
@@ -122,7 +121,7 @@ def _music(programme_music: Path | None) -> list[Path]:
 
 def _conditions(noises, snrs, seed: int) -> tuple:
     """Clean, then each --noise category at each --snr (0 dB without one)."""
-    from ..experiment import CLEAN, Condition
+    from ..evaluation import CLEAN, Condition
     from ..noise import noise_categories
 
     conditions = [CLEAN]

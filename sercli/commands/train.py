@@ -178,6 +178,10 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
         target = resolve_device(device)
     except (CorpusError, ModelError) as exc:
         fail(str(exc), EXIT_USAGE)
+    if target.type == "cuda":  # batches come in at most 38 lengths (multiples of 8 frames): each tuned once
+        import torch
+
+        torch.backends.cudnn.benchmark = True
     two_step = topology == "two-step"
     model_config, train_config, features = _configs(
         settings, "cnn-lstm" if two_step else topology, int(grid), int(window), denoise, context_norm,
