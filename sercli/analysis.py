@@ -1,5 +1,7 @@
-"""`sercli analyze` as a library call: an AnalyzeRun (the command's options, validated) analysed
-input after input into an OutputSink, with a progress bar. Returns the exit status."""
+"""Analysis as a library call: `analyze` (the Python API: one file or signal, a FileResult) and
+`analyze_batch` (`sercli analyze`: an AnalyzeRun, the command's options validated, analysed input
+after input into an OutputSink with a progress bar; returns the exit status). Torch loads only
+when they run."""
 
 from __future__ import annotations
 
@@ -7,10 +9,18 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Sequence
 
 import click
+import numpy as np
 
+from .audio import SAMPLE_RATE
 from .report import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, say
+from .results import AnalysisError, FileFailure, FileResult
+from .spans import MERGE_GAP_S
+
+if TYPE_CHECKING:
+    from .weights import Model
 
 
 @dataclass
@@ -126,3 +136,57 @@ def analyze_batch(run: AnalyzeRun) -> int:
         elapsed = time.monotonic() - progress.started
         click.echo("sercli: " + sink.summary(progress.classified_s, elapsed, progress.speed), err=True)
     return EXIT_FAILED if sink.failed else EXIT_OK
+
+
+def analyze(path_or_array: str | np.ndarray, model: Model | Sequence[Model] | str | None = None, *,
+            sample_rate: int = SAMPLE_RATE, segmentation: str = "speech", max_segment_s: float = 3.0,
+            denoise: bool = False, context: str = "file", merge_gap_s: float = MERGE_GAP_S,
+            audio_stream: int = 0, batch_size: int = 32, device: str = "auto", precision: str = "auto",
+            name: str = "<array>") -> FileResult:
+    """Per-segment emotions of one file or one mono signal, as `sercli analyze` finds them.
+
+    path_or_array: a media file path, or a 1-D float array at `sample_rate` Hz (resampled to
+    16 kHz with ffmpeg). model: a loaded Model, several (an ensemble: their posteriors are
+    averaged), an installed model's name or a checkpoint path, or such names joined by '+'
+    (None: the default model). The keywords mean what the options of the same names do:
+    denoise=True without a model runs the default model and the denoising one together, and
+    with one needs a model trained on rebuilt speech among them; context="all" normalises a
+    context-normalised model over all the file's speech instead of the speech around each
+    segment; max_segment_s is the longest segment (s); merge_gap_s the largest gap (s) across
+    which same-label segments join one span of `result.spans`. Raises AnalysisError when the
+    input cannot be analysed, ModelError when the model cannot be loaded or used so.
+
+    The command line also tunes the process for batches (OMP_WAIT_POLICY=PASSIVE before torch
+    loads, glibc keeping freed memory: commands.common.tune_for_batches); this function leaves a
+    caller's process as it is. Results are the same either way; for the command line's speed,
+    call sercli.heap.retain_freed_memory() once.
+    """
+    from .audio import resample
+    from .predict import Pipeline
+    from .segment import SegmentationConfig
+    from .weights import DEFAULT_DENOISE_MODEL, Model, load_models, require_denoising
+
+    spec = model
+    if model is None and denoise:
+        model = DEFAULT_DENOISE_MODEL
+    if model is None or isinstance(model, str) or hasattr(model, "__fspath__"):
+        model = load_models(model, device=device, precision=precision)
+    if denoise:
+        models = [model] if isinstance(model, Model) else list(model)
+        named = isinstance(spec, str) or hasattr(spec, "__fspath__")
+        require_denoising(models, spec if named else "+".join(m.name for m in models))
+    if merge_gap_s < 0:
+        raise ValueError(f"merge_gap_s must be 0 or more, not {merge_gap_s:g}")
+    config = SegmentationConfig(mode=segmentation, max_segment_s=max_segment_s)
+    if isinstance(path_or_array, (str, bytes)) or hasattr(path_or_array, "__fspath__"):
+        source = str(path_or_array)
+    else:
+        signal = np.asarray(path_or_array, dtype=np.float32)
+        if signal.ndim != 1:
+            raise AnalysisError(f"{name}: expected a mono 1-D signal, got shape {signal.shape}")
+        source = (name, resample(signal, sample_rate))
+    (result,) = Pipeline(model, config, batch_size, audio_stream, context).run([source])
+    if isinstance(result, FileFailure):
+        raise AnalysisError(f"{result.file}: {result.error}")
+    result.merge_gap_s = merge_gap_s
+    return result

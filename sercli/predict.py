@@ -19,13 +19,12 @@ from typing import Callable, Iterable, Iterator, Sequence, Union
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE, AudioError, DecodeReport, resample, stream_audio
+from .audio import SAMPLE_RATE, AudioError, DecodeReport, stream_audio
 from .context import ContextWindow, context_prior, standardise_frames
 from .features import featurise, pitch_settings, pitch_tracker
 from .segment import PitchTracker, Segment, SegmentationConfig, SpeechProbabilities, Segmenter
 from .results import (AnalysisError, DeviceOutOfMemory, FileFailure, FileResult, SegmentResult,  # noqa: F401
                       Summary)
-from .spans import MERGE_GAP_S
 from .weights import Model
 
 
@@ -392,49 +391,3 @@ def _out_of_memory_hint(device: torch.device, segments: int):
     except torch.cuda.OutOfMemoryError as exc:
         raise DeviceOutOfMemory(f"{device} ran out of memory on a batch of {segments} segments: "
                                 "retry with a smaller --batch-size") from exc
-
-
-def analyze(path_or_array: str | np.ndarray, model: Model | Sequence[Model] | str | None = None, *,
-            sample_rate: int = SAMPLE_RATE, segmentation: str = "speech", max_segment_s: float = 3.0,
-            denoise: bool = False, context: str = "file", merge_gap_s: float = MERGE_GAP_S,
-            audio_stream: int = 0, batch_size: int = 32, device: str = "auto", precision: str = "auto",
-            name: str = "<array>") -> FileResult:
-    """Per-segment emotions of one file or one mono signal, as `sercli analyze` finds them.
-
-    path_or_array: a media file path, or a 1-D float array at `sample_rate` Hz (resampled to
-    16 kHz with ffmpeg). model: a loaded Model, several (an ensemble: their posteriors are
-    averaged), an installed model's name or a checkpoint path, or such names joined by '+'
-    (None: the default model). The keywords mean what the options of the same names do:
-    denoise=True without a model runs the default model and the denoising one together, and
-    with one needs a model trained on rebuilt speech among them; context="all" normalises a
-    context-normalised model over all the file's speech instead of the speech around each
-    segment; max_segment_s is the longest segment (s); merge_gap_s the largest gap (s) across
-    which same-label segments join one span of `result.spans`. Raises AnalysisError when the
-    input cannot be analysed, ModelError when the model cannot be loaded or used so.
-    """
-    from .weights import DEFAULT_DENOISE_MODEL, load_models, require_denoising
-
-    spec = model
-    if model is None and denoise:
-        model = DEFAULT_DENOISE_MODEL
-    if model is None or isinstance(model, str) or hasattr(model, "__fspath__"):
-        model = load_models(model, device=device, precision=precision)
-    if denoise:
-        models = [model] if isinstance(model, Model) else list(model)
-        named = isinstance(spec, str) or hasattr(spec, "__fspath__")
-        require_denoising(models, spec if named else "+".join(m.name for m in models))
-    if merge_gap_s < 0:
-        raise ValueError(f"merge_gap_s must be 0 or more, not {merge_gap_s:g}")
-    config = SegmentationConfig(mode=segmentation, max_segment_s=max_segment_s)
-    if isinstance(path_or_array, (str, bytes)) or hasattr(path_or_array, "__fspath__"):
-        source: Source = str(path_or_array)
-    else:
-        signal = np.asarray(path_or_array, dtype=np.float32)
-        if signal.ndim != 1:
-            raise AnalysisError(f"{name}: expected a mono 1-D signal, got shape {signal.shape}")
-        source = (name, resample(signal, sample_rate))
-    (result,) = Pipeline(model, config, batch_size, audio_stream, context).run([source])
-    if isinstance(result, FileFailure):
-        raise AnalysisError(f"{result.file}: {result.error}")
-    result.merge_gap_s = merge_gap_s
-    return result

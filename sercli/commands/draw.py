@@ -136,7 +136,7 @@ def _read_analysis(path: str) -> dict:
 def _analyse(path: str, options: dict, model_name: str | None) -> dict:
     """The JSON document of a media file analysed as `sercli analyze` would."""
     tune_for_batches()
-    from ..predict import AnalysisError, analyze
+    from ..analysis import AnalysisError, analyze
     from ..weights import ModelError
     from ..writers import result_to_dict
 
