@@ -87,9 +87,8 @@ def pad_batch(segments: list[np.ndarray], config: FeatureConfig,
     """Stack 16 kHz segments into (B, max_samples) zero-padded, with their lengths (B,).
 
     pin_memory: build the batch in page-locked memory, for a GPU. Each sample is written once
-    (no zero fill first): on an H200's host, stacking and copying a batch of 1,024 took 0.09 ms a
-    segment in pageable memory, two thirds of the GPU's time for features and network together
-    (bench/GPU.md)."""
+    (no zero fill first): on a GPU host, stacking and copying the batch in pageable memory took
+    most of the time that features and network took on the GPU (bench/GPU.md)."""
     batch = torch.empty(len(segments), config.max_samples, pin_memory=pin_memory)
     rows = batch.numpy()
     lengths = torch.zeros(len(segments), dtype=torch.long)

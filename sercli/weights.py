@@ -223,8 +223,8 @@ class Model:
         """(B, F, T) spectrograms on self.device -> (B, n_classes) float32 posteriors on the CPU.
 
         On the CPU the network sees at most CPU_SUBBATCH segments at a time: its transient arrays
-        are a quarter the size of a batch of 32's, which keeps 300-600 MB off peak memory once
-        freed memory is retained (sercli.heap), for 4-10% of the speed (bench/cpu_profile.py)."""
+        are then a quarter the size of a batch of 32's, which keeps peak memory down for a little
+        speed (measured in bench/CPU_PROFILE.md)."""
         step = CPU_SUBBATCH if self.device.type == "cpu" else len(spectrograms)
         parts = []
         for first in range(0, len(spectrograms), max(step, 1)):
