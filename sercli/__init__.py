@@ -22,10 +22,14 @@ def __getattr__(name):
         from . import weights
 
         return getattr(weights, name)
-    if name in ("analyze", "AnalysisError", "FileResult", "SegmentResult", "Summary"):
-        from . import predict
+    if name == "analyze":
+        from . import analysis
 
-        return getattr(predict, name)
+        return analysis.analyze
+    if name in ("AnalysisError", "FileResult", "SegmentResult", "Summary"):
+        from . import results
+
+        return getattr(results, name)
     if name in ("Span", "merge_spans"):
         from . import spans
 

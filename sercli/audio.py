@@ -13,7 +13,9 @@ from typing import Iterator
 import ffmpeg
 import numpy as np
 
-SAMPLE_RATE = 16000  # Hz
+SAMPLE_RATE = 16000  # Hz: every input is decoded to this
+HOP = 160  # samples, 10 ms: the frame step of spectrograms, pitch tracks and speech-level frames
+FRAMES_PER_S = SAMPLE_RATE // HOP  # 100 frames a second
 CHUNK_SAMPLES = 30 * SAMPLE_RATE  # samples, 30 s per read from the ffmpeg pipe
 BYTES_PER_SAMPLE = 4  # float32
 FFMPEG_FRAME_SAMPLES = 65536  # samples per frame inside ffmpeg, at the input's rate (see _decode_command)

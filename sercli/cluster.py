@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 
 from .context import context_prior
-from .predict import FileFailure, FileResult, SegmentResult
+from .results import FileFailure, FileResult, SegmentResult
 from .segment import SegmentationConfig
 
 RAY_INSTALL = 'sercli --ray needs Ray: pip install "sercli[ray]"'
@@ -193,56 +193,127 @@ def run(sources: Iterable[str], checkpoint_path, model, segmentation: Segmentati
     """Analyse files on the connected Ray cluster; yields results in input order, like
     predict.Pipeline.run. `model` is the loaded Model (for its name, labels and features),
     `checkpoint_path` its verified file, shipped to the actors through the object store."""
-    ray = import_ray()
-
-    resources = ray.cluster_resources()
-    gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
-    use_gpu = gpus > 0 and device != "cpu"
-    count = actors or (gpus if use_gpu else max(1, cpus // 4))
-    data = open(checkpoint_path, "rb").read()
-    blob = ray.put(data)
-    # CPU actors together leave at least one CPU to the file tasks, or nothing would feed them.
-    actor_cpus = 0 if use_gpu else min(1.0, max(0.0, (cpus - 1) / count))
-    actor_class = ray.remote(num_gpus=1 if use_gpu else 0, num_cpus=actor_cpus,
-                             max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)(_Classifier)
-    idle = [actor_class.remote(hashlib.sha256(data).hexdigest(), "cuda" if use_gpu else "cpu", precision)
-            for _ in range(count)]
-    # Each part is two objects (metadata, spectrograms): a task runs PARTS_AHEAD parts ahead at most.
-    featurise = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_featurise).options(
-        num_returns="streaming", _generator_backpressure_num_objects=2 * PARTS_AHEAD)
-    segmentation_dict, features_dict = asdict(segmentation), asdict(model.features)
-    prior = context_prior(model.meta) if model.features.context_norm else None
-
-    order: deque[_File] = deque()
-    featurising: dict = {}  # file task's generator -> file
-    scoring: dict = {}  # classify ref -> (actor, [(file, first segment, stop)])
-    ready_batches: deque = deque()  # (slices, parts) waiting for an idle actor
-    buffer: list[tuple[_File, object, int, int, int]] = []  # (file, part ref, first row, stop row, first segment)
-    buffered = 0
+    scheduler = _Scheduler(import_ray(), checkpoint_path, model, segmentation, batch_size, audio_stream, device,
+                           precision, actors, on_audio)
     inputs = iter(sources)
     exhausted = False
-    limit = FILES_IN_FLIGHT_PER_CPU * cpus
+    while True:
+        # Backpressure: no new file while the actors have batches enough waiting, so spectrograms
+        # never pile up in the object store faster than the network scores them. The parts of
+        # files already started are always taken: a paused task would keep its CPU, and a model
+        # actor restarted after a crash could then find none to run on.
+        while not exhausted and scheduler.wants_files():
+            try:
+                scheduler.start(next(inputs))
+            except StopIteration:
+                exhausted = True
+        scheduler.dispatch()
+        while scheduler.order and scheduler.order[0].finished:
+            yield _result(scheduler.order.popleft(), model)
+        if not scheduler.featurising and not scheduler.scoring:
+            if exhausted and not scheduler.order:
+                return
+            continue
+        scheduler.wait()
 
-    def close_batch() -> None:
-        nonlocal buffer, buffered
-        slices = [(f, index, index + stop - first) for f, _, first, stop, index in buffer]
+
+class _Scheduler:
+    """The driver's side of a Ray analysis: file tasks streaming parts of spectrograms, their
+    segments gathered into batches, batches handed to idle model actors, posteriors put back
+    into their files' slots."""
+
+    def __init__(self, ray, checkpoint_path, model, segmentation: SegmentationConfig, batch_size: int,
+                 audio_stream: int, device: str, precision: str, actors: int | None,
+                 on_audio: Callable[[float], None] | None) -> None:
+        self.ray, self.batch_size, self.audio_stream, self.on_audio = ray, batch_size, audio_stream, on_audio
+        resources = ray.cluster_resources()
+        gpus, cpus = int(resources.get("GPU", 0)), max(1, int(resources.get("CPU", 1)))
+        use_gpu = gpus > 0 and device != "cpu"
+        self.count = actors or (gpus if use_gpu else max(1, cpus // 4))
+        data = open(checkpoint_path, "rb").read()
+        self.blob = ray.put(data)
+        # CPU actors together leave at least one CPU to the file tasks, or nothing would feed them.
+        actor_cpus = 0 if use_gpu else min(1.0, max(0.0, (cpus - 1) / self.count))
+        actor_class = ray.remote(num_gpus=1 if use_gpu else 0, num_cpus=actor_cpus,
+                                 max_restarts=ACTOR_RESTARTS, max_task_retries=ACTOR_RESTARTS)(_Classifier)
+        self.idle = [actor_class.remote(hashlib.sha256(data).hexdigest(), "cuda" if use_gpu else "cpu", precision)
+                     for _ in range(self.count)]
+        # Each part is two objects (metadata, spectrograms): a task runs PARTS_AHEAD parts ahead at most.
+        self.featurise = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_featurise).options(
+            num_returns="streaming", _generator_backpressure_num_objects=2 * PARTS_AHEAD)
+        self.segmentation, self.features = asdict(segmentation), asdict(model.features)
+        self.prior = context_prior(model.meta) if model.features.context_norm else None
+        self.order: deque[_File] = deque()
+        self.featurising: dict = {}  # file task's generator -> file
+        self.scoring: dict = {}  # classify ref -> (actor, [(file, first segment, stop)])
+        self.ready_batches: deque = deque()  # (slices, parts) waiting for an idle actor
+        self.buffer: list[tuple[_File, object, int, int, int]] = []  # (file, part ref, first row, stop row, first segment)
+        self.buffered = 0
+        self.limit = FILES_IN_FLIGHT_PER_CPU * cpus
+
+    def wants_files(self) -> bool:
+        return (len(self.ready_batches) < BATCHES_WAITING_PER_ACTOR * self.count
+                and len(self.featurising) < self.limit)
+
+    def start(self, name: str) -> None:
+        file = _File(name)
+        self.order.append(file)
+        self.featurising[self.featurise.remote(name, self.segmentation, self.features, self.audio_stream, self.prior,
+                                               self.batch_size)] = file
+
+    def dispatch(self) -> None:
+        """Hand the waiting batches to idle actors (closing a partial one if an actor would idle)."""
+        if self.buffer and not self.ready_batches and (self.idle or not self.featurising):
+            self._close_batch()  # an actor would idle, or nothing else will fill the batch: score what waits
+        while self.ready_batches and self.idle:
+            slices, parts = self.ready_batches.popleft()
+            actor = self.idle.pop()
+            self.scoring[actor.classify.remote([self.blob], parts)] = (actor, slices)
+
+    def wait(self) -> None:
+        """Take whatever comes next: a file task's object, or a batch's posteriors."""
+        done, _ = self.ray.wait([*self.featurising, *self.scoring], num_returns=1)
+        for ready in done:
+            if ready in self.featurising:
+                file = self.featurising[ready]
+                try:
+                    self._take(file, ready)
+                except StopIteration:  # the task has streamed everything
+                    del self.featurising[ready]
+                    if file.end is None and file.failure is None:
+                        file.failure = FileFailure(file.name, "the file's task ended without its results")
+                if file.failure is not None and ready in self.featurising:
+                    del self.featurising[ready]
+            else:
+                actor, slices = self.scoring.pop(ready)
+                self.idle.append(actor)
+                posteriors = self.ray.get(ready)
+                row = 0
+                for file, first, stop in slices:
+                    for i in range(first, stop):
+                        if file.posteriors[i] is None:  # each slot is filled once
+                            file.posteriors[i] = posteriors[row]
+                            file.unscored -= 1
+                        row += 1
+
+    def _close_batch(self) -> None:
+        slices = [(f, index, index + stop - first) for f, _, first, stop, index in self.buffer]
         parts = [(ref, first, stop, [f.part_frames[index + k] for k in range(stop - first)])
-                 for f, ref, first, stop, index in buffer]
-        ready_batches.append((slices, parts))
-        buffer, buffered = [], 0
+                 for f, ref, first, stop, index in self.buffer]
+        self.ready_batches.append((slices, parts))
+        self.buffer, self.buffered = [], 0
 
-    def add_segments(file: _File, ref, rows: int, index: int) -> None:
-        nonlocal buffered
+    def _add_segments(self, file: _File, ref, rows: int, index: int) -> None:
         first = 0
         while first < rows:
-            take = min(rows - first, batch_size - buffered)
-            buffer.append((file, ref, first, first + take, index + first))
-            buffered += take
+            take = min(rows - first, self.batch_size - self.buffered)
+            self.buffer.append((file, ref, first, first + take, index + first))
+            self.buffered += take
             first += take
-            if buffered >= batch_size:
-                close_batch()
+            if self.buffered >= self.batch_size:
+                self._close_batch()
 
-    def take(file: _File, gen) -> None:
+    def _take(self, file: _File, gen) -> None:
         """The next object of a file's task: a part's metadata, its spectrograms, or the end."""
         ref = next(gen)
         if file.part is not None:  # spectrograms of the part announced last
@@ -254,68 +325,17 @@ def run(sources: Iterable[str], checkpoint_path, model, segmentation: Segmentati
             file.unscored += n
             file.part = None
             if file.failure is None:
-                add_segments(file, ref, n, index)
+                self._add_segments(file, ref, n, index)
             return
-        item = ray.get(ref)
+        item = self.ray.get(ref)
         if "error" in item:
             file.failure = FileFailure(file.name, item["error"], item.get("detail", ""))
         elif "times" in item:
             file.part = item
         else:
             file.end = item
-            if on_audio is not None:
-                on_audio(item["duration_s"])
-
-    while True:
-        # Backpressure: no new file while the actors have batches enough waiting, so spectrograms
-        # never pile up in the object store faster than the network scores them. The parts of
-        # files already started are always taken: a paused task would keep its CPU, and a model
-        # actor restarted after a crash could then find none to run on.
-        while not exhausted and len(ready_batches) < BATCHES_WAITING_PER_ACTOR * count and len(featurising) < limit:
-            try:
-                name = next(inputs)
-            except StopIteration:
-                exhausted = True
-                break
-            file = _File(name)
-            order.append(file)
-            featurising[featurise.remote(name, segmentation_dict, features_dict, audio_stream, prior,
-                                         batch_size)] = file
-        if buffer and not ready_batches and (idle or not featurising):
-            close_batch()  # an actor would idle, or nothing else will fill the batch: score what waits
-        while ready_batches and idle:
-            slices, parts = ready_batches.popleft()
-            actor = idle.pop()
-            scoring[actor.classify.remote([blob], parts)] = (actor, slices)
-        while order and order[0].finished:
-            yield _result(order.popleft(), model)
-        if not featurising and not scoring:
-            if exhausted and not order:
-                return
-            continue
-        done, _ = ray.wait([*featurising, *scoring], num_returns=1)
-        for ready in done:
-            if ready in featurising:
-                file = featurising[ready]
-                try:
-                    take(file, ready)
-                except StopIteration:  # the task has streamed everything
-                    del featurising[ready]
-                    if file.end is None and file.failure is None:
-                        file.failure = FileFailure(file.name, "the file's task ended without its results")
-                if file.failure is not None and ready in featurising:
-                    del featurising[ready]
-            else:
-                actor, slices = scoring.pop(ready)
-                idle.append(actor)
-                posteriors = ray.get(ready)
-                row = 0
-                for file, first, stop in slices:
-                    for i in range(first, stop):
-                        if file.posteriors[i] is None:  # each slot is filled once
-                            file.posteriors[i] = posteriors[row]
-                            file.unscored -= 1
-                        row += 1
+            if self.on_audio is not None:
+                self.on_audio(item["duration_s"])
 
 
 def _result(file: _File, model) -> FileResult | FileFailure:

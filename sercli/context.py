@@ -15,6 +15,8 @@ from typing import Hashable
 import numpy as np
 import torch
 
+from .audio import FRAMES_PER_S
+
 CONTEXT_PRIOR_S = 10.0  # weight of the training speech's moments in a context's, in seconds of speech
 
 
@@ -24,7 +26,7 @@ def context_prior(meta: dict, seconds: float = CONTEXT_PRIOR_S) -> tuple[np.ndar
     moments = meta.get("context_prior")
     if not moments or seconds <= 0:
         return None
-    return np.asarray(moments["mean"]), np.asarray(moments["variance"]), seconds * 100.0  # 10 ms frames
+    return np.asarray(moments["mean"]), np.asarray(moments["variance"]), seconds * float(FRAMES_PER_S)  # frames
 
 
 class ContextStats:

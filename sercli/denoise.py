@@ -25,21 +25,23 @@ import math
 import numpy as np
 import torch
 
-SAMPLE_RATE = 16000  # Hz
-HOP_S = 0.01  # s, pitch frames match spectrogram frames
+from .audio import HOP, SAMPLE_RATE
+from .features import BAND_HZ, LOG_EPS
+
+HOP_S = HOP / SAMPLE_RATE  # s: pitch frames are the spectrogram's, 10 ms apart
+
 DEPTH_AT_0_DB = 20.0  # D(0 Hz), dB
 DEPTH_AT_4K_DB = 12.0  # D(4 kHz), dB
 PEAK_SEARCH = 0.25  # harmonic peaks are searched within this fraction of F0 around k * F0
-LOG_EPS = 1e-10  # power floor before the log, -100 dB
 
 
 def pitch_track(samples: np.ndarray, floor_hz: float = 75.0, ceiling_hz: float = 600.0,
                 voicing_threshold: float = 0.45) -> np.ndarray:
     """F0 in Hz every 10 ms of a 16 kHz signal, 0 where unvoiced: frame i is centred on
-    sample i * 160, as spectrogram frames are. Praat's "To Pitch (ac)" with its default costs."""
+    sample i * HOP, as spectrogram frames are. Praat's "To Pitch (ac)" with its default costs."""
     import parselmouth
 
-    n_frames = -(-len(samples) // 160)
+    n_frames = -(-len(samples) // HOP)
     f0 = np.zeros(n_frames)
     if len(samples) < 3 * SAMPLE_RATE / floor_hz:  # Praat needs three periods of the floor
         return f0
@@ -59,7 +61,7 @@ def pitch_track(samples: np.ndarray, floor_hz: float = 75.0, ceiling_hz: float =
 def harmonic_depth(n_bins: int, grid_hz: float) -> torch.Tensor:
     """D(f) in dB on the grid (n_bins,): 20 dB at 0 Hz falling linearly to 12 dB at 4 kHz."""
     freqs = torch.arange(n_bins, dtype=torch.float64) * grid_hz
-    return DEPTH_AT_0_DB + (DEPTH_AT_4K_DB - DEPTH_AT_0_DB) * freqs / 4000.0
+    return DEPTH_AT_0_DB + (DEPTH_AT_4K_DB - DEPTH_AT_0_DB) * freqs / BAND_HZ
 
 
 def _running_max(db: torch.Tensor, half_width: int) -> torch.Tensor:

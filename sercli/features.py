@@ -8,12 +8,14 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE
+from .audio import HOP, SAMPLE_RATE
 
 if TYPE_CHECKING:
     from .segment import Segment
 
-LOG_EPS = 1e-10  # power floor before the log, -100 dB
+LOG_EPS = 1e-10  # power floor before the log: -100 dB
+BAND_HZ = 4000  # Hz: the spectrogram keeps 0-4 kHz, where the paper found the emotion
+WINDOWS_MS = (20, 40)  # ms: the Hamming window lengths the paper compares
 SILENCE_DB = -90.0  # dB re full scale: a segment whose level is below this is all floor
 
 
@@ -22,9 +24,9 @@ class FeatureConfig:
     """Spectrogram settings; defaults are the paper's best (10 Hz grid, 40 ms window)."""
 
     grid_hz: int = 10  # frequency resolution: 10 Hz (DFT 1600, 400 bins) or 20 Hz (DFT 800, 200 bins)
-    window_ms: int = 40  # Hamming window length: 40 or 20 ms
-    hop_ms: int = 10  # frame shift
-    max_hz: int = 4000  # only 0-4 kHz is kept
+    window_ms: int = 40  # Hamming window length, one of WINDOWS_MS
+    hop_ms: int = 1000 * HOP // SAMPLE_RATE  # frame shift: 10 ms
+    max_hz: int = BAND_HZ  # only 0-4 kHz is kept
     n_frames: int = 300  # zero-padded length, 3 s
     # Floor, in dB relative to the segment's speech level (see `level`); chosen from the
     # shared data with train/measure_noise_floor.py, the measurement is in the README.
@@ -50,7 +52,7 @@ class FeatureConfig:
     def __post_init__(self) -> None:
         if self.grid_hz not in (10, 20):
             raise ValueError(f"grid must be 10 or 20 Hz, not {self.grid_hz}")
-        if self.window_ms not in (20, 40):
+        if self.window_ms not in WINDOWS_MS:
             raise ValueError(f"window must be 20 or 40 ms, not {self.window_ms}")
         if self.level not in ("speech", "none"):
             raise ValueError(f"level must be 'speech' or 'none', not {self.level!r}")
@@ -85,9 +87,8 @@ def pad_batch(segments: list[np.ndarray], config: FeatureConfig,
     """Stack 16 kHz segments into (B, max_samples) zero-padded, with their lengths (B,).
 
     pin_memory: build the batch in page-locked memory, for a GPU. Each sample is written once
-    (no zero fill first): on an H200's host, stacking and copying a batch of 1,024 took 0.09 ms a
-    segment in pageable memory, two thirds of the GPU's time for features and network together
-    (bench/GPU.md)."""
+    (no zero fill first): on a GPU host, stacking and copying the batch in pageable memory took
+    most of the time that features and network took on the GPU (bench/GPU.md)."""
     batch = torch.empty(len(segments), config.max_samples, pin_memory=pin_memory)
     rows = batch.numpy()
     lengths = torch.zeros(len(segments), dtype=torch.long)

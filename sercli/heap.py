@@ -22,10 +22,10 @@ RETAIN_BYTES = 1 << 30  # above the arrays of any batch size that fits the defau
 def retain_freed_memory(limit: int = RETAIN_BYTES) -> bool:
     """Ask glibc to serve allocations up to `limit` bytes from its heap and to keep up to `limit`
     freed bytes for reuse. Arrays of varying sizes can fragment what is kept, so analysis feeds
-    both spectrograms and network 8 segments at a time on the CPU (features.CPU_SUBBATCH): whole
-    batches of 32 raised the hour's peak from 0.73 to 1.0 GB (spectrograms) and to 1.37 GB
-    (network) in bench/CPU_PROFILE.md. Returns False where the C library is not glibc or refuses
-    the setting."""
+    both spectrograms and network 8 segments at a time on the CPU (features.CPU_SUBBATCH; whole
+    batches raised peak memory, bench/CPU_PROFILE.md). Set by the commands that run batches
+    (commands.common.tune_for_batches), not by the Python API. Returns False where the C
+    library is not glibc or refuses the setting."""
     try:
         libc = ctypes.CDLL(None)  # the process's own symbols, libc's among them: no ldconfig subprocess
     except OSError:

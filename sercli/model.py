@@ -8,6 +8,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from .features import BAND_HZ  # the one constant the network shares with its input
+
 LABELS = ("angry", "happy", "neutral", "sad")
 
 # (filters, frequency extent in bins, time extent in frames) per conv layer; each is followed
@@ -15,6 +17,7 @@ LABELS = ("angry", "happy", "neutral", "sad")
 CONV3 = ((16, 12, 16), (24, 8, 12), (32, 5, 7))
 CONV5 = CONV3 + ((48, 3, 5), (64, 3, 3))
 TOPOLOGIES = ("cnn-lstm", "cnn5")
+RETIRED_KEYS = ("window_ms",)  # in the configs of earlier checkpoints; no network read it (the features have it)
 
 
 @dataclass(frozen=True)
@@ -23,7 +26,6 @@ class ModelConfig:
 
     topology: str = "cnn-lstm"  # "cnn-lstm" (3 conv + BiLSTM) or "cnn5" (5 conv, no LSTM)
     grid_hz: int = 10  # 10 Hz grid: 400 frequency bins; 20 Hz: 200
-    window_ms: int = 40  # analysis window the network was trained on (20 or 40 ms)
     n_frames: int = 300  # input length, 3 s at 10 ms
     n_classes: int = len(LABELS)
     lstm_hidden: int = 128  # per direction (paper: 128x2)
@@ -41,9 +43,14 @@ class ModelConfig:
         if self.grid_hz not in (10, 20):
             raise ValueError(f"grid must be 10 or 20 Hz, not {self.grid_hz}")
 
+    @classmethod
+    def from_dict(cls, config: dict) -> "ModelConfig":
+        """The config a checkpoint stores, less the keys earlier versions stored that no network reads."""
+        return cls(**{k: v for k, v in config.items() if k not in RETIRED_KEYS})
+
     @property
     def n_bins(self) -> int:
-        return 4000 // self.grid_hz
+        return BAND_HZ // self.grid_hz
 
     @property
     def conv_layers(self) -> tuple[tuple[int, int, int], ...]:
@@ -92,6 +99,10 @@ class EmotionNet(nn.Module):
             nn.Linear(summary, config.dense), nn.ReLU(inplace=True), nn.Dropout(config.dropout),
             nn.Linear(config.dense, config.n_classes),
         )
+
+    @property
+    def n_classes(self) -> int:
+        return self.config.n_classes
 
     def forward(self, spectrograms: torch.Tensor, n_frames: torch.Tensor | None = None) -> torch.Tensor:
         """spectrograms: (B, F, T), zero past each segment's end; n_frames: (B,) frames carrying
@@ -178,6 +189,10 @@ class TwoStepNet(nn.Module):
         self.four = four
         self.binary = nn.ModuleDict(binary)
 
+    @property
+    def n_classes(self) -> int:
+        return self.four.n_classes
+
     def forward(self, spectrograms: torch.Tensor, n_frames: torch.Tensor | None = None) -> torch.Tensor:
         four = torch.softmax(self.four(spectrograms, n_frames).float(), dim=-1)  # (B, 4)
         combined = four
@@ -190,3 +205,11 @@ class TwoStepNet(nn.Module):
             combined = four.clone()
             combined[rows] = two_step_posteriors(four[rows], binary)
         return torch.log(combined.clamp(min=1e-12))
+
+
+def posteriors(net: nn.Module, spectrograms: torch.Tensor, n_frames: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """Any network's (B, n_classes) float32 posteriors, on the CPU, of (B, F, T) spectrograms on its
+    device; bf16: under bfloat16 autocast. Analysis (weights.Model) and training share it."""
+    with torch.autocast(spectrograms.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = net(spectrograms, n_frames)
+    return torch.softmax(logits.float(), dim=-1).cpu()

@@ -9,16 +9,18 @@ noise cropped, starting at a random offset drawn from a seeded generator.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .audio import MEDIA_EXTENSIONS, AudioError, load_audio
+from .audio import HOP, MEDIA_EXTENSIONS, AudioError, load_audio
 
-FRAME = 160  # samples, 10 ms
 ACTIVE_RANGE_DB = 30.0  # frames this far below the loud frames still count as speech
 BABBLE_TALKERS = (6, 10)  # babble overlaps this many utterances (inclusive range)
+BABBLE_POOL = 60  # utterances per split (or run) that babble's talkers are drawn from
 
 
 class NoiseError(Exception):
@@ -28,10 +30,10 @@ class NoiseError(Exception):
 def active_speech_power(samples: np.ndarray) -> float:
     """Mean power of the active frames of a 16 kHz signal (linear, full scale = 1)."""
     x = np.asarray(samples, dtype=np.float64)
-    n = len(x) // FRAME
+    n = len(x) // HOP
     if n == 0:
         return float(np.mean(x**2)) if len(x) else 0.0
-    power = np.mean(x[: n * FRAME].reshape(n, FRAME) ** 2, axis=1)
+    power = np.mean(x[: n * HOP].reshape(n, HOP) ** 2, axis=1)
     loud = np.percentile(power, 95)
     if loud <= 0:
         return 0.0
@@ -118,3 +120,41 @@ def utterance_seed(seed: int, key: str) -> np.random.Generator:
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
     return np.random.default_rng(int.from_bytes(digest[:8], "little"))
 
+
+def babble_pool(paths: list[str], seed: int, key: str, clean: dict | None = None) -> list[np.ndarray]:
+    """The samples of BABBLE_POOL of the utterances `paths` (drawn, seeded by seed and key), in their
+    order, taken from `clean` (path -> (samples, ...), build_segments' memo) where it has them."""
+    chosen = utterance_seed(seed, key).choice(len(paths), size=min(BABBLE_POOL, len(paths)), replace=False)
+    return [clean[paths[i]][0] if clean and paths[i] in clean else load_audio(paths[i]) for i in sorted(chosen)]
+
+
+@functools.lru_cache(maxsize=16)
+def cached_noise(folder: str) -> np.ndarray:
+    """load_noise, once per process and folder: featurising workers ask for it per utterance."""
+    return load_noise(folder)
+
+
+@dataclass
+class NoisyUtterances:
+    """Noise added to utterances (by index into `paths`) for training and evaluation alike, each
+    utterance with its own generator seeded by `seed` and "`key`:path", so a mixture is the same
+    in any process, run or order. A fixed `snr_db` with one source is an evaluation condition:
+    nothing more is drawn. An SNR range (low, high) is training's augmentation: each utterance
+    first draws one of `sources` and an SNR, uniform in the range. A source is "babble" (talkers
+    from `babble_pool`, see babble) or a noise folder. Picklable, for build_segments' workers."""
+
+    paths: list[str]
+    sources: tuple[str, ...]
+    snr_db: float | tuple[float, float]
+    seed: int
+    key: str
+    babble_pool: list[np.ndarray] | None = None
+
+    def __call__(self, i: int, clean: np.ndarray) -> np.ndarray:
+        rng = utterance_seed(self.seed, f"{self.key}:{self.paths[i]}")
+        source, snr = self.sources[0], self.snr_db
+        if isinstance(snr, (tuple, list)):
+            source = self.sources[int(rng.integers(len(self.sources)))]
+            snr = float(rng.uniform(*snr))
+        noise = babble(self.babble_pool, len(clean), rng) if source == "babble" else cached_noise(source)
+        return mix(clean, noise, snr, rng)

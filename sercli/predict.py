@@ -19,98 +19,13 @@ from typing import Callable, Iterable, Iterator, Sequence, Union
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE, AudioError, DecodeReport, resample, stream_audio
+from .audio import SAMPLE_RATE, AudioError, DecodeReport, stream_audio
 from .context import ContextWindow, context_prior, standardise_frames
 from .features import featurise, pitch_settings, pitch_tracker
 from .segment import PitchTracker, Segment, SegmentationConfig, SpeechProbabilities, Segmenter
-from .spans import MERGE_GAP_S, Span, merge_spans
+from .results import (AnalysisError, DeviceOutOfMemory, FileFailure, FileResult, SegmentResult,  # noqa: F401
+                      Summary)
 from .weights import Model
-
-
-@dataclass
-class SegmentResult:
-    """One classified segment; times in seconds from the start of the file."""
-
-    start_s: float
-    end_s: float
-    label: str
-    confidence: float  # posterior of `label`
-    probs: dict[str, float]  # posterior per label, summing to 1
-
-    @property
-    def duration_s(self) -> float:
-        return self.end_s - self.start_s
-
-    @classmethod
-    def scored(cls, start_s: float, end_s: float, posteriors: np.ndarray, labels: tuple[str, ...]) -> "SegmentResult":
-        """A segment labelled with the top class of its posteriors (times rounded to 1 ms)."""
-        best = int(np.argmax(posteriors))
-        return cls(round(start_s, 3), round(end_s, 3), labels[best], float(posteriors[best]),
-                   {label: float(v) for label, v in zip(labels, posteriors)})
-
-
-@dataclass
-class Summary:
-    """A file at a glance: duration-weighted mean posteriors over its segments."""
-
-    label: str | None  # None when no speech was found
-    probs: dict[str, float] | None
-    speech_s: float
-    seconds_by_label: dict[str, float]
-    spans: list[Span] = field(default_factory=list)  # emotion spans, in time order (sercli.spans)
-
-
-@dataclass
-class FileResult:
-    """Everything sercli found in one input."""
-
-    file: str
-    duration_s: float
-    model: str
-    segments: list[SegmentResult]
-    labels: tuple[str, ...]
-    warnings: list[str] = field(default_factory=list)
-    merge_gap_s: float = MERGE_GAP_S  # s: same-label segments this close join one span
-
-    @property
-    def spans(self) -> list[Span]:
-        """Consecutive segments with the same label at most merge_gap_s apart, joined."""
-        return merge_spans(self.segments, self.merge_gap_s)
-
-    @property
-    def summary(self) -> Summary:
-        by_label = {label: 0.0 for label in self.labels}
-        if not self.segments:
-            return Summary(None, None, 0.0, by_label)
-        weights = np.array([s.duration_s for s in self.segments])
-        probs = np.array([[s.probs[label] for label in self.labels] for s in self.segments])
-        mean = (weights[:, None] * probs).sum(axis=0) / max(weights.sum(), 1e-9)
-        for segment in self.segments:
-            by_label[segment.label] += segment.duration_s
-        return Summary(
-            self.labels[int(mean.argmax())],
-            {label: float(p) for label, p in zip(self.labels, mean)},
-            float(weights.sum()),
-            by_label,
-            self.spans,
-        )
-
-
-@dataclass
-class FileFailure:
-    """An input that could not be analysed, with a one-line cause."""
-
-    file: str
-    error: str
-    detail: str = ""  # traceback of an unexpected failure, shown with --debug
-
-
-class AnalysisError(Exception):
-    """Raised by the Python API when its input cannot be analysed."""
-
-
-class DeviceOutOfMemory(Exception):
-    """The model's device ran out of memory for a batch."""
 
 
 Source = Union[str, tuple[str, np.ndarray]]  # a path, or (name, 16 kHz samples)
@@ -189,9 +104,8 @@ class _Decoding:
 
 def _vad_threads(models: Sequence[Model]) -> int:
     """onnxruntime threads for speech detection: 2 when every model runs on a GPU and the host has
-    cores to spare, since there the one thread of speech detection sets the pace (bench/GPU.md);
-    1 when the network shares the CPU, where a second one slowed analyses (sercli.segment). Not
-    yet timed end to end on a GPU machine."""
+    cores to spare, since there the one thread of speech detection sets the pace; 1 when the
+    network shares the CPU and needs the cores (bench/GPU.md, bench/VAD.md)."""
     on_gpu = all(model.device.type != "cpu" for model in models)
     return 2 if on_gpu and (os.cpu_count() or 1) >= 4 else 1
 
@@ -477,49 +391,3 @@ def _out_of_memory_hint(device: torch.device, segments: int):
     except torch.cuda.OutOfMemoryError as exc:
         raise DeviceOutOfMemory(f"{device} ran out of memory on a batch of {segments} segments: "
                                 "retry with a smaller --batch-size") from exc
-
-
-def analyze(path_or_array: str | np.ndarray, model: Model | Sequence[Model] | str | None = None, *,
-            sample_rate: int = SAMPLE_RATE, segmentation: str = "speech", max_segment_s: float = 3.0,
-            denoise: bool = False, context: str = "file", merge_gap_s: float = MERGE_GAP_S,
-            audio_stream: int = 0, batch_size: int = 32, device: str = "auto", precision: str = "auto",
-            name: str = "<array>") -> FileResult:
-    """Per-segment emotions of one file or one mono signal, as `sercli analyze` finds them.
-
-    path_or_array: a media file path, or a 1-D float array at `sample_rate` Hz (resampled to
-    16 kHz with ffmpeg). model: a loaded Model, several (an ensemble: their posteriors are
-    averaged), an installed model's name or a checkpoint path, or such names joined by '+'
-    (None: the default model). The keywords mean what the options of the same names do:
-    denoise=True without a model runs the default model and the denoising one together, and
-    with one needs a model trained on rebuilt speech among them; context="all" normalises a
-    context-normalised model over all the file's speech instead of the speech around each
-    segment; max_segment_s is the longest segment (s); merge_gap_s the largest gap (s) across
-    which same-label segments join one span of `result.spans`. Raises AnalysisError when the
-    input cannot be analysed, ModelError when the model cannot be loaded or used so.
-    """
-    from .weights import DEFAULT_DENOISE_MODEL, load_models, require_denoising
-
-    spec = model
-    if model is None and denoise:
-        model = DEFAULT_DENOISE_MODEL
-    if model is None or isinstance(model, str) or hasattr(model, "__fspath__"):
-        model = load_models(model, device=device, precision=precision)
-    if denoise:
-        models = [model] if isinstance(model, Model) else list(model)
-        named = isinstance(spec, str) or hasattr(spec, "__fspath__")
-        require_denoising(models, spec if named else "+".join(m.name for m in models))
-    if merge_gap_s < 0:
-        raise ValueError(f"merge_gap_s must be 0 or more, not {merge_gap_s:g}")
-    config = SegmentationConfig(mode=segmentation, max_segment_s=max_segment_s)
-    if isinstance(path_or_array, (str, bytes)) or hasattr(path_or_array, "__fspath__"):
-        source: Source = str(path_or_array)
-    else:
-        signal = np.asarray(path_or_array, dtype=np.float32)
-        if signal.ndim != 1:
-            raise AnalysisError(f"{name}: expected a mono 1-D signal, got shape {signal.shape}")
-        source = (name, resample(signal, sample_rate))
-    (result,) = Pipeline(model, config, batch_size, audio_stream, context).run([source])
-    if isinstance(result, FileFailure):
-        raise AnalysisError(f"{result.file}: {result.error}")
-    result.merge_gap_s = merge_gap_s
-    return result

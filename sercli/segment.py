@@ -15,7 +15,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .audio import SAMPLE_RATE
+from .audio import HOP, SAMPLE_RATE
 
 VAD_FRAME = 512  # samples, 32 ms: Silero's frame at 16 kHz
 VAD_CONTEXT = 64  # samples of the previous frame Silero sees before each frame
@@ -66,11 +66,9 @@ def split_evenly(start: int, end: int, max_length: int) -> list[tuple[int, int]]
 class SpeechProbabilities:
     """Silero VAD speech probability per 32 ms frame, fed chunk by chunk with state carried.
 
-    threads: onnxruntime's threads for it. Its state carries through the whole file, so a file
-    cannot be split across cores (bench/vad.py: restarting it 8 s before a point moved the
-    probabilities there by up to 0.77), but a second thread inside each call gave the same
-    probabilities 1.22-1.34 times faster in six of seven runs when the cores were otherwise
-    idle (and slowed the whole analysis by 16-29% on 2 cores, where torch needs them)."""
+    threads: onnxruntime's threads for it. Its recurrent state carries through the whole file,
+    so a file cannot be split across cores without changing what it finds; more threads inside
+    each call help only where the network leaves cores idle (measurements: bench/VAD.md)."""
 
     def __init__(self, threads: int = 1) -> None:
         import onnxruntime
@@ -161,7 +159,6 @@ class _RegionTracker:
 
 
 PitchTracker = Callable[[np.ndarray], np.ndarray]  # 16 kHz samples -> F0 per 10 ms frame, 0 = unvoiced
-HOP = 160  # samples, 10 ms: the pitch track's frame step
 
 
 def samples_between(chunks: Iterable[np.ndarray], offset: int, start: int, end: int) -> tuple[np.ndarray, int]:

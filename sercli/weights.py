@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .features import CPU_SUBBATCH, FeatureConfig
-from .model import LABELS, EmotionNet, ModelConfig, TwoStepNet
+from .model import LABELS, EmotionNet, ModelConfig, TwoStepNet, posteriors
 from .outputs import write_bytes
 
 FORMAT = "sercli-checkpoint/1"
@@ -223,14 +223,13 @@ class Model:
         """(B, F, T) spectrograms on self.device -> (B, n_classes) float32 posteriors on the CPU.
 
         On the CPU the network sees at most CPU_SUBBATCH segments at a time: its transient arrays
-        are a quarter the size of a batch of 32's, which keeps 300-600 MB off peak memory once
-        freed memory is retained (sercli.heap), for 4-10% of the speed (bench/cpu_profile.py)."""
+        are then a quarter the size of a batch of 32's, which keeps peak memory down for a little
+        speed (measured in bench/CPU_PROFILE.md)."""
         step = CPU_SUBBATCH if self.device.type == "cpu" else len(spectrograms)
         parts = []
         for first in range(0, len(spectrograms), max(step, 1)):
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16"):
-                logits = self.net(spectrograms[first : first + step], n_frames[first : first + step])
-            parts.append(torch.softmax(logits.float(), dim=-1).cpu())
+            parts.append(posteriors(self.net, spectrograms[first : first + step], n_frames[first : first + step],
+                                    self.precision == "bf16"))
         return torch.cat(parts)
 
 
@@ -238,7 +237,7 @@ def build_network(checkpoint: dict[str, Any]) -> torch.nn.Module:
     """The network of a checkpoint: an EmotionNet, or a TwoStepNet for a two-step bundle."""
 
     def network(config: dict, state: dict) -> EmotionNet:
-        net = EmotionNet(ModelConfig(**config))
+        net = EmotionNet(ModelConfig.from_dict(config))
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         return net
 

@@ -16,7 +16,7 @@ from .outputs import OutputFile
 from .spans import Span
 
 if TYPE_CHECKING:
-    from .predict import FileResult
+    from .results import FileResult
 
 CSV_COLUMNS = ["file", "segment", "start_s", "end_s", "label", "confidence"]
 

@@ -70,12 +70,13 @@ def model_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("models")
     for name, config in {
         "tiny-lstm": ModelConfig(lstm_hidden=16, dense=16),
-        "tiny-cnn5": ModelConfig(topology="cnn5", grid_hz=20, window_ms=20, dense=16),
+        "tiny-cnn5": ModelConfig(topology="cnn5", grid_hz=20, dense=16),
         "tiny-denoise": ModelConfig(lstm_hidden=16, dense=16),
     }.items():
         torch.manual_seed(0)
         net = EmotionNet(config)
-        features = FeatureConfig(grid_hz=config.grid_hz, window_ms=config.window_ms, denoise=name == "tiny-denoise")
+        features = FeatureConfig(grid_hz=config.grid_hz, window_ms=20 if name == "tiny-cnn5" else 40,
+                                 denoise=name == "tiny-denoise")
         save_checkpoint(folder / f"{name}.pt", config, net.state_dict(), features,
                         {"name": name, "metrics": {"ua": 0.25, "wa": 0.25}})
     return folder

@@ -19,49 +19,58 @@ def _script(name: str):
     return module
 
 
-def test_plan_orders_groups_and_keeps_only_needs_it_plans(tmp_path):
+def _settings(job) -> dict:
+    """What sercli itself makes of a planned job's command line: the options it resolves to."""
+    from sercli.cli import main
+
+    args = job.argv[job.argv.index("sercli") + 1:]
+    command = main.commands[args[0]]
+    return command.make_context(args[0], args[1:], resilient_parsing=True).params
+
+
+def test_plan_trains_what_each_table_needs_first_with_the_recipes_settings(tmp_path):
     campaign = _script("campaign")
     jobs = campaign.plan(Path("/d"), tmp_path, "cuda", 4, ["cnn-lstm-10hz-denoise", "table2", "two-step"], None)
     names = [j.name for j in jobs]
-    assert names[:5] == [f"cnn-lstm-10hz-denoise/fold{k}" for k in range(1, 6)]
-    heard = jobs[0].argv  # the context recipe's modified predictor trains with babble, the older recipes' did not
-    assert heard[heard.index("--augment-noise") + 1] == "babble"
-    older = campaign.plan(Path("/d"), tmp_path, "cuda", 4, ["cnn-lstm-10hz-denoise"], None, "swa")
-    assert "--denoise" in older[0].argv and "--augment-noise" not in older[0].argv
+    for position, job in enumerate(jobs):  # every job is a valid sercli command, after all it needs
+        assert all(names.index(need) < position for need in job.needs), job.name
+        _settings(job)
+    denoise = _settings(jobs[0])  # the modified predictor trains with babble, one fold per job
+    assert denoise["denoise"] and denoise["augment_noises"] == ("babble",) and denoise["fold"] == "1"
+    older = _settings(campaign.plan(Path("/d"), tmp_path, "cuda", 4, ["cnn-lstm-10hz-denoise"], None, "swa")[0])
+    assert older["denoise"] and older["augment_noises"] == ()
+    # Table 2 scores the normal model (taken from RUNS as it is) and the modified one, once the
+    # modified one's folds are trained; the two-step jobs take their first step from RUNS too.
     table2 = next(j for j in jobs if j.name == "table2-0")
-    # the normal model's folds are not planned: they are taken from RUNS as they are
-    assert table2.needs == [f"cnn-lstm-10hz-denoise/fold{k}" for k in range(1, 6)] and table2.kind == "evaluate"
-    assert "--snr" in table2.argv and table2.argv[table2.argv.index("--snr") + 1] == "0"
-    two_step = next(j for j in jobs if j.name == "two-step/fold3")
-    assert two_step.needs == [] and "--fold" in two_step.argv and "3" in two_step.argv
+    assert table2.kind == "evaluate" and table2.needs == [f"cnn-lstm-10hz-denoise/fold{k}" for k in range(1, 6)]
+    scored = _settings(table2)
+    assert scored["snrs"] == (0.0,) and scored["model_specs"] == (
+        str(tmp_path / "cnn-lstm-10hz" / "{run}" / "model.pt"), str(tmp_path / "cnn-lstm-10hz-denoise" / "{run}" / "model.pt"))
+    two_step = _settings(next(j for j in jobs if j.name == "two-step/fold3"))
+    assert two_step["topology"] == "two-step" and two_step["fold"] == "3"
+    # Planned together, the two-step's fold waits for its first step; a quick trial runs one epoch.
     full = campaign.plan(Path("/d"), tmp_path, "cuda", 4, ["cnn-lstm-10hz", "two-step"], 1)
     assert next(j for j in full if j.name == "two-step/fold3").needs == ["cnn-lstm-10hz/fold3"]
-    trial = next(j for j in full if j.name == "cnn-lstm-10hz/fold1").argv
-    assert trial[trial.index("--epochs") + 1] == "1" and trial.count("--epochs") == 1
-    plain = campaign.plan(Path("/d"), tmp_path, "cuda", 4, ["cnn-lstm-10hz", "cnn-lstm-10hz-all"], None, "plain")
-    argv = plain[0].argv
-    assert argv[argv.index("--average-from") + 1] == "0" and "summary=last" in argv
-    shipped = next(j for j in plain if j.name == "cnn-lstm-10hz-all").argv
-    assert shipped[shipped.index("--fold") + 1] == "none" and str(tmp_path / "cnn-lstm-10hz") in shipped
-    quick = campaign.plan(Path("/d"), tmp_path, "cuda", 4, ["cnn5-20hz"], 2, "plain")[0].argv
-    assert quick.count("--epochs") == 1 and quick.count("--average-from") == 1 and "summary=last" in quick
-    # the shipped default hears babble; the two-step's first step is row 3's clean all-speaker model
-    shipping = campaign.plan(Path("/d"), tmp_path, "cuda", 4, ["cnn-lstm-10hz-babble-all", "cnn-lstm-10hz-all",
-                                                               "two-step-all", "table2-babble"], None)
-    default = next(j for j in shipping if j.name == "cnn-lstm-10hz-babble-all").argv
-    assert default[default.index("--augment-noise") + 1] == "babble" and default[default.index("--fold") + 1] == "none"
-    assert str(tmp_path / "cnn-lstm-10hz-babble") in default
-    clean = next(j for j in shipping if j.name == "cnn-lstm-10hz-all").argv
-    assert "--augment-noise" not in clean
-    two_step_all = next(j for j in shipping if j.name == "two-step-all")
-    assert two_step_all.needs == ["cnn-lstm-10hz-all"]
-    first_step = two_step_all.argv[two_step_all.argv.index("--first-step") + 1]
+    trial = _settings(next(j for j in full if j.name == "cnn-lstm-10hz/fold1"))
+    assert trial["epochs"] == 1 and trial["average_from"] == 1
+    plain = _settings(campaign.plan(Path("/d"), tmp_path, "cuda", 4, ["cnn-lstm-10hz"], None, "plain")[0])
+    assert plain["average_from"] == 0 and "summary=last" in plain["settings"]
+    # The shipped models: all speakers (--fold none), the default with babble, the two-step's
+    # first step row 3's clean all-speaker model.
+    shipping = {j.name: j for j in campaign.plan(Path("/d"), tmp_path, "cuda", 4, [
+        "cnn-lstm-10hz-babble-all", "cnn-lstm-10hz-all", "two-step-all", "table2-babble"], None)}
+    default = _settings(shipping["cnn-lstm-10hz-babble-all"])
+    assert default["fold"] == "none" and default["augment_noises"] == ("babble",)
+    assert default["out_dir"] == tmp_path / "cnn-lstm-10hz-babble"
+    assert _settings(shipping["cnn-lstm-10hz-all"])["augment_noises"] == ()
+    assert shipping["two-step-all"].needs == ["cnn-lstm-10hz-all"]
+    first_step = _settings(shipping["two-step-all"])["first_step"]
     assert first_step.replace("{run}", "all") == str(tmp_path / "cnn-lstm-10hz" / "all" / "model.pt")
-    noisy = next(j for j in shipping if j.name == "table2-babble-5")
+    noisy = shipping["table2-babble-5"]
     babble_default = str(tmp_path / "cnn-lstm-10hz-babble" / "{run}" / "model.pt")
-    assert [noisy.argv[i + 1] for i, a in enumerate(noisy.argv) if a == "--model"] == [
-        babble_default, f"{babble_default}+{tmp_path / 'cnn-lstm-10hz-denoise' / '{run}' / 'model.pt'}"]
-    assert noisy.needs == [] and noisy.argv[noisy.argv.index("--snr") + 1] == "5"
+    assert _settings(noisy)["model_specs"] == (
+        babble_default, f"{babble_default}+{tmp_path / 'cnn-lstm-10hz-denoise' / '{run}' / 'model.pt'}")
+    assert noisy.needs == [] and _settings(noisy)["snrs"] == (5.0,)
 
 
 def test_table2_summary_means_and_gaps(tmp_path):

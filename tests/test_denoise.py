@@ -278,7 +278,7 @@ def test_evaluate_scores_an_ensemble_as_the_mean_of_its_models(corpus, model_dir
     mean of A's and B's (a normal and a denoising model, each with its own features); scored
     after A and B, the ensemble reuses their posteriors, and alone it gives the same."""
     from sercli.corpora import assign_folds, plan_splits, read_corpus, read_folds
-    from sercli.experiment import CLEAN, Condition, run_evaluation
+    from sercli.evaluation import CLEAN, Condition, run_evaluation
 
     utterances = assign_folds(read_corpus(f"manifest={corpus / 'manifest.csv'}"), read_folds(corpus / "folds.csv"))
     splits = plan_splits(utterances, "all", "auto")

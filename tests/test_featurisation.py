@@ -34,7 +34,7 @@ def _inputs_seen(model) -> list[tuple[np.ndarray, int]]:
                          ids=["plain", "denoise", "denoise-context"])
 def test_training_and_analysis_give_the_same_spectrograms(features, example, tmp_path):
     from sercli.context import context_prior
-    from sercli.train import build_segments, normalise_contexts
+    from sercli.dataset import build_segments, normalise_contexts
 
     torch.manual_seed(0)
     config = ModelConfig(lstm_hidden=8, dense=8)
@@ -120,7 +120,7 @@ def test_evaluating_each_clip_alone_is_analysing_each_clip(corpus, tmp_path):
     """`sercli evaluate --context utterance` scores every segment of every clip as `sercli
     analyze clip.wav` does: the same segments, the same context (the clip), the same posteriors."""
     from sercli.corpora import read_manifest
-    from sercli.experiment import run_evaluation
+    from sercli.evaluation import run_evaluation
 
     torch.manual_seed(0)
     config = ModelConfig(lstm_hidden=8, dense=8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -110,7 +111,7 @@ def test_retain_freed_memory():
 
 
 def test_checkpoint_round_trip(tmp_path):
-    config = ModelConfig(topology="cnn5", grid_hz=20, window_ms=20)
+    config = ModelConfig(topology="cnn5", grid_hz=20)
     torch.manual_seed(1)
     net = EmotionNet(config)
     features = FeatureConfig(grid_hz=20, window_ms=20, e_noise_db=-55.0)
@@ -277,3 +278,19 @@ def test_shipped_denoising_model(example):
     assert document["model"] == DEFAULT_DENOISE_MODEL and len(document["segments"]) == 5
     alone = CliRunner().invoke(main, ["analyze", str(example), "--denoise", "-m", DENOISE_MODEL, "-f", "json", "-q"])
     assert json.loads(alone.stdout)["model"] == DENOISE_MODEL
+
+
+def test_checkpoints_with_the_retired_window_key_still_load(tmp_path):
+    """Earlier checkpoints (the shipped ones among them) store window_ms in the network's config,
+    which no network reads; they load, and new checkpoints keep the window in the features only."""
+    shipped = Path(__file__).resolve().parent.parent / "weights" / "cnn-lstm-10hz.pt"
+    checkpoint = read_checkpoint(shipped)
+    assert checkpoint["config"]["window_ms"] == 40
+    model = load_model(shipped, device="cpu", precision="fp32")
+    assert model.features.window_ms == 40 and not hasattr(model.net.config, "window_ms")
+    assert ModelConfig.from_dict({**asdict(ModelConfig(dense=8)), "window_ms": 20}) == ModelConfig(dense=8)
+    with pytest.raises(TypeError):
+        ModelConfig.from_dict({"dense": 8, "no_such_setting": 1})
+    path = tmp_path / "new.pt"
+    save_checkpoint(path, ModelConfig(dense=8), EmotionNet(ModelConfig(dense=8)).state_dict(), FeatureConfig(), {})
+    assert "window_ms" not in torch.load(path, weights_only=True)["config"]

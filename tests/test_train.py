@@ -14,7 +14,9 @@ from click.testing import CliRunner
 from sercli.cli import main
 from sercli.corpora import CorpusError, assign_folds, read_folds, read_manifest, validation_speakers
 from sercli.model import ModelConfig
-from sercli.train import SegmentSet, TrainConfig, accuracies, normalise_contexts, override
+from sercli.dataset import SegmentSet, normalise_contexts
+from sercli.metrics import accuracies
+from sercli.train import TrainConfig, override
 from sercli.weights import load_model
 
 from conftest import SHARED_DATA, needs_shared_data
@@ -323,7 +325,7 @@ def test_weight_average_is_the_mean_of_the_epoch_end_weights(tmp_path):
     from dataclasses import replace
 
     from sercli.model import ModelConfig
-    from sercli.train import SegmentSet, TrainConfig, train_model
+    from sercli.train import TrainConfig, train_model
 
     generator = torch.Generator().manual_seed(0)
     n = 12
@@ -354,9 +356,9 @@ def test_weight_average_is_the_mean_of_the_epoch_end_weights(tmp_path):
 
 def test_workers_and_the_clean_memo_give_the_same_segments(corpus):
     from sercli.corpora import Split
-    from sercli.experiment import Condition, _corruption
+    from sercli.evaluation import Condition, _corruption
     from sercli.features import FeatureConfig
-    from sercli.train import build_segments
+    from sercli.dataset import build_segments
 
     utterances = read_manifest(corpus / "manifest.csv")
     features = FeatureConfig(denoise=True)  # pitch tracking too
@@ -467,11 +469,13 @@ def test_noise_augmented_training_records_its_noise_and_caches_a_noisy_copy(corp
 
 def test_noisy_copy_mixes_each_utterance_once_in_range_from_training_talkers(corpus):
     from sercli.corpora import Split
-    from sercli.experiment import NoiseAugmentation, _Augment, _noisy_copy, split_sets
+    from sercli.dataset import split_sets
+    from sercli.experiment import NoiseAugmentation, _noisy_copy
+    from sercli.noise import NoisyUtterances
     from sercli.features import FeatureConfig
     from sercli.noise import active_speech_power
     from sercli.audio import load_audio
-    from sercli.train import build_segments
+    from sercli.dataset import build_segments
 
     utterances = read_manifest(corpus / "manifest.csv")
     features = FeatureConfig()
@@ -480,12 +484,13 @@ def test_noisy_copy_mixes_each_utterance_once_in_range_from_training_talkers(cor
     train_set = split_sets(data, np.array([u.speaker for u in utterances]), split)[0]
     augmentation = NoiseAugmentation(("babble",), (0.0, 10.0), 1.0, seed=5)
     decoded: dict = {}
-    noisy = _noisy_copy(utterances, split, features, augmentation, train_set, None, lambda _: None, 1, decoded)
+    noisy = _noisy_copy(utterances, split, features, augmentation, train_set, None, lambda _: None, None, decoded)
     assert noisy.shape == train_set.spectrograms.shape and not torch.equal(noisy, train_set.spectrograms)
     assert {u.speaker for u in utterances if u.path in decoded} == {"s1", "s2", "s3"}  # never the test speaker
     # Each mixture lands inside the SNR range, and the same seed gives the same mixture.
     pool = [decoded[u.path][0] for u in utterances[:6]]
-    augment = _Augment(augmentation, [u.path for u in utterances], pool)
+    augment = NoisyUtterances([u.path for u in utterances], augmentation.sources, augmentation.snr_db,
+                              augmentation.seed, "augment", pool)
     for i, u in enumerate(utterances[:4]):
         clean = load_audio(u.path)
         added = augment(i, clean) - clean

@@ -145,22 +145,23 @@ def training_flags(flags: list[str], recipe: str) -> list[str]:
 
 def build_caches(data: Path, runs: Path, workers: int, groups: list[str], log) -> None:
     """Every spectrogram cache the groups' jobs read, built once with a pool of processes."""
-    from sercli.cli import _load_corpora
+    from sercli.commands.common import load_corpora
+    from sercli.dataset import FeaturisingPool, build_segments
     from sercli.features import FeatureConfig
-    from sercli.train import build_segments
 
     corpora = (f"manifest={data / 'ravdess' / 'manifest.csv'}", f"manifest={data / 'nemo' / 'manifest.csv'}")
-    utterances = _load_corpora(corpora, False, False, data / "folds.csv")
+    utterances = load_corpora(corpora, False, False, data / "folds.csv")
     wanted = [FeatureConfig(grid_hz=10, denoise=True)] if any("denoise" in g or g.startswith("table2")
                                                              for g in groups) else []
     wanted += [FeatureConfig(grid_hz=10)] if any("10hz" in g and "denoise" not in g
                                                  or g.startswith(("two-step", "variant", "table2")) for g in groups) else []
     wanted += [FeatureConfig(grid_hz=20)] if any("20hz" in g for g in groups) else []
-    for features in wanted:
-        started = time.monotonic()
-        build_segments(utterances, features, runs / "cache", log=lambda _: None, workers=workers)
-        log(f"cache {features.grid_hz} Hz{' denoise' if features.denoise else ''}: "
-            f"{time.monotonic() - started:.0f} s")
+    with FeaturisingPool(workers) as pool:
+        for features in wanted:
+            started = time.monotonic()
+            build_segments(utterances, features, runs / "cache", log=lambda _: None, pool=pool)
+            log(f"cache {features.grid_hz} Hz{' denoise' if features.denoise else ''}: "
+                f"{time.monotonic() - started:.0f} s")
 
 
 def run_jobs(jobs: list[Job], runs: Path, parallel: dict[str, int], stop_starting: float, stop: float,

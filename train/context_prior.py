@@ -18,7 +18,7 @@ import torch
 from sercli.corpora import assign_folds, read_folds, read_manifest
 from sercli.features import FeatureConfig
 from sercli.model import ModelConfig
-from sercli.train import build_segments, population_moments
+from sercli.dataset import build_segments, population_moments
 from sercli.weights import read_checkpoint, save_checkpoint
 
 
@@ -48,8 +48,8 @@ def main() -> None:
         mean, variance, frames = population_moments(data, members)
         meta["context_prior"] = {"mean": mean.tolist(), "variance": variance.tolist()}
         half = next(v for v in checkpoint["state_dict"].values() if v.is_floating_point()).dtype.itemsize == 2
-        save_checkpoint(path, ModelConfig(**checkpoint["config"]), checkpoint["state_dict"], features, meta,
-                        half=half, members={n: (ModelConfig(**m["config"]), m["state_dict"])
+        save_checkpoint(path, ModelConfig.from_dict(checkpoint["config"]), checkpoint["state_dict"], features, meta,
+                        half=half, members={n: (ModelConfig.from_dict(m["config"]), m["state_dict"])
                                             for n, m in checkpoint.get("members", {}).items()} or None)
         print(f"{path}: prior from {len(train)} training speakers, {frames:.0f} frames")
 

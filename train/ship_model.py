@@ -36,8 +36,8 @@ def main() -> None:
     meta["trained_as"] = meta.get("name")
     meta["name"] = args.name
     meta["model_card"] = f"{args.name}.md"
-    members = {name: (ModelConfig(**m["config"]), m["state_dict"]) for name, m in checkpoint.get("members", {}).items()}
-    digest = save_checkpoint(args.weights / f"{args.name}.pt", ModelConfig(**checkpoint["config"]),
+    members = {name: (ModelConfig.from_dict(m["config"]), m["state_dict"]) for name, m in checkpoint.get("members", {}).items()}
+    digest = save_checkpoint(args.weights / f"{args.name}.pt", ModelConfig.from_dict(checkpoint["config"]),
                              checkpoint["state_dict"], features, meta, half=True, members=members or None)
     print(f"{args.weights / args.name}.pt  sha256 {digest}")
 

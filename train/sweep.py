@@ -21,10 +21,12 @@ import numpy as np
 import torch
 
 from sercli.corpora import assign_folds, plan_splits, read_folds, read_manifest
-from sercli.experiment import split_sets
+from sercli.dataset import split_sets
 from sercli.features import FeatureConfig
 from sercli.model import ModelConfig
-from sercli.train import TrainConfig, build_segments, evaluate, override, predict_segments, train_model
+from sercli.dataset import build_segments
+from sercli.metrics import evaluate
+from sercli.train import TrainConfig, override, predict_segments, train_model
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -48,7 +50,7 @@ def main() -> None:
     utterances = read_manifest(args.data / "ravdess" / "manifest.csv") + read_manifest(
         args.data / "nemo" / "manifest.csv")
     utterances = assign_folds(utterances, read_folds(args.data / "folds.csv"))
-    data = build_segments(utterances, FeatureConfig(grid_hz=model_config.grid_hz, window_ms=model_config.window_ms),
+    data = build_segments(utterances, FeatureConfig(grid_hz=model_config.grid_hz),
                           args.cache)
     speakers = np.array([u.speaker for u in utterances])
     device = torch.device("cpu")

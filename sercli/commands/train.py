@@ -1,0 +1,276 @@
+"""`sercli train`: options (from the command line, ./sercli.toml or --config) in, one TrainRun
+out, handed to sercli.experiment.run_training."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+
+import click
+
+from ..report import EXIT_FAILED, EXIT_USAGE, fail
+from .common import check_output, corpus_options, default_workers, load_corpora, tune_for_batches
+
+TRAIN_CONFIG = "sercli.toml"  # in the working directory: the [train] table holds train's options
+TRAIN_CONFIG_EXAMPLE = """
+  [train]
+  corpus = ["manifest=data/ravdess/manifest.csv", "manifest=data/nemo/manifest.csv"]
+  folds = "data/folds.csv"
+  out = "runs/x"
+  epochs = 20
+"""
+TRAIN_EXAMPLES = f"""
+\b
+Examples:
+  sercli train --corpus manifest=data/ravdess/manifest.csv --folds data/folds.csv --out runs/x
+  sercli train --fold all                  with corpus, folds and out in ./{TRAIN_CONFIG}
+  sercli train --fold 1 --epochs 1         one quick fold, the rest from ./{TRAIN_CONFIG}
+  sercli train --config denoise.toml --denoise --out runs/dn
+\b
+./{TRAIN_CONFIG} (paths relative to the working directory):
+{TRAIN_CONFIG_EXAMPLE.strip(chr(10))}
+"""
+
+
+def _train_config(ctx: click.Context, path: Path | None) -> None:
+    """Read the [train] table of `path` (or of ./sercli.toml when there is one) into the command's
+    defaults, keyed by long option names with _ for -; options on the command line still win."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+
+    if ctx.resilient_parsing:
+        return
+    source = path or Path(TRAIN_CONFIG)
+    if path is None and not source.is_file():
+        return
+    try:
+        with open(source, "rb") as handle:
+            table = tomllib.load(handle).get("train")
+    except OSError as exc:
+        raise click.BadParameter(f"cannot read {source}: {exc.strerror}", ctx, param_hint="--config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise click.UsageError(f"{source}: not valid TOML: {exc}") from None
+    if table is None:
+        if path is not None:
+            raise click.UsageError(f"{source}: no [train] table (an example:{TRAIN_CONFIG_EXAMPLE.rstrip()})")
+        return
+    if not isinstance(table, dict):
+        raise click.UsageError(f"{source}: train is not a table; write [train] with key = value lines under it")
+    options = {}
+    for param in ctx.command.params:
+        longest = max((o for o in param.opts if o.startswith("--")), key=len, default=None)
+        if isinstance(param, click.Option) and longest and param.expose_value:
+            options[longest[2:].replace("-", "_")] = param
+    defaults = {}
+    for key, value in table.items():
+        param = options.get(key)
+        if param is None:
+            raise click.UsageError(f"{source}: [train] has no option {key!r}; the options are "
+                                   + ", ".join(sorted(options)))
+        if param.multiple and not isinstance(value, list):
+            value = [value]
+        if isinstance(param.type, (click.Choice, click.types.StringParamType)):
+            value = [str(v) for v in value] if param.multiple else str(value)
+        try:
+            param.type_cast_value(ctx, value)
+        except click.BadParameter as exc:
+            raise click.UsageError(f"{source}: [train] {key} = {value!r}: {exc.format_message()}") from None
+        defaults[param.name] = value
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
+@click.command(epilog=TRAIN_EXAMPLES)
+@corpus_options("train on", "Test fold(s) to run [default: all]; none trains one model on every speaker, "
+                 "with validation speakers held out.", required=False)
+@click.option("--topology", type=click.Choice(["cnn-lstm", "cnn5", "two-step"]), default="cnn-lstm",
+              show_default=True,
+              help="3 conv layers + BiLSTM (paper Figure 1), the 5-conv CNN, or the paper's two-step predictor: "
+                   "a CNN-LSTM, then three binary CNN5 networks (neutral against angry, happy, sad) where it "
+                   "says neutral, bundled in one checkpoint.")
+@click.option("--first-step", default=None, metavar="RUN/{run}/model.pt",
+              help="With --topology two-step: take each run's four-class network from this earlier training "
+                   "run (same folds and validation) instead of training it again.")
+@click.option("--grid", type=click.Choice(["10", "20"]), default="10", show_default=True, help="Frequency grid, Hz.")
+@click.option("--window", type=click.Choice(["40", "20"]), default="40", show_default=True, help="Window, ms.")
+@click.option("--denoise", is_flag=True,
+              help="Train on the noise filter's spectrograms (voiced frames rebuilt from their pitch): the "
+                   "model `sercli analyze --denoise` needs.")
+@click.option("--context-norm/--no-context-norm", default=True, show_default=True,
+              help="Standardise each frequency bin over the speaker's speech (in analysis: over the file's), "
+                   "which keeps new speakers' voices from shifting every prediction the same way; the "
+                   "checkpoint remembers it.")
+@click.option("--augment-noise", "augment_noises", multiple=True, metavar="DIR|babble",
+              help="Also train on a noisy copy of the training speech, repeatable: babble (6-10 overlapping "
+                   "utterances of the run's own training speakers), a folder of noise files, or a folder of such "
+                   "folders (each one source). Each utterance's copy gets one source and SNR, drawn from --seed; "
+                   "validation and test speech stay clean.")
+@click.option("--augment-snr", default="0:20", show_default=True, metavar="LOW:HIGH",
+              help="SNR range in dB of the noisy copy (uniform).")
+@click.option("--augment-share", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
+              help="Chance that a training step takes a segment's noisy copy instead of the clean one.")
+@click.option("--epochs", type=click.IntRange(min=1), default=16, show_default=True,
+              help="Most epochs per run (constant learning rate after a one-epoch warm-up).")
+@click.option("--average-from", type=click.IntRange(min=0), default=4, show_default=True,
+              help="Average the weights at the end of every epoch from this one on (stochastic weight "
+                   "averaging); the average is validated and the best one kept. 0: keep the single epoch "
+                   "with the best validation accuracy.")
+@click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Stop after this many epochs without a better validation accuracy.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=32, show_default=True, help="Segments per step.")
+@click.option("--lr", type=float, default=1e-3, show_default=True, help="AdamW peak learning rate.")
+@click.option("--oversample", is_flag=True,
+              help="Draw batches with equal class shares instead of weighting the loss by inverse class size.")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Seed for initialisation, batch order, augmentation and the validation speakers.")
+@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
+              help="Any other training or network setting, repeatable: a field of sercli.train.TrainConfig "
+                   "(e.g. weight_decay=1e-4, label_smoothing=0, freq_warp=0, select_from=1) or of "
+                   "sercli.model.ModelConfig (e.g. summary=last, lstm_dropout=0) or of "
+                   "sercli.features.FeatureConfig (e.g. e_noise_db=-50). Network and feature settings are saved "
+                   "in the checkpoint.")
+@click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]", help="Where to train.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Run folder: a folder per run with model.pt and metrics.json, results.md and results.json; "
+                   "rerunning the same command resumes it.")
+@click.option("--cache", "cache_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Folder for cached spectrograms (default: OUT/cache).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, metavar="N",
+              help="Processes that decode and featurise the speech (default: the CPU count, at most 8).")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              is_eager=True, expose_value=False, callback=lambda ctx, param, value: _train_config(ctx, value),
+              help=f"Read options from this TOML file's [train] table [default: ./{TRAIN_CONFIG} if there is one]; "
+                   "options given here win.")
+def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validation, topology, first_step, grid,
+          window, denoise, context_norm, augment_noises, augment_snr, augment_share,
+          epochs, average_from, patience, batch_size, lr, oversample, seed, settings, device, out_dir, cache_dir,
+          workers) -> None:
+    """Train and cross-validate a model on labelled speech.
+
+    Each utterance is cut into segments of at most 3 s as at analysis time; utterance scores
+    average its segments' posteriors. Weighted accuracy (WA) is the share right, unweighted
+    (UA) the mean recall per class, both on the test speakers of each fold.
+
+    Any option can be declared once in a [train] table of ./sercli.toml (or of --config FILE),
+    under its long name with _ for -: corpus = ["manifest=data/ravdess/manifest.csv"], folds = "folds.csv",
+    out = "runs/x", epochs = 20, denoise = true.
+    """
+
+    missing = [name for name, value in (("--corpus", corpora), ("--out", out_dir)) if not value]
+    if missing:
+        raise click.UsageError(f"{' and '.join(missing)} missing: give {'them' if len(missing) > 1 else 'it'} here, "
+                               f"or declare the run once in ./{TRAIN_CONFIG} (or a file given with --config), "
+                               f"e.g.\n{TRAIN_CONFIG_EXAMPLE}")
+    if first_step and topology != "two-step":
+        raise click.UsageError("--first-step needs --topology two-step")
+    tune_for_batches()
+    from ..corpora import CorpusError, plan_splits
+    from ..experiment import TrainRun, run_training
+    from ..noise import NoiseError
+    from ..weights import ModelError, resolve_device
+
+    check_output(out_dir, folder=True)
+    try:
+        utterances = load_corpora(corpora, include_scripted, excited_as_happy, folds_path)
+        splits = plan_splits(utterances, fold or "all", validation, seed)
+        target = resolve_device(device)
+    except (CorpusError, ModelError) as exc:
+        fail(str(exc), EXIT_USAGE)
+    if target.type == "cuda":  # batches come in at most 38 lengths (multiples of 8 frames): each tuned once
+        import torch
+
+        torch.backends.cudnn.benchmark = True
+    two_step = topology == "two-step"
+    model_config, train_config, features = _configs(
+        settings, "cnn-lstm" if two_step else topology, int(grid), int(window), denoise, context_norm,
+        dict(epochs=epochs, swa_from=average_from, patience=patience, batch_size=batch_size, lr=lr,
+             oversample=oversample, seed=seed))
+    augmentation = _augmentation(augment_noises, augment_snr, augment_share, seed)
+    run = TrainRun(utterances, splits, model_config, train_config, features, target, out_dir,
+                   cache_dir or out_dir / "cache", command=resolved_command(click.get_current_context(),
+                                                                            fold=fold or "all"),
+                   argv=list(sys.argv), two_step=two_step, first_step=first_step,
+                   workers=workers or default_workers(), augmentation=augmentation)
+    try:
+        run_training(run)
+    except (CorpusError, NoiseError) as exc:
+        fail(str(exc), EXIT_FAILED)
+    except OSError as exc:  # the run folder filled up or went away; completed epochs are kept
+        if exc.filename is None:
+            raise
+        fail(f"cannot write {exc.filename}: {exc.strerror}; rerun the same command to resume", EXIT_FAILED)
+
+
+NAMED = {"topology", "grid_hz", "window_ms", "denoise", "context_norm", "epochs", "swa_from", "patience",
+         "batch_size", "lr", "oversample", "seed"}  # settings with their own options, not for --set
+
+
+def _configs(settings, topology: str, grid_hz: int, window_ms: int, denoise: bool, context_norm: bool,
+             training: dict):
+    """(ModelConfig, TrainConfig, FeatureConfig) of the options, with --set's NAME=VALUE pairs applied."""
+    from dataclasses import fields
+
+    from ..features import FeatureConfig
+    from ..model import ModelConfig
+    from ..train import TrainConfig, override
+
+    pairs = dict(item.partition("=")[::2] for item in settings)
+    known = {f.name for config in (ModelConfig, TrainConfig, FeatureConfig) for f in fields(config)}
+    unknown = sorted(set(pairs) - known)
+    if unknown or NAMED & set(pairs) or any("=" not in item for item in settings):
+        raise click.BadParameter(f"not a NAME=VALUE of a setting without its own option: "
+                                 f"{', '.join(unknown or sorted(NAMED & set(pairs)) or settings)}",
+                                 param_hint="--set")
+    try:
+        return (override(ModelConfig(topology=topology, grid_hz=grid_hz), pairs),
+                override(TrainConfig(**training), pairs),
+                override(FeatureConfig(grid_hz=grid_hz, window_ms=window_ms, denoise=denoise,
+                                       context_norm=context_norm), pairs))
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--set") from None
+
+
+def _augmentation(augment_noises, augment_snr: str, share: float, seed: int):
+    """The NoiseAugmentation of --augment-noise, --augment-snr and --augment-share (None without noises)."""
+    if not augment_noises:
+        return None
+    from ..experiment import NoiseAugmentation
+    from ..noise import NoiseError, noise_categories
+
+    low, _, high = augment_snr.partition(":")
+    try:
+        snr_range = (float(low), float(high or low))
+    except ValueError:
+        raise click.BadParameter(f"expected LOW:HIGH in dB, not {augment_snr!r}", param_hint="--augment-snr") from None
+    try:
+        sources = [source for given in augment_noises for source in
+                   (["babble"] if given == "babble" else [str(f) for f in noise_categories(given).values()])]
+        return NoiseAugmentation(tuple(dict.fromkeys(sources)), snr_range, share, seed)
+    except NoiseError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--augment-snr") from None
+
+
+def resolved_command(ctx: click.Context, **resolved) -> str:
+    """The command as it ran: `sercli NAME` and every option with the value it resolved to (from
+    the command line, a config file or its default; `resolved` overrides some), in --help's
+    order, so the same line reruns the same run without the config file."""
+    words = ["sercli", ctx.command.name]
+    for param in ctx.command.params:
+        if not isinstance(param, click.Option) or not param.expose_value:
+            continue
+        value = resolved.get(param.name, ctx.params.get(param.name))
+        name = max((o for o in param.opts if o.startswith("--")), key=len)
+        if param.is_flag and not param.multiple:
+            if param.secondary_opts:
+                words.append(name if value else param.secondary_opts[0])
+            elif value:
+                words.append(name)
+            continue
+        for one in (value if param.multiple else [value]):
+            if one is not None:
+                words += [name, format(one, "g") if isinstance(one, float) else str(one)]
+    return shlex.join(words)
