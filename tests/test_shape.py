@@ -44,3 +44,16 @@ def test_inference_never_loads_the_training_side(tiny_model, example, tmp_path):
                             f"'-o', {str(tmp_path / 'out.json')!r}])")
     assert (tmp_path / "out.json").is_file()
     assert "sercli.predict" in command and not command & TRAINING, sorted(command & TRAINING)
+
+
+def test_every_subpackage_is_installed():
+    """A plain `pip install .` (the quick start) ships every package folder of sercli/, not just
+    those an editable install happens to find."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    root = Path(__file__).resolve().parent.parent
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    folders = {"sercli." + p.parent.name for p in (root / "sercli").glob("*/__init__.py")}
+    assert folders <= listed, f"add to pyproject.toml's packages: {sorted(folders - listed)}"
