@@ -112,11 +112,11 @@ def _explain(stderr: str, path: str, audio_stream: int) -> str:
         if audio_stream == 0:
             return "no audio stream"
         return f"no audio stream #{audio_stream} (streams are counted from 0)"
-    if "moov atom not found" in lowered and _starts_like_mp4(path):
+    no_index = "moov atom not found" in lowered
+    if no_index and _starts_like_mp4(path):
         return "truncated or incomplete file (mp4 index missing), nothing decodable"
-    if "moov atom not found" in lowered:  # ffmpeg picked its mp4 reader by the name alone
-        return "not a media file ffmpeg can read (invalid data)"
-    if "invalid data found" in lowered or "could not find codec parameters" in lowered:
+    # Without an mp4's first box, ffmpeg picked its mp4 reader by the name alone: not media.
+    if no_index or "invalid data found" in lowered or "could not find codec parameters" in lowered:
         return "not a media file ffmpeg can read (invalid data)"
     if "permission denied" in lowered:
         return "permission denied"
