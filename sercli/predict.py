@@ -112,10 +112,10 @@ def _vad_threads(models: Sequence[Model]) -> int:
 
 def _produce(sources: Iterable[Source], config: SegmentationConfig, audio_stream: int, pitch: PitchTracker | None,
              out: queue.Queue, stop: threading.Event, on_audio: Callable[[float], None] | None,
-             vad_threads: int = 1, upcoming: deque | None = None) -> None:
+             vad_threads: int, upcoming: deque) -> None:
     """Runs in a thread: puts ("file", name), ("segment", Segment), ("end", report) or ("error", failure).
-    upcoming: the deque it keeps the current and next files' decodings in, for a caller that may
-    have to kill them."""
+    upcoming: the caller's empty deque, where it keeps (source, its _Decoding or None) for this
+    file and the next DECODE_AHEAD, so that the caller can kill their ffmpeg when it stops."""
 
     def put(item) -> bool:
         while not stop.is_set():
@@ -128,8 +128,6 @@ def _produce(sources: Iterable[Source], config: SegmentationConfig, audio_stream
 
     vad = SpeechProbabilities(vad_threads)
     pending = iter(sources)
-    if upcoming is None:
-        upcoming = deque()  # (source, its _Decoding or None): this file and the next DECODE_AHEAD
     try:
         while True:
             for source in itertools.islice(pending, DECODE_AHEAD + 1 - len(upcoming)):
