@@ -21,6 +21,11 @@ from .audio import HOP, MEDIA_EXTENSIONS, AudioError, load_audio
 ACTIVE_RANGE_DB = 30.0  # frames this far below the loud frames still count as speech
 BABBLE_TALKERS = (6, 10)  # babble overlaps this many utterances (inclusive range)
 BABBLE_POOL = 60  # utterances per split (or run) that babble's talkers are drawn from
+# The music genres of ../shared/data/noise kept for `sercli evaluate --programmes`: a model that
+# trained with the music its programmes use would be scored on what it has heard. Training never
+# takes them from a folder of folders; the other five genres (acoustic, electronic, folk, pop,
+# rock) are the music to train with.
+PROGRAMME_MUSIC = ("music_ambient", "music_chiptune", "music_jazz", "music_metal", "music_orchestral")
 
 
 class NoiseError(Exception):
@@ -96,9 +101,10 @@ def load_noise(folder: str | Path) -> np.ndarray:
     return joined
 
 
-def noise_categories(path: str | Path) -> dict[str, Path]:
+def noise_categories(path: str | Path, leave_out: tuple[str, ...] = ()) -> dict[str, Path]:
     """Name -> folder: the folder itself if it holds audio, else each subfolder that does
-    (e.g. ../shared/data/noise gives music_ambient, music_pop, ..., laughter)."""
+    (e.g. ../shared/data/noise gives music_ambient, music_pop, ..., laughter), except the
+    subfolders named in leave_out (a folder named itself is always taken)."""
     path = Path(path)
     if not path.is_dir():
         raise NoiseError(f"{path}: not a folder")
@@ -108,7 +114,8 @@ def noise_categories(path: str | Path) -> dict[str, Path]:
 
     if has_audio(path):
         return {path.name: path}
-    found = {sub.name: sub for sub in sorted(path.iterdir()) if sub.is_dir() and has_audio(sub)}
+    found = {sub.name: sub for sub in sorted(path.iterdir())
+             if sub.is_dir() and sub.name not in leave_out and has_audio(sub)}
     if not found:
         raise NoiseError(f"{path}: no audio files in it or its subfolders")
     return found

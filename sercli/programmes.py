@@ -24,7 +24,7 @@ import numpy as np
 
 from .audio import MEDIA_EXTENSIONS, SAMPLE_RATE, AudioError, ffmpeg_binary, load_audio
 from .corpora import Split, Utterance
-from .noise import active_speech_power, fit_length, utterance_seed
+from .noise import PROGRAMME_MUSIC, active_speech_power, fit_length, utterance_seed
 
 
 class ProgrammeError(Exception):
@@ -60,13 +60,15 @@ class PlacedUtterance:
 
 def music_files(folder: str | Path) -> list[Path]:
     """The music a programme draws beds and interludes from: the audio files of the folder's
-    music_* subfolders (as in ../shared/data/noise), else of the folder itself or of all its
+    subfolders named in noise.PROGRAMME_MUSIC (../shared/data/noise's held-out genres; training
+    never takes them), else of its music_* subfolders, else of the folder itself and all its
     subfolders. Raises ProgrammeError when there is none."""
     folder = Path(folder)
     if not folder.is_dir():
         raise ProgrammeError(f"{folder}: no such folder of music")
     subfolders = sorted(p for p in folder.iterdir() if p.is_dir())
-    chosen = [p for p in subfolders if p.name.startswith("music_")] or [folder, *subfolders]
+    chosen = ([p for p in subfolders if p.name in PROGRAMME_MUSIC]
+              or [p for p in subfolders if p.name.startswith("music_")] or [folder, *subfolders])
     found = sorted(p for sub in chosen for p in sub.iterdir() if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS)
     if not found:
         raise ProgrammeError(f"{folder}: no music files in it or its subfolders")

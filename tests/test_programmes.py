@@ -171,3 +171,21 @@ def test_programme_options_need_programmes_and_music(short_corpus, tiny_model, t
     result = CliRunner().invoke(main, [*base, "--programmes", "1", "--programme-music", str(tmp_path)])
     assert result.exit_code == 2
     assert result.stderr.strip() == f"sercli: error: --programmes needs music for its beds: {tmp_path}: no music files in it or its subfolders"
+
+
+def test_programmes_play_the_held_out_genres_and_training_leaves_them_out(tmp_path, capsys):
+    from sercli.commands.train import _augmentation
+    from sercli.noise import PROGRAMME_MUSIC
+
+    for name in ("music_jazz", "music_pop", "crowd"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "x.wav").write_bytes(b"")  # only names matter here
+    assert [p.parent.name for p in music_files(tmp_path)] == ["music_jazz"]
+    assert "music_pop" not in PROGRAMME_MUSIC and "music_jazz" in PROGRAMME_MUSIC
+
+    augmentation = _augmentation(("babble", str(tmp_path)), "0:20", 0.5, 0)
+    assert augmentation.sources == ("babble", str(tmp_path / "crowd"), str(tmp_path / "music_pop"))
+    assert "leaving out music_jazz" in capsys.readouterr().err
+    named = _augmentation((str(tmp_path / "music_jazz"),), "0:20", 0.5, 0)  # named, it is taken, with a warning
+    assert named.sources == (str(tmp_path / "music_jazz"),)
+    assert "will flatter it" in capsys.readouterr().err

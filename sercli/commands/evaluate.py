@@ -60,7 +60,8 @@ Examples:
               help="Length of each programme in minutes [default: 15].")
 @click.option("--programme-music", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="Music for the programmes' beds and interludes: a folder of audio files, or of folders (its "
-                   "music_* ones if it has any) [default: ../shared/data/noise].")
+                   "held-out genres ambient, chiptune, jazz, metal and orchestral when it has them, else its music_* ones) "
+                   "[default: ../shared/data/noise].")
 def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_path, fold, validation, noises, snrs,
              noise_seed, device, precision, cache_dir, output, workers, context, context_prior_s, programmes,
              programme_minutes, programme_music) -> None:

@@ -105,8 +105,9 @@ def _train_config(ctx: click.Context, path: Path | None) -> None:
 @click.option("--augment-noise", "augment_noises", multiple=True, metavar="DIR|babble",
               help="Also train on a noisy copy of the training speech, repeatable: babble (6-10 overlapping "
                    "utterances of the run's own training speakers), a folder of noise files, or a folder of such "
-                   "folders (each one source). Each utterance's copy gets one source and SNR, drawn from --seed; "
-                   "validation and test speech stay clean.")
+                   "folders (each one source, except the music genres `evaluate --programmes` plays). Each "
+                   "utterance's copy gets one source and SNR, drawn from --seed; validation and test speech stay "
+                   "clean.")
 @click.option("--augment-snr", default="0:20", show_default=True, metavar="LOW:HIGH",
               help="SNR range in dB of the noisy copy (uniform).")
 @click.option("--augment-share", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
@@ -237,7 +238,7 @@ def _augmentation(augment_noises, augment_snr: str, share: float, seed: int):
     if not augment_noises:
         return None
     from ..experiment import NoiseAugmentation
-    from ..noise import NoiseError, noise_categories
+    from ..noise import PROGRAMME_MUSIC, NoiseError, noise_categories
 
     low, _, high = augment_snr.partition(":")
     try:
@@ -245,8 +246,20 @@ def _augmentation(augment_noises, augment_snr: str, share: float, seed: int):
     except ValueError:
         raise click.BadParameter(f"expected LOW:HIGH in dB, not {augment_snr!r}", param_hint="--augment-snr") from None
     try:
-        sources = [source for given in augment_noises for source in
-                   (["babble"] if given == "babble" else [str(f) for f in noise_categories(given).values()])]
+        sources = []
+        for given in augment_noises:
+            if given == "babble":
+                sources.append("babble")
+                continue
+            found = noise_categories(given, leave_out=PROGRAMME_MUSIC)
+            left_out = sorted(set(noise_categories(given)) - set(found))
+            if left_out:
+                click.echo(f"{given}: leaving out {', '.join(left_out)}, the music `sercli evaluate --programmes` "
+                           "plays (name one of them to train with it anyway)", err=True)
+            elif Path(given).name in PROGRAMME_MUSIC:
+                click.echo(f"warning: {given} is music `sercli evaluate --programmes` plays; this model's programme "
+                           "figures will flatter it", err=True)
+            sources += [str(f) for f in found.values()]
         return NoiseAugmentation(tuple(dict.fromkeys(sources)), snr_range, share, seed)
     except NoiseError as exc:
         fail(str(exc), EXIT_USAGE)
