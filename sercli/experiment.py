@@ -15,6 +15,8 @@ import numpy as np
 import torch
 
 from . import __version__
+from .audio import FRAMES_PER_S
+from .context import CONTEXT_PRIOR_S
 from .corpora import CorpusError, Split, Utterance
 from .dataset import (FeaturisingPool, SegmentSet, build_segments, normalise_contexts, population_moments,
                       split_sets)
@@ -44,6 +46,7 @@ class TrainRun:
     first_step: str | None = None
     workers: int = 1
     augmentation: NoiseAugmentation | None = None
+    context: str = "speaker"  # context-normalised features: standardised over the speaker's or the utterance's speech
 
 
 def run_training(run: TrainRun) -> dict:
@@ -69,8 +72,10 @@ def run_training(run: TrainRun) -> dict:
             f"{len({u.speaker for u in utterances})} speakers")
         plain = build_segments(utterances, run.features, run.cache_dir, log, pool=pool if run.workers > 1 else None)
         log(f"{len(plain.labels)} segments")
-        # each speaker's segments standardised over the speaker's speech
-        data = normalise_contexts(plain, utterances, "speaker") if run.features.context_norm else plain
+        # each speaker's segments standardised over the speaker's speech; by utterance, that
+        # needs each split's prior, so it is done per split
+        by_speaker = run.features.context_norm and run.context == "speaker"
+        data = normalise_contexts(plain, utterances, "speaker") if by_speaker else plain
         decoded: dict = {}  # build_segments' memo: the noisy copies of the runs decode each utterance once
         results = {}
         for split in run.splits:
@@ -91,6 +96,10 @@ def _train_split(run: TrainRun, split: Split, plain: SegmentSet, data: SegmentSe
     plain: the segments before context normalisation, data: as the network sees them."""
     name, fold_dir, device = split.name, run.out_dir / split.name, run.device
     speakers = np.array([u.speaker for u in run.utterances])
+    prior = None
+    if run.features.context_norm and run.context == "utterance":
+        prior = _training_prior(plain, speakers, split)
+        data = normalise_contexts(plain, run.utterances, "utterance", prior)
     train_set, valid_set, test_set = split_sets(data, speakers, split)
     log(f"{name}: train {train_set.n_utterances} utterances / {len(train_set.labels)} segments, "
         f"validation speakers {sorted(split.valid)}, test {test_set.n_utterances} utterances")
@@ -104,7 +113,7 @@ def _train_split(run: TrainRun, split: Split, plain: SegmentSet, data: SegmentSe
         noisy = None
         if run.augmentation is not None:
             noisy = _noisy_copy(run.utterances, split, run.features, run.augmentation, train_set, run.cache_dir,
-                                log, pool, decoded)
+                                log, pool, decoded, prior)
         net, info = train_model(run.model_config, train_set, valid_set, run.train_config, device,
                                 fold_dir / "state.pt", log, noisy=noisy,
                                 noisy_share=run.augmentation.share if run.augmentation is not None else 0.0)
@@ -141,13 +150,21 @@ def _meta(run: TrainRun, split: Split, plain: SegmentSet, speakers: np.ndarray, 
                      **({"noise_augmentation": asdict(run.augmentation)} if run.augmentation is not None else {})},
     }
     if run.features.context_norm:  # the moments of the training speakers' speech
-        members = torch.from_numpy(np.isin(speakers, training_speakers))[plain.utterance]
-        meta["context_prior"] = dict(zip(("mean", "variance"), (m.tolist() for m in population_moments(
-            plain, members)[:2])))
+        meta["context_prior"] = dict(zip(("mean", "variance"), (m.tolist() for m in _training_prior(
+            plain, speakers, split)[:2])))
+        meta["training"]["context"] = run.context
     meta["metrics"] = {"valid_wa": info["best_valid_wa"]} | (
         {"test_wa": metrics["test"]["utterance"]["wa"], "test_ua": metrics["test"]["utterance"]["ua"]}
         if split.test else {})
     return meta
+
+
+def _training_prior(plain: SegmentSet, speakers: np.ndarray, split: Split) -> tuple[np.ndarray, np.ndarray, float]:
+    """The prior of a split's contexts: the per-bin moments of its training speakers' speech (the
+    checkpoint's context_prior), weighted as CONTEXT_PRIOR_S of speech, as analysis weighs it."""
+    members = torch.from_numpy(~np.isin(speakers, sorted(split.valid | split.test)))[plain.utterance]
+    mean, variance, _ = population_moments(plain, members)
+    return mean, variance, CONTEXT_PRIOR_S * float(FRAMES_PER_S)
 
 
 def _two_step(model_config: ModelConfig, features: FeatureConfig, train_set: SegmentSet, valid_set: SegmentSet,
@@ -253,10 +270,11 @@ class NoiseAugmentation:
 
 def _noisy_copy(utterances: list[Utterance], split: Split, features: FeatureConfig, augmentation: NoiseAugmentation,
                 train_set: SegmentSet, cache_dir: Path | None, log, pool: FeaturisingPool | None,
-                decoded: dict) -> torch.Tensor:
+                decoded: dict, prior: tuple[np.ndarray, np.ndarray, float] | None = None) -> torch.Tensor:
     """The spectrograms of the noisy copy of a run's training segments, in train_set's order
-    (context-normalised over each speaker's noisy speech when the features say so). Babble is
-    drawn from the run's own training speakers, never its validation or test speakers."""
+    (context-normalised when the features say so: over each speaker's noisy speech, or with a
+    prior over each utterance's). Babble is drawn from the run's own training speakers, never
+    its validation or test speakers."""
     training = [u for u in utterances if u.speaker not in split.valid | split.test]
     talkers = None
     if "babble" in augmentation.sources:
@@ -274,7 +292,7 @@ def _noisy_copy(utterances: list[Utterance], split: Split, features: FeatureConf
     if not (torch.equal(noisy.n_frames, train_set.n_frames) and torch.equal(noisy.labels, train_set.labels)):
         raise CorpusError(f"{split.name}: the noisy copy of the training speech is not cut like the clean one")
     if features.context_norm:
-        noisy = normalise_contexts(noisy, training, "speaker")
+        noisy = normalise_contexts(noisy, training, "speaker" if prior is None else "utterance", prior)
     return noisy.spectrograms
 
 

@@ -441,6 +441,31 @@ def test_context_normalised_training_stores_its_prior_and_evaluates_by_speaker_o
     assert analysed.exit_code == 0 and len(analysed.stdout.strip().splitlines()) == 1 + 5
 
 
+def test_training_by_utterance_context_is_what_evaluate_scores_for_clips_alone(corpus, tmp_path, example):
+    out = tmp_path / "run"
+    runner = CliRunner()
+    data = ["--corpus", f"manifest={corpus / 'manifest.csv'}", "--folds", str(corpus / "folds.csv"), "--fold", "1"]
+    trained = runner.invoke(main, ["train", *data, "--epochs", "1", "--out", str(out), "--device", "cpu",
+                                   "--context", "utterance"])
+    assert trained.exit_code == 0, trained.output
+    model = load_model(out / "fold1" / "model.pt", device="cpu")
+    assert model.meta["training"]["context"] == "utterance" and "--context utterance" in model.meta["training"]["command"]
+    assert model.features.context_window_s == 0.0  # analysis standardises each segment by itself and the prior
+    metrics = json.loads((out / "fold1" / "metrics.json").read_text())
+    result = runner.invoke(main, ["evaluate", "--model", str(out / "{run}" / "model.pt"), *data, "--device", "cpu",
+                                  "--precision", "bf16" if model.precision == "bf16" else "fp32",
+                                  "--context", "utterance", "-o", str(tmp_path / "s.json")])
+    assert result.exit_code == 0, result.output
+    # training's test view is evaluate's clip-alone view with its default 10 s prior, segment for segment
+    scores = json.loads((tmp_path / "s.json").read_text())["runs"]["fold1"]["segment"]
+    assert scores["confusion"] == metrics["test"]["segment"]["confusion"]
+    analysed = runner.invoke(main, ["analyze", "-m", str(out / "fold1" / "model.pt"), str(example), "-q"])
+    assert analysed.exit_code == 0 and len(analysed.stdout.strip().splitlines()) == 1 + 5
+    refused = runner.invoke(main, ["train", *data, "--out", str(tmp_path / "r"), "--context", "utterance",
+                                   "--no-context-norm"])
+    assert refused.exit_code == 2 and "--context utterance needs --context-norm" in refused.output
+
+
 def test_noise_augmented_training_records_its_noise_and_caches_a_noisy_copy(corpus, tmp_path, run_ffmpeg):
     noise = tmp_path / "noise" / "pink"
     noise.mkdir(parents=True)

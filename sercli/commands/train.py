@@ -102,6 +102,12 @@ def _train_config(ctx: click.Context, path: Path | None) -> None:
               help="Standardise each frequency bin over the speaker's speech (in analysis: over the file's), "
                    "which keeps new speakers' voices from shifting every prediction the same way; the "
                    "checkpoint remembers it.")
+@click.option("--context", "context", type=click.Choice(["speaker", "utterance"]), default="speaker",
+              show_default=True,
+              help="With --context-norm, what each training, validation and test segment is standardised over: its "
+                   "speaker's speech (the checkpoint then analyses a file over its speech within 5 minutes), or its "
+                   "own utterance, leaning on the training speech's statistics as 10 s of speech, as a clip "
+                   "analysed alone is (the checkpoint then standardises each analysed segment by itself so).")
 @click.option("--augment-noise", "augment_noises", multiple=True, metavar="DIR|babble",
               help="Also train on a noisy copy of the training speech, repeatable: babble (6-10 overlapping "
                    "utterances of the run's own training speakers), a folder of noise files, or a folder of such "
@@ -145,7 +151,7 @@ def _train_config(ctx: click.Context, path: Path | None) -> None:
               help=f"Read options from this TOML file's [train] table [default: ./{TRAIN_CONFIG} if there is one]; "
                    "options given here win.")
 def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validation, topology, first_step, grid,
-          window, denoise, context_norm, augment_noises, augment_snr, augment_share,
+          window, denoise, context_norm, context, augment_noises, augment_snr, augment_share,
           epochs, average_from, patience, batch_size, lr, oversample, seed, settings, device, out_dir, cache_dir,
           workers) -> None:
     """Train and cross-validate a model on labelled speech.
@@ -166,6 +172,8 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
                                f"e.g.\n{TRAIN_CONFIG_EXAMPLE}")
     if first_step and topology != "two-step":
         raise click.UsageError("--first-step needs --topology two-step")
+    if context != "speaker" and not context_norm:
+        raise click.UsageError("--context utterance needs --context-norm")
     tune_for_batches()
     from ..corpora import CorpusError, plan_splits
     from ..experiment import TrainRun, run_training
@@ -188,12 +196,16 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
         settings, "cnn-lstm" if two_step else topology, int(grid), int(window), denoise, context_norm,
         dict(epochs=epochs, swa_from=average_from, patience=patience, batch_size=batch_size, lr=lr,
              oversample=oversample, seed=seed))
+    if context == "utterance":  # analysis standardises each segment by itself (and the prior)
+        from dataclasses import replace
+
+        features = replace(features, context_window_s=0.0)
     augmentation = _augmentation(augment_noises, augment_snr, augment_share, seed)
     run = TrainRun(utterances, splits, model_config, train_config, features, target, out_dir,
                    cache_dir or out_dir / "cache", command=resolved_command(click.get_current_context(),
                                                                             fold=fold or "all"),
                    argv=list(sys.argv), two_step=two_step, first_step=first_step,
-                   workers=workers or default_workers(), augmentation=augmentation)
+                   workers=workers or default_workers(), augmentation=augmentation, context=context)
     try:
         run_training(run)
     except (CorpusError, NoiseError) as exc:
