@@ -39,6 +39,7 @@ class AnalyzeRun:
     max_segment_s: float = 3.0
     denoise: bool = False
     context: str = "file"
+    context_window_s: float | None = None  # None: each model's own
     audio_stream: int = 0
     device: str = "auto"
     batch_size: int = 32
@@ -65,7 +66,7 @@ def _pipeline(run: AnalyzeRun):
         if run.ray_address is not None and len(models) > 1:
             raise ModelError(f"{model_name}: --ray runs one model, not an ensemble")
         segmenting = SegmentationConfig(mode=run.segmentation, max_segment_s=run.max_segment_s)
-        pipeline = Pipeline(models, segmenting, run.batch_size, run.audio_stream, run.context)
+        pipeline = Pipeline(models, segmenting, run.batch_size, run.audio_stream, run.context, run.context_window_s)
     except (ModelError, ValueError) as exc:
         say(None, "error", str(exc))
         sys.exit(EXIT_USAGE)
@@ -140,7 +141,8 @@ def analyze_batch(run: AnalyzeRun) -> int:
 
 def analyze(path_or_array: str | np.ndarray, model: Model | Sequence[Model] | str | None = None, *,
             sample_rate: int = SAMPLE_RATE, segmentation: str = "speech", max_segment_s: float = 3.0,
-            denoise: bool = False, context: str = "file", merge_gap_s: float = MERGE_GAP_S,
+            denoise: bool = False, context: str = "file", context_window_s: float | None = None,
+            merge_gap_s: float = MERGE_GAP_S,
             audio_stream: int = 0, batch_size: int = 32, device: str = "auto", precision: str = "auto",
             name: str = "<array>") -> FileResult:
     """Per-segment emotions of one file or one mono signal, as `sercli analyze` finds them.
@@ -152,7 +154,9 @@ def analyze(path_or_array: str | np.ndarray, model: Model | Sequence[Model] | st
     denoise=True without a model runs the default model and the denoising one together, and
     with one needs a model trained on rebuilt speech among them; context="all" normalises a
     context-normalised model over all the file's speech instead of the speech around each
-    segment; max_segment_s is the longest segment (s); merge_gap_s the largest gap (s) across
+    segment, and context_window_s how many seconds of the file around each segment it is
+    compared with (None: the model's own, 600 for the shipped ones; 0: the segment alone);
+    max_segment_s is the longest segment (s); merge_gap_s the largest gap (s) across
     which same-label segments join one span of `result.spans`. Raises AnalysisError when the
     input cannot be analysed, ModelError when the model cannot be loaded or used so.
 
@@ -185,7 +189,7 @@ def analyze(path_or_array: str | np.ndarray, model: Model | Sequence[Model] | st
         if signal.ndim != 1:
             raise AnalysisError(f"{name}: expected a mono 1-D signal, got shape {signal.shape}")
         source = (name, resample(signal, sample_rate))
-    (result,) = Pipeline(model, config, batch_size, audio_stream, context).run([source])
+    (result,) = Pipeline(model, config, batch_size, audio_stream, context, context_window_s).run([source])
     if isinstance(result, FileFailure):
         raise AnalysisError(f"{result.file}: {result.error}")
     result.merge_gap_s = merge_gap_s

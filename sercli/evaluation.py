@@ -198,6 +198,7 @@ class EvalRun:
     programme_minutes: float | None = None  # None: ProgrammeConfig's
     programme_seed: int = 0
     music: list[Path] = field(default_factory=list)  # for the programmes' beds and interludes
+    context_window_s: float | None = None  # the programmes' file context; None: each model's own
 
 
 def evaluate_models(run: EvalRun, log: Callable[[str], None] = print) -> list[dict]:
@@ -227,7 +228,7 @@ def evaluate_models(run: EvalRun, log: Callable[[str], None] = print) -> list[di
             for spec, result in zip(run.model_specs, results):
                 result["programmes"] = score_programmes(
                     run.utterances, run.splits, spec, run.programmes, config, run.music, Path(folder), run.device,
-                    run.precision, built, loaded, log=log)
+                    run.precision, built, loaded, log=log, context_window_s=run.context_window_s)
     return results
 
 

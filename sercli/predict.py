@@ -13,7 +13,7 @@ import threading
 import traceback
 from collections import deque
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable, Iterator, Sequence, Union
 
 import numpy as np
@@ -174,18 +174,26 @@ class Pipeline:
     segment are averaged (an ensemble), yielding results in input order."""
 
     def __init__(self, model: Model | Sequence[Model], segmentation: SegmentationConfig = SegmentationConfig(),
-                 batch_size: int = 32, audio_stream: int = 0, context: str = "file") -> None:
+                 batch_size: int = 32, audio_stream: int = 0, context: str = "file",
+                 context_window_s: float | None = None) -> None:
         """model: a Model, or a sequence of them, each fed its own features of the same segments
         (a normal and a denoising model can be combined). context: for a context-normalised
         model, what each segment is normalised over: the speech of its own file around it
         ("file"), or all speech of all inputs of the run ("all": for collections of short clips
         of the same voices; nothing is classified until every input is featurised, and every
-        input's spectrograms are held until then)."""
+        input's spectrograms are held until then). context_window_s: with "file", the seconds of
+        the file around each segment (half on each side; 0: the segment alone) instead of each
+        model's own (its FeatureConfig.context_window_s)."""
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
         if context not in ("file", "all"):
             raise ValueError(f"context must be file or all, not {context!r}")
+        if context_window_s is not None and (context != "file" or not context_window_s >= 0):
+            raise ValueError("a context window takes the file context and 0 seconds or more")
         self.models = [model] if isinstance(model, Model) else list(model)
+        if context_window_s is not None:  # copies: the caller's models keep their own
+            self.models = [replace(m, features=replace(m.features, context_window_s=float(context_window_s)))
+                           for m in self.models]
         if not self.models:
             raise ValueError("no model given")
         self.labels = self.models[0].labels

@@ -216,21 +216,24 @@ def programme_accuracies(truth: Sequence[int], predicted: Sequence[int | None], 
 def score_programmes(utterances: Sequence[Utterance], splits: Sequence, model: str | None, count: int,
                      config: ProgrammeConfig, music: Sequence[Path], folder: Path, device: str = "auto",
                      precision: str = "auto", built: dict | None = None, loaded_models: dict | None = None,
-                     log=print) -> dict:
+                     log=print, context_window_s: float | None = None) -> dict:
     """Score a model (a name or path; A+B an ensemble; "{run}" each split's own checkpoint) on
     `count` programmes per split (sercli.corpora.Split) made of that split's test speakers only
     (with no splits, of every speaker), each analysed by sercli.predict.Pipeline with the
     defaults of `sercli analyze`. The mp4 files go to `folder`; built: a dict the caller keeps
     so that several models are scored on the same programmes, built once; loaded_models: a
-    cache of loaded checkpoints. Returns {"model", "programmes", "minutes", "runs": {run: {wa,
-    ua, count, detected, confusion}}, "mean" (with several runs)}."""
+    cache of loaded checkpoints; context_window_s: the file context's window instead of each
+    model's own (as `sercli analyze --context-window`). Returns {"model", "programmes",
+    "minutes", "context_window_s", "runs": {run: {wa, ua, count, detected, confusion}}, "mean"
+    (with several runs)}."""
     from .predict import FileFailure, Pipeline
     from .weights import load_model, model_names
 
     built = built if built is not None else {}
     loaded_models = loaded_models if loaded_models is not None else {}
     runs = list(splits) or [Split("all", None, frozenset(u.speaker for u in utterances), frozenset())]
-    results: dict = {"model": model, "programmes": count, "minutes": config.minutes, "seed": config.seed, "runs": {}}
+    results: dict = {"model": model, "programmes": count, "minutes": config.minutes, "seed": config.seed,
+                     "context_window_s": context_window_s, "runs": {}}
     for split in runs:
         test = [u for u in utterances if u.speaker in split.test]
         decoded = _Decoded()  # one split's speech at a time
@@ -247,7 +250,7 @@ def score_programmes(utterances: Sequence[Utterance], splits: Sequence, model: s
             if spec not in loaded_models:
                 loaded_models[spec] = load_model(spec, device=device, precision=precision)
             models.append(loaded_models[spec])
-        pipeline = Pipeline(models)  # sercli analyze's segmentation, batch and file context
+        pipeline = Pipeline(models, context_window_s=context_window_s)  # sercli analyze's segmentation, batch, context
         programmes = [built[f"{split.name}-{i}"] for i in range(1, count + 1)]
         truth, predicted = [], []
         for (path, placed), result in zip(programmes, pipeline.run([str(path) for path, _ in programmes])):
@@ -271,8 +274,10 @@ def score_programmes(utterances: Sequence[Utterance], splits: Sequence, model: s
 
 def programme_table(results: dict) -> str:
     """Markdown lines for score_programmes' results: per run and mean, then the confusions."""
+    window = results.get("context_window_s")
+    how = "`sercli analyze`" if window is None else f"`sercli analyze --context-window {window:g}`"
     lines = [f"Programmes: `{results['model'] or 'the default model'}`, {results['programmes']} per run of "
-             f"{results['minutes']:g} min (seed {results['seed']}), analysed as `sercli analyze` analyses a file", "",
+             f"{results['minutes']:g} min (seed {results['seed']}), analysed as {how} analyses a file", "",
              "| run | utterances | detected | programme WA | programme UA |", "|---|---|---|---|---|"]
     for name, r in results["runs"].items():
         lines.append(f"| {name} | {r['count']} | {100 * r['detected']:.1f}% | {100 * r['wa']:.1f} | {100 * r['ua']:.1f} |")

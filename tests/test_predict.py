@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 
 import sercli
+from sercli.cli import main
 from sercli.audio import load_audio, resample
 from sercli.predict import AnalysisError, FileFailure, FileResult, Pipeline
 from sercli.segment import SegmentationConfig
@@ -196,6 +200,26 @@ def test_context_normalised_model_standardises_over_the_speech_around_each_segme
     whole, local = (np.array([[s.probs[label] for label in context_models[600.0].labels] for s in results[w].segments])
                     for w in (600.0, 4.0))
     assert np.abs(whole - local).max() > 1e-3  # the 4 s window changes what segments are compared with
+
+
+def test_a_context_window_given_at_analysis_replaces_the_models_own(context_models, example):
+    wide, narrow = context_models[600.0], context_models[4.0]
+    (own,) = Pipeline(narrow).run([str(example)])
+    (given,) = Pipeline(wide, context_window_s=4).run([str(example)])
+    assert np.abs(_probs(own, narrow.labels) - _probs(given, wide.labels)).max() < 1e-6
+    assert wide.features.context_window_s == 600.0  # the caller's model is left as it was
+    (unchanged,) = Pipeline(wide).run([str(example)])
+    assert np.abs(_probs(unchanged, wide.labels) - _probs(given, wide.labels)).max() > 1e-3
+    cli = CliRunner().invoke(main, ["analyze", str(example), "-m", str(wide.path), "--context-window", "4", "-f",
+                                    "json", "-q", "--device", "cpu", "--precision", "fp32"])
+    assert cli.exit_code == 0, cli.output
+    probs = np.array([[s["probs"][label] for label in wide.labels] for s in json.loads(cli.stdout)["segments"]])
+    assert np.abs(probs - _probs(given, wide.labels)).max() < 1e-3  # as written, rounded
+    for bad in ({"context_window_s": -1}, {"context": "all", "context_window_s": 4}):
+        with pytest.raises(ValueError):
+            Pipeline(wide, **bad)
+    refused = CliRunner().invoke(main, ["analyze", str(example), "--context", "all", "--context-window", "4"])
+    assert refused.exit_code == 2 and "leave out --context all" in refused.output
 
 
 def test_context_statistics_by_hand():

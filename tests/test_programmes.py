@@ -148,13 +148,15 @@ def test_evaluate_scores_programmes_of_each_folds_test_speakers(short_corpus, mo
                                        str(short_corpus / "folds.csv"), "--fold", "all", "--programmes", "1",
                                        "--programme-minutes", "0.3", "--programme-music", str(music),
                                        *(a for m in models for a in ("--model", str(m))), "--device", "cpu",
-                                       "--workers", "1", "-o", str(tmp_path / "scores.json")])
+                                       "--workers", "1", "--context-window", "60", "-o", str(tmp_path / "scores.json")])
     assert result.exit_code == 0, result.output
     assert sorted(built) == [("fold1-1", {"s1", "s2"}), ("fold2-1", {"s3", "s4"})]  # built once, test speakers only
     assert result.stdout.count("\nprogramme WA ") == 1 and "| fold2 |" in result.stdout
     assert "| fold1 | 4 |" in result.stdout  # the clip-level table, beside the programmes'
+    assert "analysed as `sercli analyze --context-window 60` analyses a file" in result.stdout
     scores = json.loads((tmp_path / "scores.json").read_text())
     programmes = scores["programmes"]
+    assert programmes["context_window_s"] == 60.0
     assert set(programmes["runs"]) == {"fold1", "fold2"} and "ua" in programmes["mean"]
     for fold, run in programmes["runs"].items():
         assert sum(map(sum, run["confusion"])) == run["count"] >= 8
@@ -166,8 +168,9 @@ def test_evaluate_scores_programmes_of_each_folds_test_speakers(short_corpus, mo
 
 def test_programme_options_need_programmes_and_music(short_corpus, tiny_model, tmp_path):
     base = ["evaluate", "--corpus", f"manifest={short_corpus / 'manifest.csv'}", "--model", str(tiny_model)]
-    result = CliRunner().invoke(main, [*base, "--programme-minutes", "3"])
-    assert result.exit_code == 2 and "need --programmes" in result.output
+    for option in (["--programme-minutes", "3"], ["--context-window", "60"]):
+        result = CliRunner().invoke(main, [*base, *option])
+        assert result.exit_code == 2 and "need --programmes" in result.output
     result = CliRunner().invoke(main, [*base, "--programmes", "1", "--programme-music", str(tmp_path)])
     assert result.exit_code == 2
     assert result.stderr.strip() == f"sercli: error: --programmes needs music for its beds: {tmp_path}: no music files in it or its subfolders"

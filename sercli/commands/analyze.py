@@ -61,6 +61,9 @@ Examples:
               help="What the model's context normalisation compares each segment with: the speech of its own "
                    "file (within 5 minutes), or all speech of all inputs together, for a collection of short "
                    "clips of the same voices (results then come once every input is read).")
+@click.option("--context-window", "context_window_s", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
+              help="With --context file: how many seconds of the file around each segment it is compared with "
+                   "[default: the model's own, 600 for the shipped ones; 0: each segment by itself].")
 @click.option("--audio-stream", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="Which audio stream of each input to analyse, counted from 0.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",
@@ -78,8 +81,8 @@ Examples:
 @click.option("-q", "--quiet", is_flag=True, help="No progress bar, warnings or summary on stderr; errors only.")
 @click.option("--debug", is_flag=True, help="Show tracebacks for unexpected errors.")
 def analyze(paths, model_name, fmt, output, merge_gap, output_dir, recursive, skip_existing, segmentation, denoise,
-            max_segment, context, audio_stream, device, batch_size, precision, ray_address, ray_actors, quiet,
-            debug) -> None:
+            max_segment, context, context_window_s, audio_stream, device, batch_size, precision, ray_address,
+            ray_actors, quiet, debug) -> None:
     """Label every stretch of speech (at most 3 s) in PATH... with an emotion.
 
     PATH is a media file, a folder (its media files; -r for subfolders), - to read one
@@ -104,6 +107,8 @@ def analyze(paths, model_name, fmt, output, merge_gap, output_dir, recursive, sk
     tune_for_batches()
     if ray_actors is not None and ray_address is None:
         raise click.UsageError("--ray-actors needs --ray")
+    if context == "all" and context_window_s is not None:
+        raise click.UsageError("--context-window is a window of each file: leave out --context all")
     if context == "all" and ray_address is not None:
         raise click.UsageError("--context all needs every input in one process: leave out --ray")
     from ..analysis import AnalyzeRun, analyze_batch
@@ -111,8 +116,9 @@ def analyze(paths, model_name, fmt, output, merge_gap, output_dir, recursive, sk
     sys.exit(analyze_batch(AnalyzeRun(
         paths, formats, output, output_dir, model_name=model_name, merge_gap_s=merge_gap, recursive=recursive,
         skip_existing=skip_existing, segmentation=segmentation, max_segment_s=max_segment, denoise=denoise,
-        context=context, audio_stream=audio_stream, device=device, batch_size=batch_size, precision=precision,
-        ray_address=ray_address, ray_actors=ray_actors, quiet=quiet, debug=debug)))
+        context=context, context_window_s=context_window_s, audio_stream=audio_stream, device=device,
+        batch_size=batch_size, precision=precision, ray_address=ray_address, ray_actors=ray_actors, quiet=quiet,
+        debug=debug)))
 
 
 def _inputs(paths, recursive):
