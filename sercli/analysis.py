@@ -155,7 +155,7 @@ def analyze(path_or_array: str | np.ndarray, model: Model | Sequence[Model] | st
     with one needs a model trained on rebuilt speech among them; context="all" normalises a
     context-normalised model over all the file's speech instead of the speech around each
     segment, and context_window_s how many seconds of the file around each segment it is
-    compared with (None: the model's own, 600 for the shipped ones; 0: the segment alone);
+    compared with (None: the model's own, 60 for the default model; 0: the segment alone);
     max_segment_s is the longest segment (s); merge_gap_s the largest gap (s) across
     which same-label segments join one span of `result.spans`. Raises AnalysisError when the
     input cannot be analysed, ModelError when the model cannot be loaded or used so.

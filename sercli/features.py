@@ -40,10 +40,11 @@ class FeatureConfig:
     # rest silent. Praat pitch settings: floor and ceiling in Hz, and its voicing threshold.
     denoise: bool = False
     # Context normalisation: each frequency bin is also standardised over the speech around the
-    # segment (sercli.context): in training and evaluation the speaker's, in
-    # analysis the file's within context_window_s (the whole of a shorter file).
+    # segment (sercli.context): in training and evaluation the speaker's, in analysis the file's
+    # within context_window_s (the whole of a shorter file). 60 s did best on film-like
+    # programmes of unseen speakers (train/RESULTS.md); checkpoints before 2026-11-30 say 600.
     context_norm: bool = False
-    context_window_s: float = 600.0
+    context_window_s: float = 60.0
 
     pitch_floor_hz: float = 75.0
     pitch_ceiling_hz: float = 600.0

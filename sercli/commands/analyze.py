@@ -59,11 +59,12 @@ Examples:
               metavar="SECONDS", help="Longest segment (the paper's T).")
 @click.option("--context", type=click.Choice(["file", "all"]), default="file", show_default=True,
               help="What the model's context normalisation compares each segment with: the speech of its own "
-                   "file (within 5 minutes), or all speech of all inputs together, for a collection of short "
-                   "clips of the same voices (results then come once every input is read).")
+                   "file (around it: --context-window), or all speech of all inputs together, for a collection "
+                   "of short clips of the same voices (results then come once every input is read).")
 @click.option("--context-window", "context_window_s", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="With --context file: how many seconds of the file around each segment it is compared with "
-                   "[default: the model's own, 600 for the shipped ones; 0: each segment by itself].")
+                   "[default: the model's own, 60 for the default model, 600 for the denoising one; 0: each "
+                   "segment by itself].")
 @click.option("--audio-stream", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="Which audio stream of each input to analyse, counted from 0.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",

@@ -64,7 +64,7 @@ Examples:
                    "[default: ../shared/data/noise].")
 @click.option("--context-window", "context_window_s", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Analyse the programmes as `sercli analyze --context-window SECONDS` does [default: each "
-                   "model's own, 600 for the shipped ones].")
+                   "model's own: 60 for the default model, 600 for the denoising one].")
 def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_path, fold, validation, noises, snrs,
              noise_seed, device, precision, cache_dir, output, workers, context, context_prior_s, programmes,
              programme_minutes, programme_music, context_window_s) -> None:

@@ -105,9 +105,10 @@ def _train_config(ctx: click.Context, path: Path | None) -> None:
 @click.option("--context", "context", type=click.Choice(["speaker", "utterance"]), default="speaker",
               show_default=True,
               help="With --context-norm, what each training, validation and test segment is standardised over: its "
-                   "speaker's speech (the checkpoint then analyses a file over its speech within 5 minutes), or its "
-                   "own utterance, leaning on the training speech's statistics as 10 s of speech, as a clip "
-                   "analysed alone is (the checkpoint then standardises each analysed segment by itself so).")
+                   "speaker's speech (the checkpoint then analyses a file over its speech within 30 s either side; "
+                   "--set context_window_s=S for another window), or its own utterance, leaning on the training "
+                   "speech's statistics as 10 s of speech, as a clip analysed alone is (the checkpoint then "
+                   "standardises each analysed segment by itself so).")
 @click.option("--augment-noise", "augment_noises", multiple=True, metavar="DIR|babble",
               help="Also train on a noisy copy of the training speech, repeatable: babble (6-10 overlapping "
                    "utterances of the run's own training speakers), a folder of noise files, or a folder of such "
