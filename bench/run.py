@@ -3,6 +3,9 @@
     python bench/run.py ../shared/data                 # everything, writes bench/RESULTS.md
     python bench/run.py ../shared/data --only analyze  # one part: analyze, clips, long, peers
 
+A full run writes bench/RESULTS.md; a run of some parts (--only) prints its rows and leaves
+that file's other rows alone, unless --out names a file to write them to.
+
 What it measures, each in a fresh process on the machine it runs on:
 - analyze: `sercli analyze` on the 60-minute programme (bench/programme.py: AAC in an mp4 with
   video), default, --denoise and --segmentation fixed: wall time, x realtime, peak RSS (best of
@@ -211,7 +214,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path, help="../shared/data")
     parser.add_argument("--only", choices=sorted(PARTS), action="append")
-    parser.add_argument("--out", type=Path, default=HERE / "RESULTS.md")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write the table here [default: bench/RESULTS.md for a full run, nowhere with --only]")
     args = parser.parse_args()
     import torch
 
@@ -228,8 +232,9 @@ def main() -> None:
                       f"`python bench/run.py ../shared/data{''.join(f' --only {o}' for o in args.only or [])}`", "",
                       *rows]) + "\n"
     print(text)
-    if args.out:
-        args.out.write_text(text)
+    out = args.out or (None if args.only else HERE / "RESULTS.md")
+    if out:
+        out.write_text(text)
 
 
 if __name__ == "__main__":
