@@ -96,9 +96,8 @@ def _train_split(run: TrainRun, split: Split, plain: SegmentSet, data: SegmentSe
     plain: the segments before context normalisation, data: as the network sees them."""
     name, fold_dir, device = split.name, run.out_dir / split.name, run.device
     speakers = np.array([u.speaker for u in run.utterances])
-    prior = None
-    if run.features.context_norm and run.context == "utterance":
-        prior = _training_prior(plain, speakers, split)
+    prior = _training_prior(plain, speakers, split) if run.features.context_norm else None
+    if prior is not None and run.context == "utterance":
         data = normalise_contexts(plain, run.utterances, "utterance", prior)
     train_set, valid_set, test_set = split_sets(data, speakers, split)
     log(f"{name}: train {train_set.n_utterances} utterances / {len(train_set.labels)} segments, "
@@ -113,7 +112,7 @@ def _train_split(run: TrainRun, split: Split, plain: SegmentSet, data: SegmentSe
         noisy = None
         if run.augmentation is not None:
             noisy = _noisy_copy(run.utterances, split, run.features, run.augmentation, train_set, run.cache_dir,
-                                log, pool, decoded, prior)
+                                log, pool, decoded, run.context, prior)
         net, info = train_model(run.model_config, train_set, valid_set, run.train_config, device,
                                 fold_dir / "state.pt", log, noisy=noisy,
                                 noisy_share=run.augmentation.share if run.augmentation is not None else 0.0)
@@ -128,13 +127,14 @@ def _train_split(run: TrainRun, split: Split, plain: SegmentSet, data: SegmentSe
             f"segment WA {scores['segment']['wa']:.3f} UA {scores['segment']['ua']:.3f}")
     main_state = net.four.state_dict() if run.two_step else net.state_dict()
     save_checkpoint(fold_dir / "model.pt", run.model_config, main_state, run.features,
-                    _meta(run, split, plain, speakers, info, metrics), members=members)
+                    _meta(run, split, speakers, info, metrics, prior), members=members)
     atomic_write_bytes(fold_dir / "metrics.json", json.dumps(metrics, indent=1).encode())
     (fold_dir / "state.pt").unlink(missing_ok=True)
     return metrics
 
 
-def _meta(run: TrainRun, split: Split, plain: SegmentSet, speakers: np.ndarray, info: dict, metrics: dict) -> dict:
+def _meta(run: TrainRun, split: Split, speakers: np.ndarray, info: dict, metrics: dict,
+          prior: tuple[np.ndarray, np.ndarray, float] | None) -> dict:
     """The checkpoint's meta: how it was trained, on whom, its context prior and its scores."""
     config, training_speakers = run.model_config, sorted(set(speakers.tolist()) - split.valid - split.test)
     meta = {
@@ -149,9 +149,8 @@ def _meta(run: TrainRun, split: Split, plain: SegmentSet, speakers: np.ndarray, 
                      "config": asdict(run.train_config), "best_epoch": info["best_epoch"],
                      **({"noise_augmentation": asdict(run.augmentation)} if run.augmentation is not None else {})},
     }
-    if run.features.context_norm:  # the moments of the training speakers' speech
-        meta["context_prior"] = dict(zip(("mean", "variance"), (m.tolist() for m in _training_prior(
-            plain, speakers, split)[:2])))
+    if prior is not None:  # the moments of the training speakers' speech
+        meta["context_prior"] = {"mean": prior[0].tolist(), "variance": prior[1].tolist()}
         meta["training"]["context"] = run.context
     meta["metrics"] = {"valid_wa": info["best_valid_wa"]} | (
         {"test_wa": metrics["test"]["utterance"]["wa"], "test_ua": metrics["test"]["utterance"]["ua"]}
@@ -270,10 +269,11 @@ class NoiseAugmentation:
 
 def _noisy_copy(utterances: list[Utterance], split: Split, features: FeatureConfig, augmentation: NoiseAugmentation,
                 train_set: SegmentSet, cache_dir: Path | None, log, pool: FeaturisingPool | None,
-                decoded: dict, prior: tuple[np.ndarray, np.ndarray, float] | None = None) -> torch.Tensor:
+                decoded: dict, context: str = "speaker",
+                prior: tuple[np.ndarray, np.ndarray, float] | None = None) -> torch.Tensor:
     """The spectrograms of the noisy copy of a run's training segments, in train_set's order
-    (context-normalised when the features say so: over each speaker's noisy speech, or with a
-    prior over each utterance's). Babble is drawn from the run's own training speakers, never
+    (context-normalised when the features say so, as the clean copy is: over each speaker's
+    noisy speech, or over each utterance's with the split's prior). Babble is drawn from the run's own training speakers, never
     its validation or test speakers."""
     training = [u for u in utterances if u.speaker not in split.valid | split.test]
     talkers = None
@@ -292,7 +292,7 @@ def _noisy_copy(utterances: list[Utterance], split: Split, features: FeatureConf
     if not (torch.equal(noisy.n_frames, train_set.n_frames) and torch.equal(noisy.labels, train_set.labels)):
         raise CorpusError(f"{split.name}: the noisy copy of the training speech is not cut like the clean one")
     if features.context_norm:
-        noisy = normalise_contexts(noisy, training, "speaker" if prior is None else "utterance", prior)
+        noisy = normalise_contexts(noisy, training, context, prior if context == "utterance" else None)
     return noisy.spectrograms
 
 
