@@ -101,10 +101,9 @@ def load_noise(folder: str | Path) -> np.ndarray:
     return joined
 
 
-def noise_categories(path: str | Path, leave_out: tuple[str, ...] = ()) -> dict[str, Path]:
+def noise_categories(path: str | Path) -> dict[str, Path]:
     """Name -> folder: the folder itself if it holds audio, else each subfolder that does
-    (e.g. ../shared/data/noise gives music_ambient, music_pop, ..., laughter), except the
-    subfolders named in leave_out (a folder named itself is always taken)."""
+    (e.g. ../shared/data/noise gives music_ambient, music_pop, ..., laughter)."""
     path = Path(path)
     if not path.is_dir():
         raise NoiseError(f"{path}: not a folder")
@@ -114,8 +113,7 @@ def noise_categories(path: str | Path, leave_out: tuple[str, ...] = ()) -> dict[
 
     if has_audio(path):
         return {path.name: path}
-    found = {sub.name: sub for sub in sorted(path.iterdir())
-             if sub.is_dir() and sub.name not in leave_out and has_audio(sub)}
+    found = {sub.name: sub for sub in sorted(path.iterdir()) if sub.is_dir() and has_audio(sub)}
     if not found:
         raise NoiseError(f"{path}: no audio files in it or its subfolders")
     return found

@@ -192,3 +192,9 @@ def test_programmes_play_the_held_out_genres_and_training_leaves_them_out(tmp_pa
     named = _augmentation((str(tmp_path / "music_jazz"),), "0:20", 0.5, 0)  # named, it is taken, with a warning
     assert named.sources == (str(tmp_path / "music_jazz"),)
     assert "will flatter it" in capsys.readouterr().err
+    only = tmp_path / "only"
+    (only / "music_metal").mkdir(parents=True)
+    (only / "music_metal" / "x.wav").write_bytes(b"")
+    with pytest.raises(SystemExit) as refused:  # nothing left to train with: a usage error, not an empty run
+        _augmentation((str(only),), "0:20", 0.5, 0)
+    assert refused.value.code == 2 and "its only noise is the music" in capsys.readouterr().err

@@ -264,14 +264,20 @@ def _augmentation(augment_noises, augment_snr: str, share: float, seed: int):
             if given == "babble":
                 sources.append("babble")
                 continue
-            found = noise_categories(given, leave_out=PROGRAMME_MUSIC)
-            left_out = sorted(set(noise_categories(given)) - set(found))
-            if left_out:
-                click.echo(f"{given}: leaving out {', '.join(left_out)}, the music `sercli evaluate --programmes` "
-                           "plays (name one of them to train with it anyway)", err=True)
-            elif Path(given).name in PROGRAMME_MUSIC:
-                click.echo(f"warning: {given} is music `sercli evaluate --programmes` plays; this model's programme "
-                           "figures will flatter it", err=True)
+            found = noise_categories(given)
+            if list(found.values()) == [Path(given)]:  # a folder of noise files, named: taken as it is
+                if Path(given).name in PROGRAMME_MUSIC:
+                    click.echo(f"warning: {given} is music `sercli evaluate --programmes` plays; this model's "
+                               "programme figures will flatter it", err=True)
+            else:  # a folder of such folders: the programmes' music stays out
+                left_out = sorted(found.keys() & set(PROGRAMME_MUSIC))
+                found = {name: folder for name, folder in found.items() if name not in PROGRAMME_MUSIC}
+                if left_out:
+                    click.echo(f"{given}: leaving out {', '.join(left_out)}, the music `sercli evaluate "
+                               "--programmes` plays (name one of them to train with it anyway)", err=True)
+                if not found:
+                    raise NoiseError(f"{given}: its only noise is the music `sercli evaluate --programmes` plays; "
+                                     "name one of its folders to train with it anyway")
             sources += [str(f) for f in found.values()]
         return NoiseAugmentation(tuple(dict.fromkeys(sources)), snr_range, share, seed)
     except NoiseError as exc:
