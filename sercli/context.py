@@ -77,14 +77,20 @@ class ContextStats:
     def moments(self, first_s: float = -np.inf, last_s: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) per bin over the segments starting within [first_s, last_s]."""
         lo, hi = np.searchsorted(self.starts, first_s, "left"), np.searchsorted(self.starts, last_s, "right")
-        count, total, squares = self.cumulative[hi] - self.cumulative[lo]
-        if self.prior is not None:
-            mean, variance, frames = self.prior
-            count, total, squares = count + frames, total + frames * mean, squares + frames * (variance + mean ** 2)
-        count = np.maximum(count, 1.0)
-        mean = total / count
-        std = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))
-        return mean, np.maximum(std, 1e-3)
+        return moments_with_prior(*(self.cumulative[hi] - self.cumulative[lo]), self.prior)
+
+
+def moments_with_prior(count, total: np.ndarray, squares: np.ndarray,
+                       prior: tuple[np.ndarray, np.ndarray, float] | None) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) per bin of a context's speech frames, from their count, per-bin sum and sum of
+    squares, with the prior's frames added (see ContextStats); std at least 1e-3."""
+    if prior is not None:
+        mean, variance, frames = prior
+        count, total, squares = count + frames, total + frames * mean, squares + frames * (variance + mean ** 2)
+    count = np.maximum(count, 1.0)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean ** 2, 0.0))
+    return mean, np.maximum(std, 1e-3)
 
 
 def standardise_frames(x: torch.Tensor, n_frames: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from sercli.audio import load_audio
-from sercli.context import context_prior, standardise_frames
+from sercli.context import context_prior, moments_with_prior, standardise_frames
 from sercli.corpora import assign_folds, plan_splits, read_folds, read_manifest
 from sercli.dataset import speech_regions, utterance_segments
 from sercli.features import featurise
@@ -58,17 +58,11 @@ class Featurised:
     def posteriors(self, model, contexts: list[np.ndarray]) -> np.ndarray:
         """Each segment standardised over the segments contexts[i] (and the prior), classified."""
         prior = context_prior(model.meta)
-        means, stds = [], []
-        for members in contexts:
-            count, total, squares = self.n[members].double().sum().item(), self.sums[members].sum(0), \
-                self.squares[members].sum(0)
-            if prior is not None:
-                mean, variance, frames = prior
-                count, total, squares = count + frames, total + frames * mean, squares + frames * (variance + mean**2)
-            mean = total / max(count, 1.0)
-            means.append(mean)
-            stds.append(np.maximum(np.sqrt(np.maximum(squares / max(count, 1.0) - mean**2, 0.0)), 1e-3))
-        mean, std = torch.tensor(np.stack(means)).float(), torch.tensor(np.stack(stds)).float()
+        frames = self.n.double().numpy()
+        moments = [moments_with_prior(frames[members].sum(), self.sums[members].sum(0), self.squares[members].sum(0),
+                                      prior) for members in contexts]
+        mean = torch.tensor(np.stack([m for m, _ in moments])).float()
+        std = torch.tensor(np.stack([s for _, s in moments])).float()
         out = []
         for k in range(0, len(self.x), 32):
             z = standardise_frames(self.x[k : k + 32], self.n[k : k + 32], mean[k : k + 32], std[k : k + 32])
