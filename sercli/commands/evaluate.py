@@ -60,8 +60,8 @@ Examples:
               help="Length of each programme in minutes [default: 15].")
 @click.option("--programme-music", type=click.Path(file_okay=False, path_type=Path), default=None, metavar="DIR",
               help="Music for the programmes' beds and interludes: a folder of audio files, or of folders (its "
-                   "held-out genres ambient, chiptune, jazz, metal and orchestral when it has them, else its music_* ones) "
-                   "[default: ../shared/data/noise].")
+                   "held-out genres ambient, chiptune, jazz, metal and orchestral when it has them, else its "
+                   "music_* ones) [default: ../shared/data/noise].")
 @click.option("--context-window", "context_window_s", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Analyse the programmes as `sercli analyze --context-window SECONDS` does [default: each "
                    "model's own: 60 for the default model, 600 for the denoising one].")
