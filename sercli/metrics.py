@@ -38,6 +38,12 @@ def evaluate(posteriors: torch.Tensor, data) -> dict:
     return {"utterance": accuracies(truth.numpy(), sums.argmax(1).numpy()), "segment": segment}
 
 
+def speaker_mean_ua(posteriors: torch.Tensor, data, speakers: torch.Tensor) -> float:
+    """The mean over speakers of each one's utterance UA; speakers: each segment's speaker id."""
+    return float(np.mean([evaluate(posteriors[speakers == s], data.subset(speakers == s))["utterance"]["ua"]
+                          for s in torch.unique(speakers)]))
+
+
 def mean_row(label: str, runs: list[dict]) -> tuple[str, dict]:
     keys = {"wa": ("utterance", "wa"), "ua": ("utterance", "ua"), "segment_wa": ("segment", "wa"),
             "segment_ua": ("segment", "ua")}

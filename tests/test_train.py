@@ -464,6 +464,10 @@ def test_training_by_utterance_context_is_what_evaluate_scores_for_clips_alone(c
     refused = runner.invoke(main, ["train", *data, "--out", str(tmp_path / "r"), "--context", "utterance",
                                    "--no-context-norm"])
     assert refused.exit_code == 2 and "--context utterance needs --context-norm" in refused.output
+    refused = runner.invoke(main, ["train", *data, "--out", str(tmp_path / "r"), "--context", "utterance",
+                                   "--set", "context_window_s=30"])  # it would be overridden silently
+    assert refused.exit_code == 2 and "no --set context_window_s" in refused.output
+    assert not (tmp_path / "r").exists()
 
 
 def test_noise_augmented_training_records_its_noise_and_caches_a_noisy_copy(corpus, tmp_path, run_ffmpeg):
@@ -609,3 +613,96 @@ def test_train_config_file_elsewhere_and_its_mistakes(corpus, tmp_path, monkeypa
         assert "Traceback" not in result.stderr
     absent = runner.invoke(main, ["train", "--config", str(tmp_path / "none.toml")])
     assert absent.exit_code == 2 and "cannot read" in absent.stderr
+
+
+def _speaker_corpus(n_speakers: int = 3, seed: int = 0) -> tuple[SegmentSet, torch.Tensor]:
+    """Segments of speakers of very different sizes (speaker s has 4 * 2**s utterances of one
+    segment each, every class alike), and each utterance's speaker id."""
+    generator = torch.Generator().manual_seed(seed)
+    speakers = torch.cat([torch.full((4 * 2 ** s,), s) for s in range(n_speakers)])
+    n = len(speakers)
+    data = SegmentSet(torch.rand(n, 200, 40, generator=generator).half(), torch.full((n,), 40),
+                      torch.arange(n), torch.arange(n) % 4)
+    return data, speakers
+
+
+def test_speaker_balance_gives_every_speakers_every_class_the_same_weight():
+    from sercli.train import _Training
+
+    data, speakers = _speaker_corpus()
+    model_config = ModelConfig(grid_hz=20, n_frames=40, lstm_hidden=8, dense=8)
+    balanced = _Training(model_config, data, TrainConfig(balance="speaker"), torch.device("cpu"), None, 0.0,
+                         speakers[data.utterance])
+    cells = speakers * 4 + data.labels
+    totals = torch.zeros(int(cells.max()) + 1).index_add_(0, cells, balanced.sample_weight)
+    torch.testing.assert_close(totals, torch.full_like(totals, totals.mean().item()))  # 12 cells alike
+    assert balanced.sample_weight.mean().item() == pytest.approx(1.0)
+    # the batch loss is the sample-weighted mean: a segment of the smallest speaker weighs 4x one of the largest
+    logits, y = torch.randn(len(cells), 4, generator=torch.Generator().manual_seed(1)), data.labels
+    index = torch.arange(len(cells))
+    plain = torch.nn.functional.cross_entropy(logits, y, reduction="none", label_smoothing=0.1)
+    w = balanced.sample_weight
+    torch.testing.assert_close(balanced._loss(logits, y, index), (plain * w).sum() / w.sum())
+    assert w[0] / w[-1] == pytest.approx(4.0)
+    # by class (the default), one loss for the batch as before: cross-entropy weighted per class
+    by_class = _Training(model_config, data, TrainConfig(), torch.device("cpu"), None, 0.0)
+    assert by_class.sample_weight is None
+    torch.testing.assert_close(by_class._loss(logits, y, index),
+                               torch.nn.functional.cross_entropy(logits, y, label_smoothing=0.1,
+                                                                 weight=by_class.loss_fn.weight))
+    # oversampling draws each speaker's each class equally often
+    drawn = _Training(model_config, data, TrainConfig(balance="speaker", oversample=True), torch.device("cpu"),
+                      None, 0.0, speakers[data.utterance])
+    picks = torch.multinomial(drawn.cell_weight, 120_000, replacement=True, generator=torch.Generator().manual_seed(2))
+    shares = torch.bincount(cells[picks]).float() / 120_000
+    assert drawn.sample_weight is None and torch.allclose(shares, torch.full_like(shares, 1 / 12), atol=0.01)
+
+
+def test_speaker_mean_ua_averages_each_speakers_own_ua():
+    from sercli.metrics import speaker_mean_ua
+
+    labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 0, 1])
+    data = SegmentSet(torch.zeros(10, 2, 2), torch.ones(10), torch.arange(10), labels)
+    speakers = torch.tensor([0] * 8 + [1] * 2)
+    predicted = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 3, 1, 1, 2, 3, 1, 0]), 4).float()
+    # speaker 0: recalls angry 1/2, happy 1, neutral 1, sad 1 -> 0.875; speaker 1: both wrong -> 0
+    assert speaker_mean_ua(predicted, data, speakers) == pytest.approx((0.875 + 0.0) / 2)
+
+
+def test_speaker_balanced_training_selects_on_the_validation_speakers_mean_ua(tmp_path):
+    from dataclasses import replace
+
+    from sercli.metrics import speaker_mean_ua
+    from sercli.train import predict_segments, train_model
+
+    data, speakers = _speaker_corpus()
+    model_config = ModelConfig(grid_hz=20, n_frames=40, lstm_hidden=8, dense=8)
+    config = replace(TrainConfig(), epochs=3, select_from=1, swa_from=0, batch_size=8, time_mask=0, freq_mask=0,
+                     freq_warp=0.0, time_stretch=0.0, balance="speaker")
+    quiet = lambda message: None  # noqa: E731
+    with pytest.raises(ValueError, match="speaker"):
+        train_model(model_config, data, data, config, torch.device("cpu"), log=quiet)
+    net, info = train_model(model_config, data, data, config, torch.device("cpu"), log=quiet, speakers=speakers)
+    history = info["history"]
+    assert all("valid_speaker_ua" in h for h in history)
+    best = max(history, key=lambda h: h["valid_speaker_ua"])
+    assert info["best_epoch"] == best["epoch"] and info["best_valid_wa"] == best["valid_speaker_ua"]
+    kept = predict_segments(net, data, torch.device("cpu"), info["bf16"])
+    assert speaker_mean_ua(kept, data, speakers) == pytest.approx(best["valid_speaker_ua"])
+
+
+def test_train_balance_option_reaches_the_checkpoint(corpus, tmp_path):
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, ["train", "--corpus", f"manifest={corpus / 'manifest.csv'}", "--folds",
+                                       str(corpus / "folds.csv"), "--fold", "1", "--epochs", "1", "--out", str(out),
+                                       "--device", "cpu", "--balance", "speaker"])
+    assert result.exit_code == 0, result.output
+    model = load_model(out / "fold1" / "model.pt", device="cpu")
+    assert model.meta["training"]["config"]["balance"] == "speaker"
+    assert "--balance speaker" in model.meta["training"]["command"]
+    metrics = json.loads((out / "fold1" / "metrics.json").read_text())
+    assert "valid_speaker_ua" in metrics["history"][0]
+    refused = CliRunner().invoke(main, ["train", "--corpus", f"manifest={corpus / 'manifest.csv'}", "--folds",
+                                        str(corpus / "folds.csv"), "--out", str(tmp_path / "r"), "--set",
+                                        "balance=speaker"])  # it has its own option
+    assert refused.exit_code == 2 and "balance" in refused.output

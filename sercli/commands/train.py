@@ -131,6 +131,10 @@ def _train_config(ctx: click.Context, path: Path | None) -> None:
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="AdamW peak learning rate.")
 @click.option("--oversample", is_flag=True,
               help="Draw batches with equal class shares instead of weighting the loss by inverse class size.")
+@click.option("--balance", type=click.Choice(["class", "speaker"]), default="class", show_default=True,
+              help="What weighs the same in the loss (or the oversampling): each class, or each speaker's each "
+                   "class, so that a speaker with 28 clips counts as much as one with 360; speaker also keeps "
+                   "the epoch whose validation speakers' mean UA is best, instead of the best validation WA.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for initialisation, batch order, augmentation and the validation speakers.")
 @click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
@@ -153,8 +157,8 @@ def _train_config(ctx: click.Context, path: Path | None) -> None:
                    "options given here win.")
 def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validation, topology, first_step, grid,
           window, denoise, context_norm, context, augment_noises, augment_snr, augment_share,
-          epochs, average_from, patience, batch_size, lr, oversample, seed, settings, device, out_dir, cache_dir,
-          workers) -> None:
+          epochs, average_from, patience, batch_size, lr, oversample, balance, seed, settings, device, out_dir,
+          cache_dir, workers) -> None:
     """Train and cross-validate a model on labelled speech.
 
     Each utterance is cut into segments of at most 3 s as at analysis time; utterance scores
@@ -175,6 +179,8 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
         raise click.UsageError("--first-step needs --topology two-step")
     if context != "speaker" and not context_norm:
         raise click.UsageError("--context utterance needs --context-norm")
+    if context == "utterance" and any(s.partition("=")[0].strip() == "context_window_s" for s in settings):
+        raise click.UsageError("--context utterance analyses each segment by itself: no --set context_window_s")
     tune_for_batches()
     from ..corpora import CorpusError, plan_splits
     from ..experiment import TrainRun, run_training
@@ -196,7 +202,7 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
     model_config, train_config, features = _configs(
         settings, "cnn-lstm" if two_step else topology, int(grid), int(window), denoise, context_norm,
         dict(epochs=epochs, swa_from=average_from, patience=patience, batch_size=batch_size, lr=lr,
-             oversample=oversample, seed=seed))
+             oversample=oversample, balance=balance, seed=seed))
     if context == "utterance":  # analysis standardises each segment by itself (and the prior)
         from dataclasses import replace
 
@@ -218,7 +224,7 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
 
 
 NAMED = {"topology", "grid_hz", "window_ms", "denoise", "context_norm", "epochs", "swa_from", "patience",
-         "batch_size", "lr", "oversample", "seed"}  # settings with their own options, not for --set
+         "batch_size", "lr", "oversample", "balance", "seed"}  # settings with their own options, not for --set
 
 
 def _configs(settings, topology: str, grid_hz: int, window_ms: int, denoise: bool, context_norm: bool,
