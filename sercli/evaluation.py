@@ -199,6 +199,7 @@ class EvalRun:
     programme_seed: int = 0
     music: list[Path] = field(default_factory=list)  # for the programmes' beds and interludes
     context_window_s: float | None = None  # the programmes' file context; None: each model's own
+    programme_snr_db: float | None = None  # the programmes' music beds under the speech; None: ProgrammeConfig's
 
 
 def evaluate_models(run: EvalRun, log: Callable[[str], None] = print) -> list[dict]:
@@ -221,7 +222,9 @@ def evaluate_models(run: EvalRun, log: Callable[[str], None] = print) -> list[di
 
         from .programmes import ProgrammeConfig, score_programmes
 
-        config = ProgrammeConfig(minutes=run.programme_minutes or ProgrammeConfig.minutes, seed=run.programme_seed)
+        config = ProgrammeConfig(minutes=run.programme_minutes or ProgrammeConfig.minutes, seed=run.programme_seed,
+                                 music_snr_db=ProgrammeConfig.music_snr_db if run.programme_snr_db is None
+                                 else run.programme_snr_db)
         built: dict = {}  # every model is scored on the same programmes
         loaded: dict = {}
         with tempfile.TemporaryDirectory(prefix="sercli-programmes-") as folder:

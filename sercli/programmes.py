@@ -224,8 +224,8 @@ def score_programmes(utterances: Sequence[Utterance], splits: Sequence, model: s
     so that several models are scored on the same programmes, built once; loaded_models: a
     cache of loaded checkpoints; context_window_s: the file context's window instead of each
     model's own (as `sercli analyze --context-window`). Returns {"model", "programmes",
-    "minutes", "context_window_s", "runs": {run: {wa, ua, count, detected, confusion}}, "mean"
-    (with several runs)}."""
+    "minutes", "music_snr_db", "context_window_s", "runs": {run: {wa, ua, count, detected,
+    confusion}}, "mean" (with several runs)}."""
     from .predict import FileFailure, Pipeline
     from .weights import load_model, model_names
 
@@ -233,7 +233,7 @@ def score_programmes(utterances: Sequence[Utterance], splits: Sequence, model: s
     loaded_models = loaded_models if loaded_models is not None else {}
     runs = list(splits) or [Split("all", None, frozenset(u.speaker for u in utterances), frozenset())]
     results: dict = {"model": model, "programmes": count, "minutes": config.minutes, "seed": config.seed,
-                     "context_window_s": context_window_s, "runs": {}}
+                     "music_snr_db": config.music_snr_db, "context_window_s": context_window_s, "runs": {}}
     for split in runs:
         test = [u for u in utterances if u.speaker in split.test]
         decoded = _Decoded()  # one split's speech at a time
@@ -276,8 +276,10 @@ def programme_table(results: dict) -> str:
     """Markdown lines for score_programmes' results: per run and mean, then the confusions."""
     window = results.get("context_window_s")
     how = "`sercli analyze`" if window is None else f"`sercli analyze --context-window {window:g}`"
+    snr = results.get("music_snr_db", ProgrammeConfig.music_snr_db)
     lines = [f"Programmes: `{results['model'] or 'the default model'}`, {results['programmes']} per run of "
-             f"{results['minutes']:g} min (seed {results['seed']}), analysed as {how} analyses a file", "",
+             f"{results['minutes']:g} min (seed {results['seed']}, music beds {snr:g} dB under the speech), "
+             f"analysed as {how} analyses a file", "",
              "| run | utterances | detected | programme WA | programme UA |", "|---|---|---|---|---|"]
     for name, r in results["runs"].items():
         lines.append(f"| {name} | {r['count']} | {100 * r['detected']:.1f}% | {100 * r['wa']:.1f} | {100 * r['ua']:.1f} |")

@@ -106,6 +106,20 @@ def test_a_programme_is_scenes_of_two_voices_at_their_own_levels_with_music(tmp_
     assert max(gaps) >= config.interlude_s[0]
 
 
+def test_the_music_beds_level_moves_nothing_else(tmp_path, music):
+    utterances, tracks = voices(tmp_path), music_files(music)
+    usual, placed = build_programme(utterances, tracks, ProgrammeConfig(minutes=1.0), "fold1-1")
+    loud, placed_loud = build_programme(utterances, tracks, ProgrammeConfig(minutes=1.0, music_snr_db=0.0), "fold1-1")
+    assert placed == placed_loud and len(usual) == len(loud)  # the same scenes, turns and music draws
+    # where a bed lies under a pause between two turns, it is 15 dB (5.6x in amplitude) louder
+    ratios = []
+    for a, b in zip(placed, placed[1:]):
+        span = slice(round(a.end_s * SAMPLE_RATE) + 800, round(b.start_s * SAMPLE_RATE) - 800)
+        if b.start_s - a.end_s <= 1.0 and np.abs(usual[span]).max() > 1e-4:
+            ratios.append(np.sqrt(np.mean(loud[span] ** 2) / np.mean(usual[span] ** 2)))
+    assert ratios and np.allclose(ratios, 10 ** (15 / 20), rtol=0.02)
+
+
 def test_a_dialogue_needs_two_speakers(tmp_path, music):
     from sercli.programmes import ProgrammeError
 
@@ -148,15 +162,17 @@ def test_evaluate_scores_programmes_of_each_folds_test_speakers(short_corpus, mo
                                        str(short_corpus / "folds.csv"), "--fold", "all", "--programmes", "1",
                                        "--programme-minutes", "0.3", "--programme-music", str(music),
                                        *(a for m in models for a in ("--model", str(m))), "--device", "cpu",
-                                       "--workers", "1", "--context-window", "60", "-o", str(tmp_path / "scores.json")])
+                                       "--workers", "1", "--context-window", "60", "--programme-snr", "10",
+                                       "-o", str(tmp_path / "scores.json")])
     assert result.exit_code == 0, result.output
     assert sorted(built) == [("fold1-1", {"s1", "s2"}), ("fold2-1", {"s3", "s4"})]  # built once, test speakers only
     assert result.stdout.count("\nprogramme WA ") == 1 and "| fold2 |" in result.stdout
     assert "| fold1 | 4 |" in result.stdout  # the clip-level table, beside the programmes'
-    assert "analysed as `sercli analyze --context-window 60` analyses a file" in result.stdout
+    assert "music beds 10 dB under the speech), analysed as `sercli analyze --context-window 60` analyses a file" \
+        in result.stdout
     scores = json.loads((tmp_path / "scores.json").read_text())
     programmes = scores["programmes"]
-    assert programmes["context_window_s"] == 60.0
+    assert programmes["context_window_s"] == 60.0 and programmes["music_snr_db"] == 10.0
     assert set(programmes["runs"]) == {"fold1", "fold2"} and "ua" in programmes["mean"]
     for fold, run in programmes["runs"].items():
         assert sum(map(sum, run["confusion"])) == run["count"] >= 8
@@ -168,7 +184,7 @@ def test_evaluate_scores_programmes_of_each_folds_test_speakers(short_corpus, mo
 
 def test_programme_options_need_programmes_and_music(short_corpus, tiny_model, tmp_path):
     base = ["evaluate", "--corpus", f"manifest={short_corpus / 'manifest.csv'}", "--model", str(tiny_model)]
-    for option in (["--programme-minutes", "3"], ["--context-window", "60"]):
+    for option in (["--programme-minutes", "3"], ["--context-window", "60"], ["--programme-snr", "0"]):
         result = CliRunner().invoke(main, [*base, *option])
         assert result.exit_code == 2 and "need --programmes" in result.output
     result = CliRunner().invoke(main, [*base, "--programmes", "1", "--programme-music", str(tmp_path)])
