@@ -83,6 +83,7 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
     from .weights import load_model, model_names
 
     speakers = np.array([u.speaker for u in utterances])
+    corpora = np.array([u.corpus for u in utterances])
     runs = splits or [Split("all", None, frozenset(speakers.tolist()), frozenset())]
     models = loaded_models if loaded_models is not None else {}
     scored_segments = scored_segments if scored_segments is not None else {}
@@ -110,7 +111,8 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
                                                      test_set.utterance, test_set.labels)
                     members.append((loaded, *scored_segments[memo_key]))
                 scored["runs"][split.name] = _score_run(members, model, condition, split,
-                                                        (context, context_prior_s), results, scored_segments, log)
+                                                        (context, context_prior_s), results, scored_segments, log,
+                                                        corpora)
             if len(scored["runs"]) > 1:
                 _, scored["mean"] = mean_row("mean", [{"test": r} for r in scored["runs"].values()])
             results["conditions"][condition.label] = scored
@@ -155,11 +157,11 @@ class _TestSets:
 
 
 def _score_run(members: list, model: str | None, condition: Condition, split: Split, view: tuple,
-               results: dict, scored_segments: dict, log) -> dict:
+               results: dict, scored_segments: dict, log, corpora: np.ndarray) -> dict:
     """One split's scores from its members' segment posteriors (their mean for an ensemble, kept
     in scored_segments under the members' paths joined by '+' and `view`, the context and its
-    prior's weight); notes the model and context view
-    in `results`."""
+    prior's weight); notes the model and context view in `results`. corpora: each utterance's
+    corpus; with several among the split's, "by_corpus" holds each one's utterance scores."""
     from .weights import ModelError
 
     _, _, utterance, labels = members[0]
@@ -174,6 +176,13 @@ def _score_run(members: list, model: str | None, condition: Condition, split: Sp
     if not any(m.features.context_norm for m, *_ in members):
         results["context"] = None  # the view does not apply: nothing is context-normalised
     scores = evaluate(segment_posteriors, SegmentSet(torch.empty(0), torch.empty(0), utterance, labels))
+    corpus = corpora[utterance.numpy()]
+    if len(set(corpus.tolist())) > 1:
+        scores["by_corpus"] = {}
+        for name in sorted(set(corpus.tolist())):
+            mine = torch.from_numpy(corpus == name)
+            scores["by_corpus"][name] = evaluate(segment_posteriors[mine], SegmentSet(
+                torch.empty(0), torch.empty(0), utterance[mine], labels[mine]))["utterance"]
     log(f"{condition.label}, {split.name}: utterance WA {scores['utterance']['wa']:.3f} "
         f"UA {scores['utterance']['ua']:.3f}, segment WA {scores['segment']['wa']:.3f} "
         f"UA {scores['segment']['ua']:.3f} ({scores['utterance']['count']} utterances)")

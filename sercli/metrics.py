@@ -78,9 +78,26 @@ def evaluation_table(results: dict) -> str:
         m = results["mean"]
         lines.append("| mean ± std | | " + " | ".join(f"{100 * m[k]:.1f} ± {100 * m[k + '_std']:.1f}"
                                                      for k in ("wa", "ua", "segment_wa", "segment_ua")) + " |")
+    lines += by_corpus_lines(results["runs"], lambda r: r.get("by_corpus"))
     for name, r in results["runs"].items():
         lines += confusion_lines(name, r["utterance"]["confusion"])
     return "\n".join(lines) + "\n"
+
+
+def by_corpus_lines(runs: dict, scores_of) -> list[str]:
+    """Lines of UA by corpus, per run and, with several runs, their mean; none when no run has
+    several corpora. scores_of: a run's {corpus: {wa, ua, count}} or None."""
+    found = {name: scores_of(r) for name, r in runs.items() if scores_of(r)}
+    if not found:
+        return []
+    lines = ["", "UA by corpus (utterances):"]
+    for name, corpora in found.items():
+        lines.append(f"- {name}: " + ", ".join(f"{c} {100 * s['ua']:.1f} ({s['count']})" for c, s in corpora.items()))
+    if len(found) > 1:
+        names = sorted({c for corpora in found.values() for c in corpora})
+        means = {c: np.mean([corpora[c]["ua"] for corpora in found.values() if c in corpora]) for c in names}
+        lines.append("- mean: " + ", ".join(f"{c} {100 * m:.1f}" for c, m in means.items()))
+    return lines
 
 
 def _overall(scored: dict) -> dict:

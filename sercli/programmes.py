@@ -252,14 +252,19 @@ def score_programmes(utterances: Sequence[Utterance], splits: Sequence, model: s
             models.append(loaded_models[spec])
         pipeline = Pipeline(models, context_window_s=context_window_s)  # sercli analyze's segmentation, batch, context
         programmes = [built[f"{split.name}-{i}"] for i in range(1, count + 1)]
-        truth, predicted = [], []
+        truth, predicted, corpora = [], [], []
         for (path, placed), result in zip(programmes, pipeline.run([str(path) for path, _ in programmes])):
             if isinstance(result, FileFailure):
                 raise ProgrammeError(f"{result.file}: {result.error}")
             for item, posteriors in zip(placed, utterance_posteriors(result.segments, placed, pipeline.labels)):
                 truth.append(pipeline.labels.index(item.utterance.label))
                 predicted.append(None if posteriors is None else int(np.argmax(posteriors)))
+                corpora.append(item.utterance.corpus)
         scores = programme_accuracies(truth, predicted, len(pipeline.labels))
+        if len(set(corpora)) > 1:  # whose utterances the programme figure is made of, and how each fares
+            scores["by_corpus"] = {name: {k: v for k, v in programme_accuracies(
+                [t for t, c in zip(truth, corpora) if c == name], [p for p, c in zip(predicted, corpora) if c == name],
+                len(pipeline.labels)).items() if k != "confusion"} for name in sorted(set(corpora))}
         results["runs"][split.name] = {"model": "+".join(str(m.path) for m in models),
                                        "test_speakers": sorted(split.test)} | scores
         log(f"programmes, {split.name}: WA {scores['wa']:.3f} UA {scores['ua']:.3f}, {scores['detected']:.1%} of "
@@ -273,7 +278,9 @@ def score_programmes(utterances: Sequence[Utterance], splits: Sequence, model: s
 
 
 def programme_table(results: dict) -> str:
-    """Markdown lines for score_programmes' results: per run and mean, then the confusions."""
+    """Markdown lines for score_programmes' results: per run and mean, UA by corpus, then the confusions."""
+    from .metrics import by_corpus_lines
+
     window = results.get("context_window_s")
     how = "`sercli analyze`" if window is None else f"`sercli analyze --context-window {window:g}`"
     snr = results.get("music_snr_db", ProgrammeConfig.music_snr_db)
@@ -288,6 +295,7 @@ def programme_table(results: dict) -> str:
         m = results["mean"]
         lines.append(f"| mean ± std | | {100 * m['detected']:.1f}% | {100 * m['wa']:.1f} ± {100 * m['wa_std']:.1f} | "
                      f"{100 * m['ua']:.1f} ± {100 * m['ua_std']:.1f} |")
+    lines += by_corpus_lines(results["runs"], lambda r: r.get("by_corpus"))
     for name, r in results["runs"].items():
         lines += ["", f"Confusion, {name}, programme utterances (rows: truth, columns: prediction; "
                       f"{', '.join(results['labels'])}, undetected):", "",

@@ -33,16 +33,16 @@ def music(tmp_path_factory, run_ffmpeg) -> Path:
 
 @pytest.fixture(scope="module")
 def short_corpus(tmp_path_factory, run_ffmpeg, example) -> Path:
-    """8 utterances of 1.3 s cut from the example's speech, 4 speakers in 2 folds, with a manifest
-    and a folds file: a programme of them is short and quick to analyse."""
+    """8 utterances of 1.3 s cut from the example's speech, 4 speakers of 2 corpora in 2 folds,
+    with a manifest and a folds file: a programme of them is short and quick to analyse."""
     root = tmp_path_factory.mktemp("short")
-    rows = ["path,emotion,speaker"]
+    rows = ["path,emotion,speaker,corpus"]
     starts = {"anger": (2.2, 3.2), "happiness": (7.5, 8.5), "neutral": (12.0, 13.0), "sadness": (17.0, 18.0)}
     for n, (emotion, times) in enumerate(starts.items()):
         for k, start in enumerate(times):
             name = f"s{n + 1}_{k}.wav"
             run_ffmpeg("-ss", str(start), "-t", "1.3", "-i", str(example), "-ar", "16000", "-ac", "1", str(root / name))
-            rows.append(f"{name},{emotion},s{n + 1}")
+            rows.append(f"{name},{emotion},s{n + 1},{'ab'[n % 2]}")
     (root / "manifest.csv").write_text("\n".join(rows) + "\n")
     (root / "folds.csv").write_text("speaker,fold\ns1,1\ns2,1\ns3,2\ns4,2\n")
     return root
@@ -180,6 +180,15 @@ def test_evaluate_scores_programmes_of_each_folds_test_speakers(short_corpus, mo
         assert run["model"] == f"{tmp_path / 'run' / fold / 'model.pt'}+{model_dir / 'tiny-denoise.pt'}"
     assert programmes["mean"]["ua"] == pytest.approx(np.mean([r["ua"] for r in programmes["runs"].values()]))
     assert "utterance" in scores["runs"]["fold1"]
+    # each fold has a speaker of corpus a and one of b: both views say how each corpus fares
+    for run in (*programmes["runs"].values(), *scores["runs"].values()):
+        by_corpus = run["by_corpus"]
+        assert set(by_corpus) == {"a", "b"}
+        total = run["count"] if "count" in run else run["utterance"]["count"]
+        assert sum(c["count"] for c in by_corpus.values()) == total
+    clips = scores["runs"]["fold1"]
+    assert clips["by_corpus"]["a"]["count"] == 2  # s1's two clips
+    assert result.stdout.count("UA by corpus (utterances):") == 2 and "- mean: a " in result.stdout
 
 
 def test_programme_options_need_programmes_and_music(short_corpus, tiny_model, tmp_path):
