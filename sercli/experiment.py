@@ -107,7 +107,7 @@ def _train_split(run: TrainRun, split: Split, plain: SegmentSet, data: SegmentSe
     if run.two_step:
         spec = run.first_step.replace("{run}", name) if run.first_step else None
         net, members, info = _two_step(run.model_config, run.features, train_set, valid_set, run.train_config,
-                                       device, fold_dir, spec, log, _speaker_ids(speakers))
+                                       device, fold_dir, spec, log, _group_ids(run, speakers))
     else:
         noisy = None
         if run.augmentation is not None:
@@ -116,7 +116,7 @@ def _train_split(run: TrainRun, split: Split, plain: SegmentSet, data: SegmentSe
         net, info = train_model(run.model_config, train_set, valid_set, run.train_config, device,
                                 fold_dir / "state.pt", log, noisy=noisy,
                                 noisy_share=run.augmentation.share if run.augmentation is not None else 0.0,
-                                speakers=_speaker_ids(speakers))
+                                groups=_group_ids(run, speakers))
     metrics = {"fold": split.fold, "role": split.role, "validation_speakers": sorted(split.valid),
                "test_speakers": sorted(split.test), "best_epoch": info["best_epoch"],
                "valid_wa": info["best_valid_wa"], "train_seconds": time.monotonic() - started,
@@ -159,9 +159,14 @@ def _meta(run: TrainRun, split: Split, speakers: np.ndarray, info: dict, metrics
     return meta
 
 
-def _speaker_ids(speakers: np.ndarray) -> torch.Tensor:
-    """Each utterance's speaker as an integer (train_model's speakers)."""
-    return torch.from_numpy(np.unique(speakers, return_inverse=True)[1].reshape(-1))
+def _group_ids(run: TrainRun, speakers: np.ndarray) -> torch.Tensor | None:
+    """Each utterance's speaker or corpus as an integer, as run.train_config.balance asks
+    (train_model's groups); None when classes alone are balanced."""
+    balance = run.train_config.balance
+    if balance == "class":
+        return None
+    names = speakers if balance == "speaker" else np.array([u.corpus for u in run.utterances])
+    return torch.from_numpy(np.unique(names, return_inverse=True)[1].reshape(-1))
 
 
 def _training_prior(plain: SegmentSet, speakers: np.ndarray, split: Split) -> tuple[np.ndarray, np.ndarray, float]:
@@ -174,7 +179,7 @@ def _training_prior(plain: SegmentSet, speakers: np.ndarray, split: Split) -> tu
 
 def _two_step(model_config: ModelConfig, features: FeatureConfig, train_set: SegmentSet, valid_set: SegmentSet,
               train_config: TrainConfig, device: torch.device, fold_dir: Path, first_step: str | None, log,
-              speaker_ids: torch.Tensor):
+              group_ids: torch.Tensor | None):
     """The two-step predictor of one split: (TwoStepNet, its binary members for the checkpoint,
     info). Each network is kept in fold_dir as it is finished, so an interrupted run resumes at
     the network it was training."""
@@ -188,7 +193,7 @@ def _two_step(model_config: ModelConfig, features: FeatureConfig, train_set: Seg
             return loaded.net, loaded.meta["info"]
         log(f"{fold_dir.name}: training the {name} network")
         net, info = train_model(config, train, valid, train_config, device, fold_dir / f"state-{name}.pt", log,
-                                speakers=speaker_ids)
+                                groups=group_ids)
         save_checkpoint(done, config, net.state_dict(), features, {"name": name, "info": info})
         (fold_dir / f"state-{name}.pt").unlink(missing_ok=True)
         return net, info

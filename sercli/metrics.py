@@ -38,10 +38,12 @@ def evaluate(posteriors: torch.Tensor, data) -> dict:
     return {"utterance": accuracies(truth.numpy(), sums.argmax(1).numpy()), "segment": segment}
 
 
-def speaker_mean_ua(posteriors: torch.Tensor, data, speakers: torch.Tensor) -> float:
-    """The mean over speakers of each one's utterance UA; speakers: each segment's speaker id."""
-    return float(np.mean([evaluate(posteriors[speakers == s], data.subset(speakers == s))["utterance"]["ua"]
-                          for s in torch.unique(speakers)]))
+def group_mean_ua(posteriors: torch.Tensor, data, groups: torch.Tensor) -> float:
+    """The mean over groups (speakers, corpora) of each one's utterance UA; groups: each
+    segment's group id. 0 with no groups (no validation speech), as UA is with no classes."""
+    scores = [evaluate(posteriors[groups == g], data.subset(groups == g))["utterance"]["ua"]
+              for g in torch.unique(groups)]
+    return float(np.mean(scores)) if scores else 0.0
 
 
 def mean_row(label: str, runs: list[dict]) -> tuple[str, dict]:

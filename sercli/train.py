@@ -17,9 +17,12 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from .dataset import SegmentSet
-from .metrics import evaluate, speaker_mean_ua
+from .metrics import evaluate, group_mean_ua
 from .model import EmotionNet, ModelConfig, posteriors
 from .weights import atomic_torch_save, bf16_supported
+
+
+BALANCES = ("class", "speaker", "corpus")  # TrainConfig.balance
 
 
 @dataclass(frozen=True)
@@ -41,10 +44,10 @@ class TrainConfig:
     ema: float = 0.0  # or: exponential average per step with this decay (e.g. 0.99); 0: off
     class_weights: bool = True  # loss weighted in inverse proportion to class size (paper)
     oversample: bool = False  # draw batches with equal class shares instead
-    # What weighs the same: "class", each class (the paper); or "speaker", each speaker's each
-    # class, in the loss (or the oversampling) and in choosing the epoch to keep, which is then
-    # the one whose validation speakers' mean UA is best. Our corpora give one speaker 360
-    # utterances and another 28, and users' speakers are all new: each should count alike.
+    # What weighs the same: "class", each class (the paper); "speaker", each speaker's each
+    # class; or "corpus", each corpus's each class; in the loss (or the oversampling) and in
+    # choosing the epoch to keep, which is then the one whose mean UA over the validation
+    # speakers (or corpora) is best. Our corpora give one speaker 360 utterances and another 28.
     balance: str = "class"
     time_mask: int = 30  # frames, SpecAugment-style masks during training
     freq_mask: int = 40  # bins
@@ -58,8 +61,8 @@ class TrainConfig:
             raise ValueError(f"schedule must be constant or cosine, not {self.schedule!r}")
         if self.swa_from and self.ema:
             raise ValueError("choose one weight average: swa_from or ema")
-        if self.balance not in ("class", "speaker"):
-            raise ValueError(f"balance must be class or speaker, not {self.balance!r}")
+        if self.balance not in BALANCES:
+            raise ValueError(f"balance must be one of {', '.join(BALANCES)}, not {self.balance!r}")
 
 
 def override(config, settings: dict[str, str]):
@@ -182,21 +185,22 @@ def _running_mean(averaged: torch.Tensor, current: torch.Tensor, count: torch.Te
 def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet, config: TrainConfig,
                 device: torch.device, state_path: Path | None = None,
                 log: Callable[[str], None] = print, noisy: torch.Tensor | None = None,
-                noisy_share: float = 0.0, speakers: torch.Tensor | None = None) -> tuple[EmotionNet, dict]:
+                noisy_share: float = 0.0, groups: torch.Tensor | None = None) -> tuple[EmotionNet, dict]:
     """Train with early stopping on validation utterance accuracy (WA) of the weight average (of
     the network itself when there is none). Resumes from state_path, written after every epoch.
     noisy: spectrograms of a noisy copy of each training segment (same shape as
     train.spectrograms); each step takes a segment's noisy copy with probability noisy_share.
-    speakers: each utterance's speaker as an integer id, indexed like SegmentSet.utterance, which
-    config.balance = "speaker" needs: then selection is on the validation speakers' mean UA.
+    groups: each utterance's speaker (or corpus) as an integer id, indexed like
+    SegmentSet.utterance, which config.balance = "speaker" ("corpus") needs: then selection is on
+    the mean UA over the validation speakers (corpora).
     On a GPU, `sercli train` also sets torch.backends.cudnn.benchmark (batches come in at most 38
     shapes, each tuned once); a Python caller may too, for speed: the results do not depend on it."""
-    by_speaker = config.balance == "speaker"
-    if by_speaker and speakers is None:
-        raise ValueError("balance='speaker' needs each segment's speaker")
+    by_group = config.balance != "class"
+    if by_group and groups is None:
+        raise ValueError(f"balance={config.balance!r} needs each utterance's {config.balance}")
     torch.manual_seed(config.seed)
     run = _Training(model_config, train, config, device, noisy, noisy_share,
-                    speakers[train.utterance] if by_speaker else None)
+                    groups[train.utterance] if by_group else None)
     history: list[dict] = []
     best = {"wa": -1.0, "epoch": -1, "state": None}
     start_epoch = 0
@@ -216,14 +220,14 @@ def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet,
         seconds = time.monotonic() - started
         history.append({"epoch": epoch + 1, "loss": loss, "valid_wa": wa, "valid_ua": ua, "seconds": seconds})
         score = wa  # what selects the epoch kept ("wa" in the saved state, whatever it is)
-        if by_speaker:
-            score = history[-1]["valid_speaker_ua"] = speaker_mean_ua(predicted, valid, speakers[valid.utterance])
+        if by_group:
+            score = history[-1]["valid_group_ua"] = group_mean_ua(predicted, valid, groups[valid.utterance])
         if score > best["wa"] and (epoch + 1 >= config.select_from or epoch + 1 == config.epochs):
             best = {"wa": score, "epoch": epoch,
                     "state": {k: v.detach().cpu().clone() for k, v in selected.state_dict().items()}}
         left = (config.epochs - epoch - 1) * sum(h["seconds"] for h in history) / len(history)
         log(f"epoch {epoch + 1}/{config.epochs}: loss {loss:.3f}, valid WA {wa:.3f} UA {ua:.3f}"
-            + (f" speaker-mean UA {score:.3f}" if by_speaker else "")
+            + (f" {config.balance}-mean UA {score:.3f}" if by_group else "")
             + f" ({seconds:.0f} s, at most {left / 60:.0f} min left){' *' if best['epoch'] == epoch else ''}")
         if state_path is not None:
             run.save(state_path, history, best, epoch)
@@ -238,7 +242,7 @@ class _Training:
     and random generator, and the training data where the steps read it."""
 
     def __init__(self, model_config: ModelConfig, train: SegmentSet, config: TrainConfig, device: torch.device,
-                 noisy: torch.Tensor | None, noisy_share: float, speakers: torch.Tensor | None = None) -> None:
+                 noisy: torch.Tensor | None, noisy_share: float, groups: torch.Tensor | None = None) -> None:
         self.train, self.config, self.device, self.noisy_share = train, config, device, noisy_share
         self.generator = torch.Generator().manual_seed(config.seed)
         self.net = EmotionNet(model_config).to(device)
@@ -255,15 +259,15 @@ class _Training:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimiser, _schedule(config, steps))
         classes = model_config.n_classes
         self.counts = torch.bincount(train.labels, minlength=classes).float()
-        # What a segment weighs: 1 / the size of its cell, a class or a speaker's class.
-        cell = train.labels if speakers is None else speakers.long() * classes + train.labels
+        # What a segment weighs: 1 / the size of its cell, a class or a speaker's (corpus's) class.
+        cell = train.labels if groups is None else groups.long() * classes + train.labels
         self.cell_weight = (1.0 / torch.bincount(cell).float())[cell]
-        self.sample_weight = None  # per segment, in the loss: set when balancing speakers
+        self.sample_weight = None  # per segment, in the loss: set when balancing speakers or corpora
         weights = (self.counts.sum() / (classes * self.counts.clamp(min=1))) if config.class_weights \
             else torch.ones(classes)
-        if config.oversample or speakers is not None:
+        if config.oversample or groups is not None:
             weights = torch.ones(classes)  # the sampler or the per-segment weights balance the classes already
-        if speakers is not None and not config.oversample:
+        if groups is not None and not config.oversample:
             self.sample_weight = (self.cell_weight / self.cell_weight.mean()).to(device)
         self.loss_fn = nn.CrossEntropyLoss(weight=weights.to(device), label_smoothing=config.label_smoothing,
                                            reduction="mean" if self.sample_weight is None else "none")

@@ -658,21 +658,23 @@ def test_speaker_balance_gives_every_speakers_every_class_the_same_weight():
     assert drawn.sample_weight is None and torch.allclose(shares, torch.full_like(shares, 1 / 12), atol=0.01)
 
 
-def test_speaker_mean_ua_averages_each_speakers_own_ua():
-    from sercli.metrics import speaker_mean_ua
+def test_group_mean_ua_averages_each_speakers_own_ua():
+    from sercli.metrics import group_mean_ua
 
     labels = torch.tensor([0, 1, 2, 3, 0, 1, 2, 3, 0, 1])
     data = SegmentSet(torch.zeros(10, 2, 2), torch.ones(10), torch.arange(10), labels)
     speakers = torch.tensor([0] * 8 + [1] * 2)
     predicted = torch.nn.functional.one_hot(torch.tensor([0, 1, 2, 3, 1, 1, 2, 3, 1, 0]), 4).float()
     # speaker 0: recalls angry 1/2, happy 1, neutral 1, sad 1 -> 0.875; speaker 1: both wrong -> 0
-    assert speaker_mean_ua(predicted, data, speakers) == pytest.approx((0.875 + 0.0) / 2)
+    assert group_mean_ua(predicted, data, speakers) == pytest.approx((0.875 + 0.0) / 2)
+    empty = data.subset(torch.zeros(10, dtype=torch.bool))  # no validation speech: 0, as UA is, and no warning
+    assert group_mean_ua(predicted[:0], empty, speakers[:0]) == 0.0
 
 
 def test_speaker_balanced_training_selects_on_the_validation_speakers_mean_ua(tmp_path):
     from dataclasses import replace
 
-    from sercli.metrics import speaker_mean_ua
+    from sercli.metrics import group_mean_ua
     from sercli.train import predict_segments, train_model
 
     data, speakers = _speaker_corpus()
@@ -682,26 +684,44 @@ def test_speaker_balanced_training_selects_on_the_validation_speakers_mean_ua(tm
     quiet = lambda message: None  # noqa: E731
     with pytest.raises(ValueError, match="speaker"):
         train_model(model_config, data, data, config, torch.device("cpu"), log=quiet)
-    net, info = train_model(model_config, data, data, config, torch.device("cpu"), log=quiet, speakers=speakers)
+    net, info = train_model(model_config, data, data, config, torch.device("cpu"), log=quiet, groups=speakers)
     history = info["history"]
-    assert all("valid_speaker_ua" in h for h in history)
-    best = max(history, key=lambda h: h["valid_speaker_ua"])
-    assert info["best_epoch"] == best["epoch"] and info["best_valid_wa"] == best["valid_speaker_ua"]
+    assert all("valid_group_ua" in h for h in history)
+    best = max(history, key=lambda h: h["valid_group_ua"])
+    assert info["best_epoch"] == best["epoch"] and info["best_valid_wa"] == best["valid_group_ua"]
     kept = predict_segments(net, data, torch.device("cpu"), info["bf16"])
-    assert speaker_mean_ua(kept, data, speakers) == pytest.approx(best["valid_speaker_ua"])
+    assert group_mean_ua(kept, data, speakers) == pytest.approx(best["valid_group_ua"])
 
 
-def test_train_balance_option_reaches_the_checkpoint(corpus, tmp_path):
+@pytest.mark.parametrize("balance", ["speaker", "corpus"])
+def test_train_balance_option_reaches_the_checkpoint(corpus, tmp_path, balance, monkeypatch):
+    import sercli.experiment
+
+    seen = []
+    original = sercli.experiment.train_model
+
+    def spy(*args, groups=None, **kwargs):
+        seen.append(groups)
+        return original(*args, groups=groups, **kwargs)
+
+    monkeypatch.setattr(sercli.experiment, "train_model", spy)
+    header, *rows = (corpus / "manifest.csv").read_text().splitlines()
+    two = tmp_path / "two.csv"  # the toy corpus as two: speakers s1 and s3 in corpus a, s2 and s4 in b
+    two.write_text("\n".join([header] + [f"{corpus / path},{emotion},{speaker},{'a' if speaker in ('s1', 's3') else 'b'}"
+                                         for path, emotion, speaker, _ in (r.split(",") for r in rows)]) + "\n")
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["train", "--corpus", f"manifest={corpus / 'manifest.csv'}", "--folds",
+    result = CliRunner().invoke(main, ["train", "--corpus", f"manifest={two}", "--folds",
                                        str(corpus / "folds.csv"), "--fold", "1", "--epochs", "1", "--out", str(out),
-                                       "--device", "cpu", "--balance", "speaker"])
+                                       "--device", "cpu", "--balance", balance])
     assert result.exit_code == 0, result.output
     model = load_model(out / "fold1" / "model.pt", device="cpu")
-    assert model.meta["training"]["config"]["balance"] == "speaker"
-    assert "--balance speaker" in model.meta["training"]["command"]
+    assert model.meta["training"]["config"]["balance"] == balance
+    assert f"--balance {balance}" in model.meta["training"]["command"]
     metrics = json.loads((out / "fold1" / "metrics.json").read_text())
-    assert "valid_speaker_ua" in metrics["history"][0]
+    assert "valid_group_ua" in metrics["history"][0]
+    # each utterance's group: four speakers, or the two corpora
+    (groups,) = seen
+    assert len(groups) == 8 and len(torch.unique(groups)) == (4 if balance == "speaker" else 2)
     refused = CliRunner().invoke(main, ["train", "--corpus", f"manifest={corpus / 'manifest.csv'}", "--folds",
                                         str(corpus / "folds.csv"), "--out", str(tmp_path / "r"), "--set",
                                         "balance=speaker"])  # it has its own option

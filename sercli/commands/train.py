@@ -131,10 +131,11 @@ def _train_config(ctx: click.Context, path: Path | None) -> None:
 @click.option("--lr", type=float, default=1e-3, show_default=True, help="AdamW peak learning rate.")
 @click.option("--oversample", is_flag=True,
               help="Draw batches with equal class shares instead of weighting the loss by inverse class size.")
-@click.option("--balance", type=click.Choice(["class", "speaker"]), default="class", show_default=True,
-              help="What weighs the same in the loss (or the oversampling): each class, or each speaker's each "
-                   "class, so that a speaker with 28 clips counts as much as one with 360; speaker also keeps "
-                   "the epoch whose validation speakers' mean UA is best, instead of the best validation WA.")
+@click.option("--balance", type=click.Choice(["class", "speaker", "corpus"]), default="class", show_default=True,
+              help="What weighs the same in the loss (or the oversampling): each class; each speaker's each "
+                   "class, so that a speaker with 28 clips counts as much as one with 360; or each corpus's each "
+                   "class. speaker and corpus also keep the epoch whose mean UA over the validation speakers "
+                   "(corpora) is best, instead of the best validation WA.")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="Seed for initialisation, batch order, augmentation and the validation speakers.")
 @click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
