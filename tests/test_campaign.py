@@ -136,3 +136,26 @@ def test_run_jobs_follows_needs_and_outcomes(tmp_path):
     assert outcome == {"a": "done", "b": "failed (3)", "c": "skipped: a job it needs did not finish",
                        "d": "done", "e": "stopped at the deadline"}
     assert (tmp_path / "d.md").read_text() == "table\n" and (tmp_path / "logs" / "a.log").read_text() == "a\n"
+
+
+def test_views_table_gathers_the_three_views_fold_by_fold(tmp_path):
+    views = _script("views_table")
+
+    def utterance(ua, by_corpus=None):
+        run = {"utterance": {"wa": ua + 0.01, "ua": ua}}
+        return {"runs": {"fold1": run | ({"by_corpus": by_corpus} if by_corpus else {})}}
+
+    for fold, (speaker, clips, programmes) in {1: (0.50, 0.40, 0.30), 2: (0.60, 0.50, 0.50)}.items():
+        document = utterance(speaker, {"a": {"ua": speaker - 0.1, "count": 5}, "b": {"ua": speaker + 0.1, "count": 7}})
+        document["programmes"] = {"context_window_s": None, "music_snr_db": 15.0,
+                                  "runs": {f"fold{fold}": {"wa": programmes, "ua": programmes}}}
+        (tmp_path / f"fold{fold}-programmes.json").write_text(json.dumps(document))
+        (tmp_path / f"fold{fold}-clips.json").write_text(json.dumps(utterance(clips)))
+    (tmp_path / "fold3-clips.json.txt").write_text("not one of ours")
+    text = views.table(tmp_path)
+    assert "| speaker context (oracle) | 50.0 | 60.0 | 55.0 (56.0) |" in text
+    assert "| clips alone | 40.0 | 50.0 | 45.0 (46.0) |" in text
+    assert "| programmes | 30.0 | 50.0 | 40.0 (40.0) |" in text
+    assert "- speaker context (oracle): a 45.0, b 65.0" in text
+    (tmp_path / "fold2-clips.json").unlink()  # a fold scored in part: its mean is of the folds present
+    assert "| clips alone | 40.0 |  | 40.0 (41.0) |" in views.table(tmp_path)
