@@ -15,7 +15,7 @@ import torch
 from .context import CONTEXT_PRIOR_S, context_prior
 from .corpora import Split, Utterance
 from .dataset import FeaturisingPool, SegmentSet, build_segments, normalise_contexts, split_sets
-from .metrics import conditions_table, evaluate, evaluation_table, mean_row
+from .metrics import conditions_table, evaluate, evaluation_table, mean_row, utterance_scores_by
 from .noise import NoisyUtterances, babble_pool, cached_noise
 from .train import predict_segments
 
@@ -178,11 +178,8 @@ def _score_run(members: list, model: str | None, condition: Condition, split: Sp
     scores = evaluate(segment_posteriors, SegmentSet(torch.empty(0), torch.empty(0), utterance, labels))
     corpus = corpora[utterance.numpy()]
     if len(set(corpus.tolist())) > 1:
-        scores["by_corpus"] = {}
-        for name in sorted(set(corpus.tolist())):
-            mine = torch.from_numpy(corpus == name)
-            scores["by_corpus"][name] = evaluate(segment_posteriors[mine], SegmentSet(
-                torch.empty(0), torch.empty(0), utterance[mine], labels[mine]))["utterance"]
+        scores["by_corpus"] = utterance_scores_by(segment_posteriors, SegmentSet(
+            torch.empty(0), torch.empty(0), utterance, labels), corpus)
     log(f"{condition.label}, {split.name}: utterance WA {scores['utterance']['wa']:.3f} "
         f"UA {scores['utterance']['ua']:.3f}, segment WA {scores['segment']['wa']:.3f} "
         f"UA {scores['segment']['ua']:.3f} ({scores['utterance']['count']} utterances)")

@@ -38,11 +38,23 @@ def evaluate(posteriors: torch.Tensor, data) -> dict:
     return {"utterance": accuracies(truth.numpy(), sums.argmax(1).numpy()), "segment": segment}
 
 
+def utterance_scores_by(posteriors: torch.Tensor, data, keys: np.ndarray) -> dict:
+    """{key: utterance scores of its segments} for each key (a speaker, a corpus) in `keys`, one
+    per segment of `data` (anything with .utterance and .labels), in sorted order."""
+    from .dataset import SegmentSet
+
+    out = {}
+    for key in sorted(set(keys.tolist())):
+        mine = torch.from_numpy(keys == key)
+        part = SegmentSet(torch.empty(0), torch.empty(0), data.utterance[mine], data.labels[mine])
+        out[key] = evaluate(posteriors[mine], part)["utterance"]
+    return out
+
+
 def group_mean_ua(posteriors: torch.Tensor, data, groups: torch.Tensor) -> float:
     """The mean over groups (speakers, corpora) of each one's utterance UA; groups: each
     segment's group id. 0 with no groups (no validation speech), as UA is with no classes."""
-    scores = [evaluate(posteriors[groups == g], data.subset(groups == g))["utterance"]["ua"]
-              for g in torch.unique(groups)]
+    scores = [s["ua"] for s in utterance_scores_by(posteriors, data, groups.numpy()).values()]
     return float(np.mean(scores)) if scores else 0.0
 
 
