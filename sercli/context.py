@@ -165,3 +165,33 @@ def normalise_segments(spectrograms: torch.Tensor, n_frames: torch.Tensor,
     mean = torch.from_numpy(np.stack([m for _, _, m, _ in released])).float().to(spectrograms.device)
     std = torch.from_numpy(np.stack([s for _, _, _, s in released])).float().to(spectrograms.device)
     return standardise_frames(spectrograms.float(), n_frames, mean, std)
+
+
+def group_sums(spectrograms: torch.Tensor, n_frames: torch.Tensor, groups: torch.Tensor, n_groups: int,
+               chunk: int = 256) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Each group's speech frames as (count (G,), per-bin sum (G, F), per-bin sum of squares
+    (G, F)), float64, from segments (N, F, T) whose valid frames are the first n_frames and whose
+    group is `groups` (N,): what ContextStats holds, for many contexts at once."""
+    bins, frames = spectrograms.shape[1], spectrograms.shape[2]
+    count = torch.zeros(n_groups, dtype=torch.float64)
+    total = torch.zeros(n_groups, bins, dtype=torch.float64)
+    squares = torch.zeros(n_groups, bins, dtype=torch.float64)
+    for first in range(0, len(n_frames), chunk):
+        x = spectrograms[first : first + chunk].double()
+        n, g = n_frames[first : first + chunk], groups[first : first + chunk]
+        x = x * (torch.arange(frames)[None, :] < n[:, None])[:, None, :]
+        count.index_add_(0, g, n.double())
+        total.index_add_(0, g, x.sum(dim=2))
+        squares.index_add_(0, g, x.square().sum(dim=2))
+    return count, total, squares
+
+
+def moments_from_sums(count: torch.Tensor, total: torch.Tensor, squares: torch.Tensor,
+                      prior: tuple[torch.Tensor, torch.Tensor, float] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """moments_with_prior for a batch of contexts in torch: count (B,), total and squares (B, F)."""
+    if prior is not None:
+        mean, variance, frames = prior
+        count, total, squares = count + frames, total + frames * mean, squares + frames * (variance + mean ** 2)
+    count = count.clamp(min=1.0)[:, None]
+    mean = total / count
+    return mean, (squares / count - mean ** 2).clamp(min=0.0).sqrt().clamp(min=1e-3)

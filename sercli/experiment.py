@@ -24,7 +24,7 @@ from .features import FeatureConfig
 from .metrics import confusion_lines, evaluate, mean_row
 from .model import ModelConfig
 from .noise import BABBLE_TALKERS, NoisyUtterances, babble_pool, cached_noise
-from .train import TrainConfig, predict_segments, train_model
+from .train import ContextMix, TrainConfig, predict_segments, train_model
 from .weights import atomic_write_bytes, bf16_supported, save_checkpoint
 
 
@@ -59,6 +59,9 @@ def run_training(run: TrainRun) -> dict:
     Returns each split's metrics by name; a split whose metrics.json exists is not trained again."""
     if run.augmentation is not None and run.two_step:
         raise CorpusError("noise augmentation trains one network; the two-step predictor is not supported")
+    if run.two_step and (run.train_config.context_utterance or run.train_config.context_pair):
+        raise CorpusError("context_utterance and context_pair train one network; the two-step predictor is not "
+                          "supported")
     run.out_dir.mkdir(parents=True, exist_ok=True)
     with open(run.out_dir / "train.log", "a", encoding="utf-8") as log_file, FeaturisingPool(run.workers) as pool:
         def log(message: str) -> None:
@@ -109,14 +112,21 @@ def _train_split(run: TrainRun, split: Split, plain: SegmentSet, data: SegmentSe
         net, members, info = _two_step(run.model_config, run.features, train_set, valid_set, run.train_config,
                                        device, fold_dir, spec, log, _group_ids(run, speakers))
     else:
-        noisy = None
+        noisy = noisy_raw = mix = None
+        mixing = run.train_config.context_utterance or run.train_config.context_pair
+        if mixing and not (run.features.context_norm and run.context == "speaker"):
+            raise CorpusError("context_utterance and context_pair move speaker-normalised segments to other "
+                              "contexts: they need --context-norm and --context speaker")
         if run.augmentation is not None:
-            noisy = _noisy_copy(run.utterances, split, run.features, run.augmentation, train_set, run.cache_dir,
-                                log, pool, decoded, run.context, prior)
+            noisy, noisy_raw = _noisy_copy(run.utterances, split, run.features, run.augmentation, train_set,
+                                           run.cache_dir, log, pool, decoded, run.context, prior, keep_raw=True)
+        if mixing:
+            speaker_ids = torch.from_numpy(np.unique(speakers, return_inverse=True)[1].reshape(-1))
+            mix = ContextMix.build(split_sets(plain, speakers, split)[0], speaker_ids, prior, noisy_raw)
         net, info = train_model(run.model_config, train_set, valid_set, run.train_config, device,
                                 fold_dir / "state.pt", log, noisy=noisy,
                                 noisy_share=run.augmentation.share if run.augmentation is not None else 0.0,
-                                groups=_group_ids(run, speakers))
+                                groups=_group_ids(run, speakers), mix=mix)
     metrics = {"fold": split.fold, "role": split.role, "validation_speakers": sorted(split.valid),
                "test_speakers": sorted(split.test), "best_epoch": info["best_epoch"],
                "valid_wa": info["best_valid_wa"], "train_seconds": time.monotonic() - started,
@@ -283,11 +293,13 @@ class NoiseAugmentation:
 def _noisy_copy(utterances: list[Utterance], split: Split, features: FeatureConfig, augmentation: NoiseAugmentation,
                 train_set: SegmentSet, cache_dir: Path | None, log, pool: FeaturisingPool | None,
                 decoded: dict, context: str = "speaker",
-                prior: tuple[np.ndarray, np.ndarray, float] | None = None) -> torch.Tensor:
+                prior: tuple[np.ndarray, np.ndarray, float] | None = None,
+                keep_raw: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """The spectrograms of the noisy copy of a run's training segments, in train_set's order
     (context-normalised when the features say so, as the clean copy is: over each speaker's
     noisy speech, or over each utterance's with the split's prior). Babble is drawn from the run's own training speakers, never
-    its validation or test speakers."""
+    its validation or test speakers. keep_raw: also return the spectrograms before normalisation.
+    """
     training = [u for u in utterances if u.speaker not in split.valid | split.test]
     talkers = None
     if "babble" in augmentation.sources:
@@ -304,8 +316,9 @@ def _noisy_copy(utterances: list[Utterance], split: Split, features: FeatureConf
     noisy = build_segments(training, features, cache_dir, log, corrupt, f"augment:{key}", clean=decoded, pool=pool)
     if not (torch.equal(noisy.n_frames, train_set.n_frames) and torch.equal(noisy.labels, train_set.labels)):
         raise CorpusError(f"{split.name}: the noisy copy of the training speech is not cut like the clean one")
+    raw = noisy.spectrograms
     if features.context_norm:
         noisy = normalise_contexts(noisy, training, context, prior if context == "utterance" else None)
-    return noisy.spectrograms
+    return (noisy.spectrograms, raw) if keep_raw else noisy.spectrograms
 
 

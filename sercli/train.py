@@ -11,11 +11,13 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from .context import group_sums, moments_from_sums
 from .dataset import SegmentSet
 from .metrics import evaluate, group_mean_ua
 from .model import EmotionNet, ModelConfig, posteriors
@@ -54,6 +56,12 @@ class TrainConfig:
     freq_warp: float = 0.1  # random frequency-axis warp of up to +-10% (vocal tract length)
     time_stretch: float = 0.15  # random tempo change of up to +-15%
     mixup: float = 0.0  # Beta(a, a) mixing of pairs of spectrograms and their labels; 0: off
+    # Context mix: the share of steps' segments standardised, instead of over their speaker's
+    # speech, over their own utterance's with the prior (as a clip analysed alone), or over a
+    # scene's: their speaker's and another training speaker's speech mixed (as in a film, where
+    # the context window holds several voices). Needs speaker-context features; 0: off.
+    context_utterance: float = 0.0
+    context_pair: float = 0.0
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -63,6 +71,8 @@ class TrainConfig:
             raise ValueError("choose one weight average: swa_from or ema")
         if self.balance not in BALANCES:
             raise ValueError(f"balance must be one of {', '.join(BALANCES)}, not {self.balance!r}")
+        if min(self.context_utterance, self.context_pair) < 0 or self.context_utterance + self.context_pair > 1:
+            raise ValueError("context_utterance and context_pair are shares: each at least 0, together at most 1")
 
 
 def override(config, settings: dict[str, str]):
@@ -133,6 +143,92 @@ def _augment(x: torch.Tensor, n_frames: torch.Tensor, config: TrainConfig,
     return x, n_frames
 
 
+SCENE_FRAMES = 3000.0  # a scene context's speech (30 s of frames), before the prior is added to it
+SCENE_OWN_SHARE = (0.3, 0.7)  # the segment's own speaker's share of a scene context: uniform in this range
+
+Sums = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # sercli.context.group_sums: count, sum, sum of squares
+
+
+@dataclass
+class ContextMix:
+    """The other contexts a training segment can be standardised over (TrainConfig.context_utterance
+    and context_pair): the raw per-bin moments of each training speaker and utterance, clean and,
+    with noise augmentation, noisy, and the prior that analysis adds. Segments arrive standardised
+    over their speaker's speech; one shown another context is moved to it exactly, since both are
+    per-bin affine maps of the same log spectrogram: (x - m)/s = (x_speaker * s_speaker +
+    m_speaker - m)/s."""
+
+    speaker: torch.Tensor  # (N,) each training segment's speaker, 0..S-1
+    utterance: torch.Tensor  # (N,) each training segment's utterance, 0..U-1
+    speakers: Sums  # (S,), (S, F), (S, F)
+    utterances: Sums  # (U,), (U, F), (U, F)
+    noisy_speakers: Sums | None
+    noisy_utterances: Sums | None
+    prior: tuple[torch.Tensor, torch.Tensor, float]  # the checkpoint's context prior: mean, variance, frames
+
+    @classmethod
+    def build(cls, raw: SegmentSet, speakers: torch.Tensor, prior: tuple[np.ndarray, np.ndarray, float],
+              noisy_raw: torch.Tensor | None = None) -> "ContextMix":
+        """raw: the training segments before context normalisation; speakers: each utterance's
+        speaker id, indexed like raw.utterance; noisy_raw: their noisy copy, before normalisation."""
+        _, utterance = torch.unique(raw.utterance, return_inverse=True)
+        _, speaker = torch.unique(speakers[raw.utterance], return_inverse=True)
+        n_speakers, n_utterances = int(speaker.max()) + 1, int(utterance.max()) + 1
+
+        def sums(x: torch.Tensor) -> tuple[Sums, Sums]:
+            return (group_sums(x, raw.n_frames, speaker, n_speakers),
+                    group_sums(x, raw.n_frames, utterance, n_utterances))
+
+        clean = sums(raw.spectrograms)
+        noisy = sums(noisy_raw) if noisy_raw is not None else (None, None)
+        mean, variance, frames = prior
+        return cls(speaker, utterance, clean[0], clean[1], noisy[0], noisy[1],
+                   (torch.as_tensor(mean, dtype=torch.float64), torch.as_tensor(variance, dtype=torch.float64),
+                    float(frames)))
+
+    def apply(self, x: torch.Tensor, index: torch.Tensor, n_frames: torch.Tensor, heard: torch.Tensor | None,
+              config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
+        """The batch x (B, F, T; segments `index`, standardised over their speaker's clean or,
+        where `heard`, noisy speech) with a context_utterance share moved to their utterance's
+        context and a context_pair share to a scene's; the rest as it is."""
+        batch = len(index)
+        draw = torch.rand(batch, generator=generator)
+        n_speakers = len(self.speakers[0])
+        partner = torch.randint(0, max(n_speakers - 1, 1), (batch,), generator=generator)
+        low, high = SCENE_OWN_SHARE
+        own_share = (low + (high - low) * torch.rand(batch, generator=generator, dtype=torch.float64))[:, None]
+        to_utterance = draw < config.context_utterance
+        to_scene = (draw >= config.context_utterance) & (draw < config.context_utterance + config.context_pair)
+        if not bool((to_utterance | to_scene).any()):
+            return x
+        speaker, utterance = self.speaker[index], self.utterance[index]
+        partner = partner + (partner >= speaker).long() if n_speakers > 1 else speaker
+
+        def chosen(clean: Sums, noisy: Sums | None, rows: torch.Tensor) -> Sums:
+            if heard is None or noisy is None:
+                return tuple(part[rows] for part in clean)
+            return tuple(torch.where(heard.reshape(-1, *[1] * (c.dim() - 1)), n[rows], c[rows])
+                         for c, n in zip(clean, noisy))
+
+        own = chosen(self.speakers, self.noisy_speakers, speaker)
+        mean_speaker, std_speaker = moments_from_sums(*own, None)
+        mean_utterance, std_utterance = moments_from_sums(*chosen(self.utterances, self.noisy_utterances, utterance),
+                                                          self.prior)
+        other = chosen(self.speakers, self.noisy_speakers, partner)
+        per_frame = [(total / count.clamp(min=1)[:, None], squares / count.clamp(min=1)[:, None])
+                     for count, total, squares in (own, other)]
+        mixed = [(own_share * a + (1 - own_share) * b) * SCENE_FRAMES for a, b in zip(*per_frame)]
+        mean_scene, std_scene = moments_from_sums(torch.full((batch,), SCENE_FRAMES, dtype=torch.float64),
+                                                  *mixed, self.prior)
+        mean = torch.where(to_utterance[:, None], mean_utterance,
+                           torch.where(to_scene[:, None], mean_scene, mean_speaker))
+        std = torch.where(to_utterance[:, None], std_utterance, torch.where(to_scene[:, None], std_scene, std_speaker))
+        scale = (std_speaker / std).float().to(x.device)
+        shift = ((mean_speaker - mean) / std).float().to(x.device)
+        valid = (torch.arange(x.shape[2])[None, :] < n_frames[:, None]).to(x.device)
+        return x * scale[:, :, None] + shift[:, :, None] * valid[:, None, :]
+
+
 def _length_batches(order: torch.Tensor, n_frames: torch.Tensor, batch_size: int,
                     generator: torch.Generator) -> list[torch.Tensor]:
     """Batches of similar length (sorted within shuffled chunks of 16 batches), in random order:
@@ -185,7 +281,8 @@ def _running_mean(averaged: torch.Tensor, current: torch.Tensor, count: torch.Te
 def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet, config: TrainConfig,
                 device: torch.device, state_path: Path | None = None,
                 log: Callable[[str], None] = print, noisy: torch.Tensor | None = None,
-                noisy_share: float = 0.0, groups: torch.Tensor | None = None) -> tuple[EmotionNet, dict]:
+                noisy_share: float = 0.0, groups: torch.Tensor | None = None,
+                mix: ContextMix | None = None) -> tuple[EmotionNet, dict]:
     """Train with early stopping on validation utterance accuracy (WA) of the weight average (of
     the network itself when there is none). Resumes from state_path, written after every epoch.
     noisy: spectrograms of a noisy copy of each training segment (same shape as
@@ -193,14 +290,19 @@ def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet,
     groups: each utterance's speaker (or corpus) as an integer id, indexed like
     SegmentSet.utterance, which config.balance = "speaker" ("corpus") needs: then selection is on
     the mean UA over the validation speakers (corpora).
+    mix: the training segments' other contexts, which config.context_utterance and context_pair
+    need (ContextMix; train's segments then are standardised over their speaker's speech).
     On a GPU, `sercli train` also sets torch.backends.cudnn.benchmark (batches come in at most 38
     shapes, each tuned once); a Python caller may too, for speed: the results do not depend on it."""
     by_group = config.balance != "class"
     if by_group and groups is None:
         raise ValueError(f"balance={config.balance!r} needs each utterance's {config.balance}")
+    if (config.context_utterance or config.context_pair) and mix is None:
+        raise ValueError("context_utterance and context_pair need the training speech's contexts (mix)")
     torch.manual_seed(config.seed)
     run = _Training(model_config, train, config, device, noisy, noisy_share,
-                    groups[train.utterance] if by_group else None)
+                    groups[train.utterance] if by_group else None,
+                    mix if config.context_utterance or config.context_pair else None)
     history: list[dict] = []
     best = {"wa": -1.0, "epoch": -1, "state": None}
     start_epoch = 0
@@ -242,8 +344,10 @@ class _Training:
     and random generator, and the training data where the steps read it."""
 
     def __init__(self, model_config: ModelConfig, train: SegmentSet, config: TrainConfig, device: torch.device,
-                 noisy: torch.Tensor | None, noisy_share: float, groups: torch.Tensor | None = None) -> None:
+                 noisy: torch.Tensor | None, noisy_share: float, groups: torch.Tensor | None = None,
+                 mix: ContextMix | None = None) -> None:
         self.train, self.config, self.device, self.noisy_share = train, config, device, noisy_share
+        self.mix = mix
         self.generator = torch.Generator().manual_seed(config.seed)
         self.net = EmotionNet(model_config).to(device)
         self.bf16 = bf16_supported(device)
@@ -298,14 +402,17 @@ class _Training:
         return total / len(batches)
 
     def step(self, index: torch.Tensor) -> float:
-        """One optimiser step on the segments `index`: noisy copies, augmentation, mixup; the loss."""
+        """One optimiser step on the segments `index`: noisy copies, other contexts, augmentation, mixup; the loss."""
         config, generator, device = self.config, self.generator, self.device
         rows = index.to(self.source.device)
-        x = self.source[rows]
+        x, heard = self.source[rows], None
         if self.noisy is not None:
-            heard = (torch.rand(len(index), generator=generator) < self.noisy_share).to(self.source.device)
-            x = torch.where(heard[:, None, None], self.noisy[rows], x)
-        x, n_frames = _augment(x.float(), self.train.n_frames[index], config, generator)
+            heard = torch.rand(len(index), generator=generator) < self.noisy_share
+            x = torch.where(heard.to(self.source.device)[:, None, None], self.noisy[rows], x)
+        x = x.float()
+        if self.mix is not None:
+            x = self.mix.apply(x, index, self.train.n_frames[index], heard, config, generator)
+        x, n_frames = _augment(x, self.train.n_frames[index], config, generator)
         y = self.train.labels[index].to(device)
         if config.mixup:
             share = float(torch.distributions.Beta(config.mixup, config.mixup).sample())

@@ -726,3 +726,101 @@ def test_train_balance_option_reaches_the_checkpoint(corpus, tmp_path, balance, 
                                         str(corpus / "folds.csv"), "--out", str(tmp_path / "r"), "--set",
                                         "balance=speaker"])  # it has its own option
     assert refused.exit_code == 2 and "balance" in refused.output
+
+
+# --------------------------------------------------------------------------- context mix
+
+
+def _mix_corpus():
+    """Raw segments of three speakers (two utterances each, one of two segments), their
+    utterances, speaker ids per utterance, a noisy copy and the speaker-normalised sets."""
+    from types import SimpleNamespace
+
+    generator = torch.Generator().manual_seed(1)
+    owner = torch.tensor([0, 1, 1, 2, 3, 4, 5])
+    level = torch.tensor([0.0, 0.0, 5.0, 5.0, -3.0, -3.0])[owner]  # each speaker at their own level
+    raw = (torch.randn(7, 4, 8, generator=generator) * 3 + level[:, None, None] + torch.arange(4)[None, :, None])
+    n_frames = torch.tensor([8, 5, 3, 8, 6, 7, 4])
+    raw = (raw * (torch.arange(8)[None, :] < n_frames[:, None])[:, None, :]).half()
+    utterances = [SimpleNamespace(speaker=s) for s in ("a", "a", "b", "b", "c", "c")]
+    data = SegmentSet(raw, n_frames, owner, torch.tensor([0, 1, 1, 2, 3, 0, 1]))
+    noisy = SegmentSet((raw.float() * 0.5 + 2.0).half(), n_frames, owner, data.labels)
+    return data, noisy, utterances, torch.tensor([0, 0, 1, 1, 2, 2])
+
+
+def test_context_mix_moves_speaker_normalised_segments_to_their_utterance_or_a_scene_context():
+    from dataclasses import replace
+
+    from sercli.context import moments_with_prior
+    from sercli.train import SCENE_FRAMES, ContextMix
+
+    data, noisy, utterances, speaker_ids = _mix_corpus()
+    prior = (np.linspace(0, 3, 4), np.full(4, 9.0), 1000.0)
+    mix = ContextMix.build(data, speaker_ids, prior, noisy.spectrograms)
+    by_speaker = normalise_contexts(data, utterances, "speaker").spectrograms.float()
+    index, n = torch.arange(7), data.n_frames
+    config = TrainConfig()
+
+    def moved(x, heard, **shares):
+        return mix.apply(x, index, n, heard, replace(config, **shares), torch.Generator().manual_seed(0))
+
+    assert torch.equal(moved(by_speaker, None), by_speaker)  # no share: untouched
+    # every segment to its own utterance's context with the prior: a clip analysed alone
+    clip = normalise_contexts(data, utterances, "utterance", prior).spectrograms.float()
+    assert torch.allclose(moved(by_speaker, None, context_utterance=1.0), clip, atol=0.02)
+    noisy_by_speaker = normalise_contexts(noisy, utterances, "speaker").spectrograms.float()
+    noisy_clip = normalise_contexts(noisy, utterances, "utterance", prior).spectrograms.float()
+    heard = torch.tensor([True, False, True, False, True, False, True])
+    mixed_in = torch.where(heard[:, None, None], noisy_by_speaker, by_speaker)
+    assert torch.allclose(moved(mixed_in, heard, context_utterance=1.0),
+                          torch.where(heard[:, None, None], noisy_clip, clip), atol=0.02)
+    # a scene: the speaker's and another speaker's per-frame moments, mixed at the drawn share
+    scene = moved(by_speaker, None, context_pair=1.0)
+    draws = torch.Generator().manual_seed(0)
+    torch.rand(7, generator=draws)
+    partner = torch.randint(0, 2, (7,), generator=draws)
+    share = 0.3 + 0.4 * torch.rand(7, generator=draws, dtype=torch.float64)
+    speaker = speaker_ids[data.utterance]
+    partner = partner + (partner >= speaker).long()
+    assert bool((partner != speaker).all())
+    frames = {s: torch.cat([data.spectrograms[i, :, : n[i]].double() for i in range(7) if speaker[i] == s], dim=1)
+              for s in range(3)}
+    for i in range(7):
+        a, b, w = frames[int(speaker[i])], frames[int(partner[i])], float(share[i])
+        mean = w * a.mean(dim=1) + (1 - w) * b.mean(dim=1)
+        square = w * a.square().mean(dim=1) + (1 - w) * b.square().mean(dim=1)
+        m, s = moments_with_prior(SCENE_FRAMES, SCENE_FRAMES * mean.numpy(), SCENE_FRAMES * square.numpy(), prior)
+        expected = (data.spectrograms[i, :, : n[i]].double() - torch.from_numpy(m)[:, None]) / torch.from_numpy(s)[:, None]
+        assert torch.allclose(scene[i, :, : n[i]].double(), expected, atol=0.02)
+        assert scene[i, :, n[i]:].abs().sum() == 0  # nothing past the end
+    # shares split the batch: some of each view at a half and a quarter
+    big = torch.arange(400) % 7
+    views = mix.apply(by_speaker[big], big, n[big], None, replace(config, context_utterance=0.5, context_pair=0.25),
+                      torch.Generator().manual_seed(3))
+    same = (views - by_speaker[big]).abs().flatten(1).max(dim=1).values < 1e-6
+    as_clip = (views - clip[big]).abs().flatten(1).max(dim=1).values < 0.02
+    assert 0.15 < float(same.float().mean()) < 0.35 and 0.4 < float(as_clip.float().mean()) < 0.6
+    with pytest.raises(ValueError, match="shares"):
+        TrainConfig(context_utterance=0.7, context_pair=0.5)
+
+
+def test_context_mix_training_needs_its_contexts_and_speaker_features(corpus, tmp_path):
+    from sercli.train import train_model
+
+    data, _, _, _ = _mix_corpus()
+    model_config = ModelConfig(grid_hz=20, n_frames=8, lstm_hidden=8, dense=8)
+    with pytest.raises(ValueError, match="mix"):
+        train_model(model_config, data, data, TrainConfig(context_pair=0.5), torch.device("cpu"), log=lambda _: None)
+    runner = CliRunner()
+    common = ["--corpus", f"manifest={corpus / 'manifest.csv'}", "--folds", str(corpus / "folds.csv"), "--fold", "1",
+              "--epochs", "1", "--device", "cpu"]
+    out = tmp_path / "run"
+    trained = runner.invoke(main, ["train", *common, "--out", str(out), "--set", "context_utterance=0.3",
+                                   "--set", "context_pair=0.3"])
+    assert trained.exit_code == 0, trained.output
+    model = load_model(out / "fold1" / "model.pt", device="cpu")
+    assert model.meta["training"]["config"]["context_pair"] == 0.3
+    refused = runner.invoke(main, ["train", *common, "--out", str(tmp_path / "r"), "--context", "utterance",
+                                   "--set", "context_pair=0.3"])
+    assert refused.exit_code != 0 and "need --context-norm and --context speaker" in refused.output
+    assert "Traceback" not in refused.output
