@@ -51,6 +51,10 @@ class TrainConfig:
     # choosing the epoch to keep, which is then the one whose mean UA over the validation
     # speakers (or corpora) is best. Our corpora give one speaker 360 utterances and another 28.
     balance: str = "class"
+    # How far towards that balance, for "speaker" and "corpus": a segment weighs
+    # 1 / |its class|^(1 - s) / |its cell|^s, so 1 balances the cells, 0 only the classes
+    # (selection stays on the groups' mean UA).
+    balance_strength: float = 1.0
     time_mask: int = 30  # frames, SpecAugment-style masks during training
     freq_mask: int = 40  # bins
     freq_warp: float = 0.1  # random frequency-axis warp of up to +-10% (vocal tract length)
@@ -71,6 +75,8 @@ class TrainConfig:
             raise ValueError("choose one weight average: swa_from or ema")
         if self.balance not in BALANCES:
             raise ValueError(f"balance must be one of {', '.join(BALANCES)}, not {self.balance!r}")
+        if not 0 <= self.balance_strength <= 1:
+            raise ValueError(f"balance_strength must be in [0, 1], not {self.balance_strength:g}")
         if min(self.context_utterance, self.context_pair) < 0 or self.context_utterance + self.context_pair > 1:
             raise ValueError("context_utterance and context_pair are shares: each at least 0, together at most 1")
 
@@ -366,6 +372,9 @@ class _Training:
         # What a segment weighs: 1 / the size of its cell, a class or a speaker's (corpus's) class.
         cell = train.labels if groups is None else groups.long() * classes + train.labels
         self.cell_weight = (1.0 / torch.bincount(cell).float())[cell]
+        if groups is not None and config.balance_strength < 1:
+            by_class = (1.0 / torch.bincount(train.labels).float())[train.labels]
+            self.cell_weight = self.cell_weight ** config.balance_strength * by_class ** (1 - config.balance_strength)
         self.sample_weight = None  # per segment, in the loss: set when balancing speakers or corpora
         weights = (self.counts.sum() / (classes * self.counts.clamp(min=1))) if config.class_weights \
             else torch.ones(classes)

@@ -656,6 +656,18 @@ def test_speaker_balance_gives_every_speakers_every_class_the_same_weight():
     picks = torch.multinomial(drawn.cell_weight, 120_000, replacement=True, generator=torch.Generator().manual_seed(2))
     shares = torch.bincount(cells[picks]).float() / 120_000
     assert drawn.sample_weight is None and torch.allclose(shares, torch.full_like(shares, 1 / 12), atol=0.01)
+    # part of the way: a cell's total weight is its size^(1 - s) over its class's size^(1 - s)
+    for strength in (0.0, 0.5):
+        halfway = _Training(model_config, data, TrainConfig(balance="speaker", balance_strength=strength),
+                            torch.device("cpu"), None, 0.0, speakers[data.utterance])
+        totals = torch.zeros(int(cells.max()) + 1).index_add_(0, cells, halfway.sample_weight)
+        sizes = torch.bincount(cells).float()
+        expected = sizes ** (1 - strength) / torch.bincount(data.labels).float()[torch.arange(len(sizes)) % 4] ** (1 - strength)
+        torch.testing.assert_close(totals / totals.sum(), expected / expected.sum())
+    half = halfway.sample_weight  # strength 0.5 sits between the class and the speaker balance
+    assert w[-1] < half[-1] and half[0] < w[0]
+    with pytest.raises(ValueError, match="balance_strength"):
+        TrainConfig(balance_strength=1.5)
 
 
 def test_group_mean_ua_averages_each_speakers_own_ua():
