@@ -341,8 +341,10 @@ def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet,
             run.save(state_path, history, best, epoch)
     result = EmotionNet(model_config)
     result.load_state_dict(best["state"])
+    kept = next(h for h in history if h["epoch"] == best["epoch"] + 1)
+    # best_valid_wa: the kept epoch's validation WA, whatever selected it (best_score)
     return result.to(device), {"history": history, "best_epoch": best["epoch"] + 1,
-                               "best_valid_wa": best["wa"], "bf16": run.bf16}
+                               "best_valid_wa": kept["valid_wa"], "best_score": best["wa"], "bf16": run.bf16}
 
 
 class _Training:
