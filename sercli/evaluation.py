@@ -206,6 +206,7 @@ class EvalRun:
     music: list[Path] = field(default_factory=list)  # for the programmes' beds and interludes
     context_window_s: float | None = None  # the programmes' file context; None: each model's own
     programme_snr_db: float | None = None  # the programmes' music beds under the speech; None: ProgrammeConfig's
+    programme_music_share: float | None = None  # the share of scenes with a bed; None: ProgrammeConfig's
 
 
 def evaluate_models(run: EvalRun, log: Callable[[str], None] = print) -> list[dict]:
@@ -230,7 +231,9 @@ def evaluate_models(run: EvalRun, log: Callable[[str], None] = print) -> list[di
 
         config = ProgrammeConfig(minutes=run.programme_minutes or ProgrammeConfig.minutes, seed=run.programme_seed,
                                  music_snr_db=ProgrammeConfig.music_snr_db if run.programme_snr_db is None
-                                 else run.programme_snr_db)
+                                 else run.programme_snr_db,
+                                 music_share=ProgrammeConfig.music_share if run.programme_music_share is None
+                                 else run.programme_music_share)
         built: dict = {}  # every model is scored on the same programmes
         loaded: dict = {}
         with tempfile.TemporaryDirectory(prefix="sercli-programmes-") as folder:

@@ -224,7 +224,7 @@ def score_programmes(utterances: Sequence[Utterance], splits: Sequence, model: s
     so that several models are scored on the same programmes, built once; loaded_models: a
     cache of loaded checkpoints; context_window_s: the file context's window instead of each
     model's own (as `sercli analyze --context-window`). Returns {"model", "programmes",
-    "minutes", "music_snr_db", "context_window_s", "runs": {run: {wa, ua, count, detected,
+    "minutes", "music_snr_db", "music_share", "context_window_s", "runs": {run: {wa, ua, count, detected,
     confusion}}, "mean" (with several runs)}."""
     from .predict import FileFailure, Pipeline
     from .weights import load_model, model_names
@@ -233,7 +233,8 @@ def score_programmes(utterances: Sequence[Utterance], splits: Sequence, model: s
     loaded_models = loaded_models if loaded_models is not None else {}
     runs = list(splits) or [Split("all", None, frozenset(u.speaker for u in utterances), frozenset())]
     results: dict = {"model": model, "programmes": count, "minutes": config.minutes, "seed": config.seed,
-                     "music_snr_db": config.music_snr_db, "context_window_s": context_window_s, "runs": {}}
+                     "music_snr_db": config.music_snr_db, "music_share": config.music_share,
+                     "context_window_s": context_window_s, "runs": {}}
     for split in runs:
         test = [u for u in utterances if u.speaker in split.test]
         decoded = _Decoded()  # one split's speech at a time
@@ -284,8 +285,10 @@ def programme_table(results: dict) -> str:
     window = results.get("context_window_s")
     how = "`sercli analyze`" if window is None else f"`sercli analyze --context-window {window:g}`"
     snr = results.get("music_snr_db", ProgrammeConfig.music_snr_db)
+    share = results.get("music_share", ProgrammeConfig.music_share)
     lines = [f"Programmes: `{results['model'] or 'the default model'}`, {results['programmes']} per run of "
-             f"{results['minutes']:g} min (seed {results['seed']}, music beds {snr:g} dB under the speech), "
+             f"{results['minutes']:g} min (seed {results['seed']}, music beds {snr:g} dB under the speech of "
+             f"{100 * share:g}% of the scenes), "
              f"analysed as {how} analyses a file", "",
              "| run | utterances | detected | programme WA | programme UA |", "|---|---|---|---|---|"]
     for name, r in results["runs"].items():

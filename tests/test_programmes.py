@@ -120,6 +120,19 @@ def test_the_music_beds_level_moves_nothing_else(tmp_path, music):
     assert ratios and np.allclose(ratios, 10 ** (15 / 20), rtol=0.02)
 
 
+def test_the_music_share_puts_a_bed_under_every_scene_or_none(tmp_path, music):
+    utterances, tracks = voices(tmp_path), music_files(music)
+    for share in (0.0, 1.0):
+        samples, placed = build_programme(utterances, tracks, ProgrammeConfig(minutes=1.0, music_share=share),
+                                          "fold1-1")
+        # a pause under 0.7 s lies inside a scene (a scene's end adds a gap of at least 0.5 s)
+        inside = [samples[round(a.end_s * SAMPLE_RATE) + 800 : round(b.start_s * SAMPLE_RATE) - 800]
+                  for a, b in zip(placed, placed[1:]) if b.start_s - a.end_s < 0.7]
+        assert inside
+        carrying = [np.abs(pause).max() > 1e-4 for pause in inside]
+        assert all(carrying) if share else not any(carrying)
+
+
 def test_a_dialogue_needs_two_speakers(tmp_path, music):
     from sercli.programmes import ProgrammeError
 
@@ -163,16 +176,18 @@ def test_evaluate_scores_programmes_of_each_folds_test_speakers(short_corpus, mo
                                        "--programme-minutes", "0.3", "--programme-music", str(music),
                                        *(a for m in models for a in ("--model", str(m))), "--device", "cpu",
                                        "--workers", "1", "--context-window", "60", "--programme-snr", "10",
+                                       "--programme-music-share", "1",
                                        "-o", str(tmp_path / "scores.json")])
     assert result.exit_code == 0, result.output
     assert sorted(built) == [("fold1-1", {"s1", "s2"}), ("fold2-1", {"s3", "s4"})]  # built once, test speakers only
     assert result.stdout.count("\nprogramme WA ") == 1 and "| fold2 |" in result.stdout
     assert "| fold1 | 4 |" in result.stdout  # the clip-level table, beside the programmes'
-    assert "music beds 10 dB under the speech), analysed as `sercli analyze --context-window 60` analyses a file" \
-        in result.stdout
+    assert "music beds 10 dB under the speech of 100% of the scenes), analysed as `sercli analyze --context-window " \
+        "60` analyses a file" in result.stdout
     scores = json.loads((tmp_path / "scores.json").read_text())
     programmes = scores["programmes"]
     assert programmes["context_window_s"] == 60.0 and programmes["music_snr_db"] == 10.0
+    assert programmes["music_share"] == 1.0
     assert set(programmes["runs"]) == {"fold1", "fold2"} and "ua" in programmes["mean"]
     for fold, run in programmes["runs"].items():
         assert sum(map(sum, run["confusion"])) == run["count"] >= 8

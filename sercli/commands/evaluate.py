@@ -65,12 +65,15 @@ Examples:
 @click.option("--programme-snr", "programme_snr_db", type=float, default=None, metavar="DB",
               help="Level of the programmes' music beds: the scene's speech over the bed, in dB [default: 15, a "
                    "film's background music; 0 for Table 2's condition].")
+@click.option("--programme-music-share", "programme_music_share", type=click.FloatRange(0, 1), default=None,
+              metavar="SHARE", help="Share of the programmes' scenes with a music bed under them [default: 0.5; 1 with "
+                                    "--programme-snr 0 for Table 2's condition on programmes].")
 @click.option("--context-window", "context_window_s", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Analyse the programmes as `sercli analyze --context-window SECONDS` does [default: each "
                    "model's own: 60 for the default model, 600 for the denoising one].")
 def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_path, fold, validation, noises, snrs,
              noise_seed, device, precision, cache_dir, output, workers, context, context_prior_s, programmes,
-             programme_minutes, programme_music, programme_snr_db, context_window_s) -> None:
+             programme_minutes, programme_music, programme_snr_db, programme_music_share, context_window_s) -> None:
     """Score checkpoints on labelled speech: WA, UA and confusion, per utterance and segment.
 
     With --noise, each noise category at each --snr is a further condition; several models and
@@ -84,9 +87,9 @@ def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_pat
     if output is not None:
         check_output(output)
     if not programmes and any(v is not None for v in (programme_minutes, programme_music, programme_snr_db,
-                                                      context_window_s)):
-        raise click.UsageError("--programme-minutes, --programme-music, --programme-snr and --context-window need "
-                               "--programmes N")
+                                                      programme_music_share, context_window_s)):
+        raise click.UsageError("--programme-minutes, --programme-music, --programme-snr, --programme-music-share "
+                               "and --context-window need --programmes N")
     tune_for_batches()
     from ..corpora import CorpusError, plan_splits
     from ..evaluation import EvalRun, evaluate_models, results_tables
@@ -105,7 +108,7 @@ def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_pat
             raise CorpusError("--model with {run} needs --fold (and --folds unless the corpus has its own)")
         run = EvalRun(utterances, splits, model_specs or (None,), conditions, device, precision, cache_dir,
                       workers or default_workers(), context, context_prior_s, programmes, programme_minutes,
-                      noise_seed, music, context_window_s, programme_snr_db)
+                      noise_seed, music, context_window_s, programme_snr_db, programme_music_share)
         results = evaluate_models(run, log=lambda line: click.echo(line, err=True))
     except (CorpusError, ModelError, NoiseError) as exc:
         fail(str(exc), EXIT_USAGE)
