@@ -185,13 +185,3 @@ def group_sums(spectrograms: torch.Tensor, n_frames: torch.Tensor, groups: torch
         squares.index_add_(0, g, x.square().sum(dim=2))
     return count, total, squares
 
-
-def moments_from_sums(count: torch.Tensor, total: torch.Tensor, squares: torch.Tensor,
-                      prior: tuple[torch.Tensor, torch.Tensor, float] | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """moments_with_prior for a batch of contexts in torch: count (B,), total and squares (B, F)."""
-    if prior is not None:
-        mean, variance, frames = prior
-        count, total, squares = count + frames, total + frames * mean, squares + frames * (variance + mean ** 2)
-    count = count.clamp(min=1.0)[:, None]
-    mean = total / count
-    return mean, (squares / count - mean ** 2).clamp(min=0.0).sqrt().clamp(min=1e-3)

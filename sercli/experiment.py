@@ -59,9 +59,13 @@ def run_training(run: TrainRun) -> dict:
     Returns each split's metrics by name; a split whose metrics.json exists is not trained again."""
     if run.augmentation is not None and run.two_step:
         raise CorpusError("noise augmentation trains one network; the two-step predictor is not supported")
-    if run.two_step and (run.train_config.context_utterance or run.train_config.context_pair):
-        raise CorpusError("context_utterance and context_pair train one network; the two-step predictor is not "
-                          "supported")
+    if run.train_config.context_utterance or run.train_config.context_pair:
+        if run.two_step:
+            raise CorpusError("context_utterance and context_pair train one network; the two-step predictor is "
+                              "not supported")
+        if not (run.features.context_norm and run.context == "speaker"):
+            raise CorpusError("context_utterance and context_pair move speaker-normalised segments to other "
+                              "contexts: they need --context-norm and --context speaker")
     run.out_dir.mkdir(parents=True, exist_ok=True)
     with open(run.out_dir / "train.log", "a", encoding="utf-8") as log_file, FeaturisingPool(run.workers) as pool:
         def log(message: str) -> None:
@@ -113,14 +117,10 @@ def _train_split(run: TrainRun, split: Split, plain: SegmentSet, data: SegmentSe
                                        device, fold_dir, spec, log, _group_ids(run, speakers))
     else:
         noisy = noisy_raw = mix = None
-        mixing = run.train_config.context_utterance or run.train_config.context_pair
-        if mixing and not (run.features.context_norm and run.context == "speaker"):
-            raise CorpusError("context_utterance and context_pair move speaker-normalised segments to other "
-                              "contexts: they need --context-norm and --context speaker")
         if run.augmentation is not None:
             noisy, noisy_raw = _noisy_copy(run.utterances, split, run.features, run.augmentation, train_set,
                                            run.cache_dir, log, pool, decoded, run.context, prior, keep_raw=True)
-        if mixing:
+        if run.train_config.context_utterance or run.train_config.context_pair:
             speaker_ids = torch.from_numpy(np.unique(speakers, return_inverse=True)[1].reshape(-1))
             mix = ContextMix.build(split_sets(plain, speakers, split)[0], speaker_ids, prior, noisy_raw)
         net, info = train_model(run.model_config, train_set, valid_set, run.train_config, device,

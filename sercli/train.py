@@ -17,7 +17,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
-from .context import group_sums, moments_from_sums
+from .context import group_sums, moments_with_prior
 from .dataset import SegmentSet
 from .metrics import evaluate, group_mean_ua
 from .model import EmotionNet, ModelConfig, posteriors
@@ -152,7 +152,7 @@ def _augment(x: torch.Tensor, n_frames: torch.Tensor, config: TrainConfig,
 SCENE_FRAMES = 3000.0  # a scene context's speech (30 s of frames), before the prior is added to it
 SCENE_OWN_SHARE = (0.3, 0.7)  # the segment's own speaker's share of a scene context: uniform in this range
 
-Sums = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # sercli.context.group_sums: count, sum, sum of squares
+Sums = tuple[np.ndarray, np.ndarray, np.ndarray]  # sercli.context.group_sums: count, sum, sum of squares
 
 
 @dataclass
@@ -170,7 +170,7 @@ class ContextMix:
     utterances: Sums  # (U,), (U, F), (U, F)
     noisy_speakers: Sums | None
     noisy_utterances: Sums | None
-    prior: tuple[torch.Tensor, torch.Tensor, float]  # the checkpoint's context prior: mean, variance, frames
+    prior: tuple[np.ndarray, np.ndarray, float]  # the checkpoint's context prior: mean, variance, frames
 
     @classmethod
     def build(cls, raw: SegmentSet, speakers: torch.Tensor, prior: tuple[np.ndarray, np.ndarray, float],
@@ -182,15 +182,12 @@ class ContextMix:
         n_speakers, n_utterances = int(speaker.max()) + 1, int(utterance.max()) + 1
 
         def sums(x: torch.Tensor) -> tuple[Sums, Sums]:
-            return (group_sums(x, raw.n_frames, speaker, n_speakers),
-                    group_sums(x, raw.n_frames, utterance, n_utterances))
+            return tuple(tuple(part.numpy() for part in group_sums(x, raw.n_frames, groups, n))
+                         for groups, n in ((speaker, n_speakers), (utterance, n_utterances)))
 
         clean = sums(raw.spectrograms)
         noisy = sums(noisy_raw) if noisy_raw is not None else (None, None)
-        mean, variance, frames = prior
-        return cls(speaker, utterance, clean[0], clean[1], noisy[0], noisy[1],
-                   (torch.as_tensor(mean, dtype=torch.float64), torch.as_tensor(variance, dtype=torch.float64),
-                    float(frames)))
+        return cls(speaker, utterance, clean[0], clean[1], noisy[0], noisy[1], prior)
 
     def apply(self, x: torch.Tensor, index: torch.Tensor, n_frames: torch.Tensor, heard: torch.Tensor | None,
               config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
@@ -202,35 +199,38 @@ class ContextMix:
         n_speakers = len(self.speakers[0])
         partner = torch.randint(0, max(n_speakers - 1, 1), (batch,), generator=generator)
         low, high = SCENE_OWN_SHARE
-        own_share = (low + (high - low) * torch.rand(batch, generator=generator, dtype=torch.float64))[:, None]
-        to_utterance = draw < config.context_utterance
-        to_scene = (draw >= config.context_utterance) & (draw < config.context_utterance + config.context_pair)
-        if not bool((to_utterance | to_scene).any()):
+        own_share = (low + (high - low) * torch.rand(batch, generator=generator, dtype=torch.float64))[:, None].numpy()
+        to_utterance = (draw < config.context_utterance).numpy()[:, None]
+        to_scene = ((draw >= config.context_utterance)
+                    & (draw < config.context_utterance + config.context_pair)).numpy()[:, None]
+        if not (to_utterance | to_scene).any():
             return x
         speaker, utterance = self.speaker[index], self.utterance[index]
-        partner = partner + (partner >= speaker).long() if n_speakers > 1 else speaker
+        partner = (partner + (partner >= speaker).long() if n_speakers > 1 else speaker).numpy()
+        noisy_rows = heard.numpy() if heard is not None else None
 
-        def chosen(clean: Sums, noisy: Sums | None, rows: torch.Tensor) -> Sums:
-            if heard is None or noisy is None:
+        def chosen(clean: Sums, noisy: Sums | None, rows: np.ndarray) -> Sums:
+            if noisy_rows is None or noisy is None:
                 return tuple(part[rows] for part in clean)
-            return tuple(torch.where(heard.reshape(-1, *[1] * (c.dim() - 1)), n[rows], c[rows])
+            return tuple(np.where(noisy_rows.reshape(-1, *[1] * (c.ndim - 1)), n[rows], c[rows])
                          for c, n in zip(clean, noisy))
 
-        own = chosen(self.speakers, self.noisy_speakers, speaker)
-        mean_speaker, std_speaker = moments_from_sums(*own, None)
-        mean_utterance, std_utterance = moments_from_sums(*chosen(self.utterances, self.noisy_utterances, utterance),
-                                                          self.prior)
+        def moments(count: np.ndarray, total: np.ndarray, squares: np.ndarray, prior) -> tuple[np.ndarray, np.ndarray]:
+            return moments_with_prior(count[:, None], total, squares, prior)  # count per context, not per bin
+
+        own = chosen(self.speakers, self.noisy_speakers, speaker.numpy())
+        mean_speaker, std_speaker = moments(*own, None)
+        mean_utterance, std_utterance = moments(*chosen(self.utterances, self.noisy_utterances, utterance.numpy()),
+                                                self.prior)
         other = chosen(self.speakers, self.noisy_speakers, partner)
-        per_frame = [(total / count.clamp(min=1)[:, None], squares / count.clamp(min=1)[:, None])
+        per_frame = [(total / np.maximum(count, 1)[:, None], squares / np.maximum(count, 1)[:, None])
                      for count, total, squares in (own, other)]
         mixed = [(own_share * a + (1 - own_share) * b) * SCENE_FRAMES for a, b in zip(*per_frame)]
-        mean_scene, std_scene = moments_from_sums(torch.full((batch,), SCENE_FRAMES, dtype=torch.float64),
-                                                  *mixed, self.prior)
-        mean = torch.where(to_utterance[:, None], mean_utterance,
-                           torch.where(to_scene[:, None], mean_scene, mean_speaker))
-        std = torch.where(to_utterance[:, None], std_utterance, torch.where(to_scene[:, None], std_scene, std_speaker))
-        scale = (std_speaker / std).float().to(x.device)
-        shift = ((mean_speaker - mean) / std).float().to(x.device)
+        mean_scene, std_scene = moments(np.full(batch, SCENE_FRAMES), *mixed, self.prior)
+        mean = np.where(to_utterance, mean_utterance, np.where(to_scene, mean_scene, mean_speaker))
+        std = np.where(to_utterance, std_utterance, np.where(to_scene, std_scene, std_speaker))
+        scale = torch.from_numpy(std_speaker / std).float().to(x.device)
+        shift = torch.from_numpy((mean_speaker - mean) / std).float().to(x.device)
         valid = (torch.arange(x.shape[2])[None, :] < n_frames[:, None]).to(x.device)
         return x * scale[:, :, None] + shift[:, :, None] * valid[:, None, :]
 
