@@ -159,3 +159,34 @@ def test_views_table_gathers_the_three_views_fold_by_fold(tmp_path):
     assert "- speaker context (oracle): a 45.0, b 65.0" in text
     (tmp_path / "fold2-clips.json").unlink()  # a fold scored in part: its mean is of the folds present
     assert "| clips alone | 40.0 |  | 40.0 (41.0) |" in views.table(tmp_path)
+
+
+def test_vad_diagnosis_replays_the_detector_and_counts_what_it_finds(example):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from sercli.audio import load_audio
+    from sercli.segment import SegmentationConfig, SpeechProbabilities, segment_audio
+
+    diagnosis = _script("vad_under_music")
+    speech = load_audio(str(example))
+    samples = np.concatenate([speech, np.zeros(3 * 16000, dtype=np.float32)])  # 3 s of silence after
+    vad = SpeechProbabilities()
+    config = SegmentationConfig(threshold=0.3, neg_threshold=0.2)
+    live = [(s.start_s, s.end_s) for s in segment_audio(samples, config, vad=vad)]
+    vad.reset()
+    probabilities = vad.feed(samples, final=True)
+    replayed = [(s.start_s, s.end_s) for s in segment_audio(samples, config, vad=diagnosis.Replayed(probabilities))]
+    assert live and replayed == live
+
+    # one utterance exactly over the first segment, one in the silence at the end that no segment touches
+    first = live[0]
+    after = len(speech) / 16000 + 1
+    placed = [SimpleNamespace(start_s=first[0], end_s=first[1]), SimpleNamespace(start_s=after, end_s=after + 1)]
+    counts = diagnosis.measure(samples, placed, probabilities, config)
+    cells = [int(b * 100) - int(a * 100) for a, b in live]  # 10 ms cells inside each segment
+    assert counts["utterances"] == 2 and counts["found"] == 1
+    assert counts["covered"] == cells[0] and counts["speech"] == cells[0] + 100
+    assert counts["false"] == sum(cells[1:])
+    assert counts["other"] + counts["speech"] == len(np.arange(0, len(samples) / 16000, 0.01))
