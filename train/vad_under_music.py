@@ -22,12 +22,13 @@ import argparse
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
 from sercli.audio import load_audio
 from sercli.corpora import assign_folds, plan_splits, read_folds, read_manifest
-from sercli.programmes import ProgrammeConfig, build_programme, encode_mp4, music_files
+from sercli.programmes import ProgrammeConfig, build_programme, encode_mp4, music_files, utterance_posteriors
 from sercli.segment import VAD_FRAME, SegmentationConfig, SpeechProbabilities, segment_audio
 
 PAIRS = [(0.5, 0.35), (0.4, 0.25), (0.3, 0.2), (0.2, 0.1), (0.1, 0.05)]
@@ -58,11 +59,11 @@ def measure(samples: np.ndarray, placed, probabilities: np.ndarray, config: Segm
     for s in segments:
         speech[int(s.start_s * 100) : int(s.end_s * 100)] = True
     truth = np.zeros(grid.size, dtype=bool)
-    found = 0
     for item in placed:
-        a, b = int(item.start_s * 100), int(item.end_s * 100)
-        truth[a:b] = True
-        found += bool(speech[a:b].any())
+        truth[int(item.start_s * 100) : int(item.end_s * 100)] = True
+    # found as `evaluate` decides it: an utterance some segment overlaps gets posteriors, else None
+    scored = [SimpleNamespace(start_s=s.start_s, end_s=s.end_s, probs={"speech": 1.0}) for s in segments]
+    found = sum(p is not None for p in utterance_posteriors(scored, placed, ["speech"]))
     return {"utterances": len(placed), "found": found, "covered": int((speech & truth).sum()),
             "speech": int(truth.sum()), "false": int((speech & ~truth).sum()), "other": int((~truth).sum())}
 
