@@ -8,7 +8,7 @@ that file's other rows alone, unless --out names a file to write them to.
 
 What it measures, each in a fresh process on the machine it runs on:
 - analyze: `sercli analyze` on the 60-minute programme (bench/programme.py: AAC in an mp4 with
-  video), default, --denoise and --segmentation fixed: wall time, x realtime, peak RSS (best of
+  video), default, --denoise, the plain network and --segmentation fixed: wall time, x realtime, peak RSS (best of
   two runs); and the time ffmpeg alone takes to decode and resample the same file (sercli's exact
   decode command, output discarded, best of two), with the ratio of the two.
 - clips: 500 short real clips (shared corpus files) in one call: files per second.
@@ -99,8 +99,8 @@ def bench_analyze(data: Path, rows: list[str]) -> None:
     seconds = _duration(programme)
     floor = min(decode_only(programme) for _ in range(2))
     rows.append(f"| ffmpeg decode + resample only | 60 min programme | {floor:.1f} s | {seconds / floor:.0f}x | | 1.0 |")
-    runs = {"`sercli analyze` (default)": [], "`--denoise` (both models)": ["--denoise"],
-            "`--denoise -m cnn-lstm-10hz-denoise`": ["--denoise", "-m", "cnn-lstm-10hz-denoise"],
+    runs = {"`sercli analyze` (default: cnn-lstm-10hz-denoise)": [], "`--denoise` (both models)": ["--denoise"],
+            "`-m cnn-lstm-10hz` (the plain network: no pitch tracks)": ["-m", "cnn-lstm-10hz"],
             "`--segmentation fixed`": ["--segmentation", "fixed"]}
     for name, options in runs.items():
         # Best of two, as for the decode time: this machine's speed varies by about 10% run to run.

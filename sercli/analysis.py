@@ -151,7 +151,8 @@ def analyze(path_or_array: str | np.ndarray, model: Model | Sequence[Model] | st
     16 kHz with ffmpeg). model: a loaded Model, several (an ensemble: their posteriors are
     averaged), an installed model's name or a checkpoint path, or such names joined by '+'
     (None: the default model). The keywords mean what the options of the same names do:
-    denoise=True without a model runs the default model and the denoising one together, and
+    denoise=True without a model runs the default (denoising) model and the plain network
+    (cnn-lstm-10hz) together, and
     with one needs a model trained on rebuilt speech among them; context="all" normalises a
     context-normalised model over all the file's speech instead of the speech around each
     segment, and context_window_s how many seconds of the file around each segment it is

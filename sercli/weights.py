@@ -19,11 +19,14 @@ from .outputs import write_bytes
 
 FORMAT = "sercli-checkpoint/1"
 SUFFIX = ".pt"
-DEFAULT_MODEL = "cnn-lstm-10hz"  # the model `sercli analyze` uses without --model
+PLAIN_MODEL = "cnn-lstm-10hz"  # the network on normal spectrograms
 DENOISE_MODEL = "cnn-lstm-10hz-denoise"  # the modified predictor, trained on the noise filter's spectrograms
-# --denoise without --model: the mean of both models' posteriors, which beats the modified model
-# alone on clean speech and equals it at 0 dB SNR on average (train/RESULTS.md, Table 2).
-DEFAULT_DENOISE_MODEL = f"{DEFAULT_MODEL}+{DENOISE_MODEL}"
+# The model `sercli analyze` uses without --model: the modified predictor, which beats the plain
+# network on films and on clips alone over the five folds (train/RESULTS.md, "The shipped models").
+DEFAULT_MODEL = DENOISE_MODEL
+# --denoise without --model: the mean of both models' posteriors, ahead of the modified predictor
+# alone on films with music beds (train/RESULTS.md, "The --denoise recipe with --balance corpus").
+DEFAULT_DENOISE_MODEL = f"{PLAIN_MODEL}+{DENOISE_MODEL}"
 MODEL_PATH_ENV = "SERCLI_MODEL_PATH"  # extra folders of models, separated like PATH
 
 
@@ -165,9 +168,10 @@ def resolve(name_or_path: str | Path | None) -> Path:
         raise ModelError(
             f"no default model '{DEFAULT_MODEL}' is installed: pass --model with a checkpoint "
             f"from `sercli train` or set {MODEL_PATH_ENV} to a folder holding {DEFAULT_MODEL}{SUFFIX}")
-    if name == DENOISE_MODEL:
-        raise ModelError(f"no denoising model '{name}' is installed: train one with `sercli train --denoise` "
-                         f"and pass its model.pt with --model, or set {MODEL_PATH_ENV} to its folder")
+    if name == PLAIN_MODEL:
+        raise ModelError(
+            f"no model '{PLAIN_MODEL}' is installed (--denoise runs it beside {DENOISE_MODEL}): pass --model "
+            f"with a checkpoint from `sercli train`, or set {MODEL_PATH_ENV} to a folder holding {PLAIN_MODEL}{SUFFIX}")
     known = ", ".join(sorted(models)) or "none"
     raise ModelError(f"unknown model '{name}' (installed: {known}); give a name or a path to a .pt file")
 

@@ -209,12 +209,13 @@ def test_analyze_denoise_refuses_a_normal_model_and_names_the_missing_default(mo
     result = invoke("analyze", example, "--denoise", "-m", model_dir / "tiny-lstm.pt")
     assert result.exit_code == 2
     assert "trained on normal spectrograms" in result.stderr and "Traceback" not in result.stderr
-    result = invoke("analyze", example, "--denoise")  # the default model and the denoising one
+    result = invoke("analyze", example, "--denoise")  # the plain network and the denoising one
     assert result.exit_code == 2
-    assert "no default model 'cnn-lstm-10hz'" in result.stderr
+    assert "no model 'cnn-lstm-10hz' is installed (--denoise runs it beside" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    result = invoke("analyze", example, "--denoise", "-m", "cnn-lstm-10hz-denoise")
-    assert result.exit_code == 2 and "no denoising model 'cnn-lstm-10hz-denoise'" in result.stderr
+    for args in (["-m", "cnn-lstm-10hz-denoise"], []):  # the default model is the denoising one
+        result = invoke("analyze", example, *args)
+        assert result.exit_code == 2 and "no default model 'cnn-lstm-10hz-denoise'" in result.stderr
 
 
 def test_evaluate_with_noise_conditions(corpus, model_dir, tmp_path, run_ffmpeg):

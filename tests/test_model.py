@@ -11,7 +11,7 @@ import torch
 
 from sercli.features import FeatureConfig
 from sercli.model import EmotionNet, ModelConfig
-from sercli.weights import ModelError, load_model, read_checkpoint, resolve, save_checkpoint, sha256_of
+from sercli.weights import PLAIN_MODEL, ModelError, load_model, read_checkpoint, resolve, save_checkpoint, sha256_of
 
 
 @pytest.mark.parametrize("topology", ["cnn-lstm", "cnn5"])
@@ -220,13 +220,15 @@ def test_half_precision_storage_round_trip(tmp_path):
 
 
 def test_shipped_default_model(example):
-    """The installed default model loads, verifies, and bf16 keeps its posteriors within 0.01."""
+    """The installed default model loads, verifies, is the modified predictor (its five folds beat
+    the plain network on films and on clips alone), and bf16 keeps its posteriors within 0.01."""
     import sercli
-    from sercli.weights import DEFAULT_MODEL, installed_models
+    from sercli.weights import DEFAULT_MODEL, DENOISE_MODEL, installed_models
 
-    assert DEFAULT_MODEL in installed_models()
+    assert DEFAULT_MODEL == DENOISE_MODEL and {DEFAULT_MODEL, PLAIN_MODEL} <= set(installed_models())
     fp32 = load_model(device="cpu", precision="fp32")
     assert fp32.name == DEFAULT_MODEL and fp32.meta["metrics"]["valid_wa"] > 0.3
+    assert fp32.features.denoise and fp32.features.context_norm and fp32.features.context_window_s == 60
     assert (Path(fp32.path).parent / fp32.meta["model_card"]).is_file()
     a = sercli.analyze(str(example), model=fp32)
     b = sercli.analyze(str(example), model=load_model(device="cpu", precision="bf16"))
@@ -240,16 +242,16 @@ def test_shipped_default_model(example):
 
 def test_shipped_two_step_model(example):
     """`analyze --model two-step` finds the installed bundle, whose first step (the default
-    model until 2026-11-26) saw the same features and speakers as today's default model."""
+    model until 2026-11-26) saw the same features and speakers as today's plain network."""
     from click.testing import CliRunner
 
     from sercli.cli import main
     from sercli.model import TwoStepNet
 
     bundle = load_model("two-step", device="cpu", precision="fp32")
-    default = load_model(device="cpu")
+    default = load_model(PLAIN_MODEL, device="cpu")
     assert isinstance(bundle.net, TwoStepNet)
-    # the same features; only the analysis window differs (60 s for the default model since
+    # the same features; only the analysis window differs (60 s for the plain network since
     # 2026-11-30, measured on its recipe's fold models; the bundle keeps 5 minutes)
     assert replace(bundle.features, context_window_s=0) == replace(default.features, context_window_s=0)
     assert (bundle.features.context_window_s, default.features.context_window_s) == (600.0, 60.0)
@@ -264,7 +266,7 @@ def test_shipped_two_step_model(example):
 
 def test_shipped_denoising_model(example):
     """`analyze --denoise` with no --model finds the installed modified predictor, which verifies
-    and was trained on the noise filter's spectrograms, and runs it beside the default model."""
+    and was trained on the noise filter's spectrograms, and runs it beside the plain network."""
     import json
 
     from click.testing import CliRunner
@@ -285,13 +287,14 @@ def test_shipped_denoising_model(example):
 
 
 def test_checkpoints_with_the_retired_window_key_still_load(tmp_path):
-    """Earlier checkpoints (the shipped ones among them) store window_ms in the network's config,
-    which no network reads; they load, and new checkpoints keep the window in the features only."""
-    shipped = Path(__file__).resolve().parent.parent / "weights" / "cnn-lstm-10hz-denoise.pt"
+    """Earlier checkpoints (the shipped two-step bundle among them) store window_ms in the
+    network's config, which no network reads; they load, and new checkpoints keep the window in
+    the features only."""
+    shipped = Path(__file__).resolve().parent.parent / "weights" / "two-step.pt"
     checkpoint = read_checkpoint(shipped)
     assert checkpoint["config"]["window_ms"] == 40
     model = load_model(shipped, device="cpu", precision="fp32")
-    assert model.features.window_ms == 40 and not hasattr(model.net.config, "window_ms")
+    assert model.features.window_ms == 40 and not hasattr(model.net.four.config, "window_ms")
     assert ModelConfig.from_dict({**asdict(ModelConfig(dense=8)), "window_ms": 20}) == ModelConfig(dense=8)
     with pytest.raises(TypeError):
         ModelConfig.from_dict({"dense": 8, "no_such_setting": 1})

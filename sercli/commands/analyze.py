@@ -51,10 +51,10 @@ Examples:
 @click.option("--segmentation", type=click.Choice(["speech", "fixed"]), default="speech", show_default=True,
               help="speech: voice-activity regions cut into near-equal parts; fixed: consecutive windows.")
 @click.option("--denoise", is_flag=True,
-              help="Rebuild voiced speech from its pitch before classifying, for speech under music, crowds "
-                   "or applause (the paper's noise filter). Without --model: the default model and the one "
-                   "trained on rebuilt speech (cnn-lstm-10hz-denoise) together, their posteriors averaged "
-                   "(with --ray: cnn-lstm-10hz-denoise alone).")
+              help="For speech under music, crowds or applause: the default model, which hears voiced speech "
+                   "rebuilt from its pitch (the paper's noise filter), together with the plain network on normal "
+                   "spectrograms (cnn-lstm-10hz), their posteriors averaged; about a third slower. With --model: "
+                   "needs a model trained on rebuilt speech (with --ray: cnn-lstm-10hz-denoise alone).")
 @click.option("--max-segment", type=click.FloatRange(0.5, 3.0), default=3.0, show_default=True,
               metavar="SECONDS", help="Longest segment (the paper's T).")
 @click.option("--context", type=click.Choice(["file", "all"]), default="file", show_default=True,
@@ -63,8 +63,7 @@ Examples:
                    "of short clips of the same voices (results then come once every input is read).")
 @click.option("--context-window", "context_window_s", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="With --context file: how many seconds of the file around each segment it is compared with "
-                   "[default: the model's own, 60 for the default model, 600 for the denoising one; 0: each "
-                   "segment by itself].")
+                   "[default: the model's own, 60 for the shipped models; 0: each segment by itself].")
 @click.option("--audio-stream", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="Which audio stream of each input to analyse, counted from 0.")
 @click.option("--device", default="auto", show_default=True, metavar="auto|cpu|cuda[:N]",

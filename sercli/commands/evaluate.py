@@ -70,7 +70,7 @@ Examples:
                                     "--programme-snr 0 for Table 2's condition on programmes].")
 @click.option("--context-window", "context_window_s", type=click.FloatRange(min=0), default=None, metavar="SECONDS",
               help="Analyse the programmes as `sercli analyze --context-window SECONDS` does [default: each "
-                   "model's own: 60 for the default model, 600 for the denoising one].")
+                   "model's own: 60 for the shipped models].")
 def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_path, fold, validation, noises, snrs,
              noise_seed, device, precision, cache_dir, output, workers, context, context_prior_s, programmes,
              programme_minutes, programme_music, programme_snr_db, programme_music_share, context_window_s) -> None:
