@@ -101,7 +101,9 @@ def bench_analyze(data: Path, rows: list[str]) -> None:
     rows.append(f"| ffmpeg decode + resample only | 60 min programme | {floor:.1f} s | {seconds / floor:.0f}x | | 1.0 |")
     runs = {"`sercli analyze` (default: cnn-lstm-10hz-denoise)": [], "`--denoise` (both models)": ["--denoise"],
             "`-m cnn-lstm-10hz` (the plain network: no pitch tracks)": ["-m", "cnn-lstm-10hz"],
-            "`--segmentation fixed`": ["--segmentation", "fixed"]}
+            "`--segmentation fixed`": ["--segmentation", "fixed"],
+            "`-m cnn-lstm-10hz-denoise+egemaps-mlp` (with the eGeMAPS branch)":
+                ["-m", "cnn-lstm-10hz-denoise+egemaps-mlp"]}
     for name, options in runs.items():
         # Best of two, as for the decode time: this machine's speed varies by about 10% run to run.
         wall, rss = min(analyze([str(programme)], *options) for _ in range(2))
@@ -115,9 +117,12 @@ def bench_clips(data: Path, rows: list[str]) -> None:
     listing = MEDIA / "clips.txt"
     listing.write_text("\n".join(paths) + "\n")
     seconds = sum(_duration(Path(p)) for p in paths)
-    wall, rss = analyze(["-"], stdin=str(listing))
-    rows.append(f"| 500 short clips, one call | {seconds / 60:.0f} min in {len(paths)} files | {wall:.1f} s | "
-                f"{seconds / wall:.0f}x, {len(paths) / wall:.0f} files/s | {rss:.0f} MB | |")
+    for name, options in {"500 short clips, one call": [],
+                          "the same with the eGeMAPS branch (`-m cnn-lstm-10hz-denoise+egemaps-mlp`)":
+                              ["-m", "cnn-lstm-10hz-denoise+egemaps-mlp"]}.items():
+        wall, rss = analyze(["-"], *options, stdin=str(listing))
+        rows.append(f"| {name} | {seconds / 60:.0f} min in {len(paths)} files | {wall:.1f} s | "
+                    f"{seconds / wall:.0f}x, {len(paths) / wall:.0f} files/s | {rss:.0f} MB | |")
 
 
 def bench_long(data: Path, rows: list[str]) -> None:

@@ -149,7 +149,8 @@ def _meta(run: TrainRun, split: Split, speakers: np.ndarray, info: dict, metrics
     """The checkpoint's meta: how it was trained, on whom, its context prior and its scores."""
     config, training_speakers = run.model_config, sorted(set(speakers.tolist()) - split.valid - split.test)
     meta = {
-        "name": f"{'two-step' if run.two_step else config.topology}-{config.grid_hz}hz-{split.name}",
+        "name": (f"egemaps-{split.name}" if run.features.kind == "egemaps" else
+                 f"{'two-step' if run.two_step else config.topology}-{config.grid_hz}hz-{split.name}"),
         "training": {"command": run.command, "argv": run.argv, "sercli": __version__,
                      "date": date.today().isoformat(),
                      "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),

@@ -17,6 +17,7 @@ LOG_EPS = 1e-10  # power floor before the log: -100 dB
 BAND_HZ = 4000  # Hz: the spectrogram keeps 0-4 kHz, where the paper found the emotion
 WINDOWS_MS = (20, 40)  # ms: the Hamming window lengths the paper compares
 SILENCE_DB = -90.0  # dB re full scale: a segment whose level is below this is all floor
+FEATURE_KINDS = ("spectrogram", "egemaps")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,10 @@ class FeatureConfig:
     pitch_floor_hz: float = 75.0
     pitch_ceiling_hz: float = 600.0
     voicing_threshold: float = 0.45
+    # What a segment becomes: "spectrogram" (all of the above), or "egemaps": openSMILE's 88
+    # eGeMAPS v02 functionals of the level-normalised segment (sercli.functionals), shaped
+    # (88, 1) like a one-frame spectrogram; then no denoising and no context normalisation.
+    kind: str = "spectrogram"
 
     def __post_init__(self) -> None:
         if self.grid_hz not in (10, 20):
@@ -57,6 +62,10 @@ class FeatureConfig:
             raise ValueError(f"window must be 20 or 40 ms, not {self.window_ms}")
         if self.level not in ("speech", "none"):
             raise ValueError(f"level must be 'speech' or 'none', not {self.level!r}")
+        if self.kind not in FEATURE_KINDS:
+            raise ValueError(f"kind must be one of {', '.join(FEATURE_KINDS)}, not {self.kind!r}")
+        if self.kind == "egemaps" and (self.denoise or self.context_norm):
+            raise ValueError("eGeMAPS features take no denoising and no context normalisation")
 
     @property
     def n_fft(self) -> int:
@@ -64,6 +73,10 @@ class FeatureConfig:
 
     @property
     def n_bins(self) -> int:
+        if self.kind == "egemaps":
+            from .functionals import EGEMAPS_SIZE
+
+            return EGEMAPS_SIZE
         return self.max_hz // self.grid_hz  # 400 or 200 bins, 0 .. max_hz - grid_hz
 
     @property
@@ -179,7 +192,12 @@ def featurise(segments: Sequence[Segment], config: FeatureConfig,
     segments as sercli.segment cuts them (with a denoising config, each carrying its part of its
     speech region's pitch track, Segment.f0) -> spectrograms (B, n_bins, n_frames) float32 on
     `device` and the frames of each that carry signal (B,). Context normalisation, where the
-    model wants it, follows in sercli.context."""
+    model wants it, follows in sercli.context. An eGeMAPS config gives (B, 88, 1) functionals
+    and one frame each."""
+    if config.kind == "egemaps":
+        from .functionals import functionals
+
+        return functionals([s.samples for s in segments]).to(device), torch.ones(len(segments), dtype=torch.long)
     spectrograms = log_spectrograms([s.samples for s in segments], config, device,
                                     [s.f0 for s in segments] if config.denoise else None)
     return spectrograms, torch.tensor([config.frames_for(len(s.samples)) for s in segments])

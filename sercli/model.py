@@ -16,7 +16,8 @@ LABELS = ("angry", "happy", "neutral", "sad")
 # by ReLU and 2:1 max pooling in both axes. The first three are Figure 1's.
 CONV3 = ((16, 12, 16), (24, 8, 12), (32, 5, 7))
 CONV5 = CONV3 + ((48, 3, 5), (64, 3, 3))
-TOPOLOGIES = ("cnn-lstm", "cnn5")
+FUNCTIONALS = "egemaps"  # not a spectrogram network: an MLP on a segment's eGeMAPS functionals (sercli.functionals)
+TOPOLOGIES = ("cnn-lstm", "cnn5", FUNCTIONALS)
 RETIRED_KEYS = ("window_ms",)  # in the configs of earlier checkpoints; no network read it (the features have it)
 
 
@@ -24,7 +25,7 @@ RETIRED_KEYS = ("window_ms",)  # in the configs of earlier checkpoints; no netwo
 class ModelConfig:
     """One network; defaults are Figure 1's CNN-LSTM on the 10 Hz grid with a 40 ms window."""
 
-    topology: str = "cnn-lstm"  # "cnn-lstm" (3 conv + BiLSTM) or "cnn5" (5 conv, no LSTM)
+    topology: str = "cnn-lstm"  # "cnn-lstm" (3 conv + BiLSTM), "cnn5" (5 conv, no LSTM) or "egemaps" (an MLP)
     grid_hz: int = 10  # 10 Hz grid: 400 frequency bins; 20 Hz: 200
     n_frames: int = 300  # input length, 3 s at 10 ms
     n_classes: int = len(LABELS)
@@ -137,6 +138,38 @@ class EmotionNet(nn.Module):
             padded, _ = pad_packed_sequence(outputs, batch_first=True)  # (B, T', 2H), zero past each end
             summary = padded.sum(dim=1) / steps.to(padded.device, padded.dtype)[:, None]
         return self.head(summary)
+
+
+class FunctionalsNet(nn.Module):
+    """A segment's acoustic functionals (B, 88, 1) -> logits (B, n_classes): each feature
+    standardised by the moments of the training features (a batch norm without scale, its
+    statistics the cumulative average over training, kept in the checkpoint), then a hidden
+    layer of config.dense units, dropout and the output layer. Its input carries no time axis
+    (n_frames is ignored) and no absolute level (sercli.functionals scales each segment)."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        from .functionals import EGEMAPS_SIZE
+
+        self.config = config
+        self.norm = nn.BatchNorm1d(EGEMAPS_SIZE, affine=False, momentum=None)
+        self.head = nn.Sequential(
+            nn.Linear(EGEMAPS_SIZE, config.dense), nn.ReLU(inplace=True), nn.Dropout(config.dropout),
+            nn.Linear(config.dense, config.n_classes),
+        )
+
+    @property
+    def n_classes(self) -> int:
+        return self.config.n_classes
+
+    def forward(self, features: torch.Tensor, n_frames: torch.Tensor | None = None) -> torch.Tensor:
+        with torch.autocast(device_type=features.device.type, enabled=False):  # raw features span 5 decades
+            return self.head(self.norm(features.float().flatten(1)))
+
+
+def build_net(config: ModelConfig) -> nn.Module:
+    """The network a config describes: an EmotionNet on spectrograms, or a FunctionalsNet."""
+    return FunctionalsNet(config) if config.topology == FUNCTIONALS else EmotionNet(config)
 
 
 def _zero_frames_past(x: torch.Tensor, n: torch.Tensor) -> torch.Tensor:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from .context import group_sums, moments_with_prior
 from .dataset import SegmentSet
 from .metrics import evaluate, group_mean_ua
-from .model import EmotionNet, ModelConfig, posteriors
+from .model import FUNCTIONALS, EmotionNet, ModelConfig, build_net, posteriors
 from .weights import atomic_torch_save, bf16_supported
 
 
@@ -339,7 +339,7 @@ def train_model(model_config: ModelConfig, train: SegmentSet, valid: SegmentSet,
             + f" ({seconds:.0f} s, at most {left / 60:.0f} min left){' *' if best['epoch'] == epoch else ''}")
         if state_path is not None:
             run.save(state_path, history, best, epoch)
-    result = EmotionNet(model_config)
+    result = build_net(model_config)
     result.load_state_dict(best["state"])
     kept = next(h for h in history if h["epoch"] == best["epoch"] + 1)
     # best_valid_wa: the kept epoch's validation WA, whatever selected it (best_score)
@@ -357,7 +357,8 @@ class _Training:
         self.train, self.config, self.device, self.noisy_share = train, config, device, noisy_share
         self.mix = mix
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.net = EmotionNet(model_config).to(device)
+        self.net = build_net(model_config).to(device)
+        self.augments = model_config.topology != FUNCTIONALS  # masks and warps act on spectrograms
         self.bf16 = bf16_supported(device)
         if device.type == "cpu" and self.bf16:
             self.net = self.net.to(memory_format=torch.channels_last)
@@ -423,7 +424,9 @@ class _Training:
         x = x.float()
         if self.mix is not None:
             x = self.mix.apply(x, index, self.train.n_frames[index], heard, config, generator)
-        x, n_frames = _augment(x, self.train.n_frames[index], config, generator)
+        n_frames = self.train.n_frames[index]
+        if self.augments:
+            x, n_frames = _augment(x, n_frames, config, generator)
         y = self.train.labels[index].to(device)
         if config.mixup:
             share = float(torch.distributions.Beta(config.mixup, config.mixup).sample())

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .features import CPU_SUBBATCH, FeatureConfig
-from .model import LABELS, EmotionNet, ModelConfig, TwoStepNet, posteriors
+from .model import LABELS, EmotionNet, ModelConfig, TwoStepNet, build_net, posteriors
 from .outputs import write_bytes
 
 FORMAT = "sercli-checkpoint/1"
@@ -219,6 +219,8 @@ class Model:
         features = self.features
         topology = "two-step" if isinstance(self.net, TwoStepNet) else self.net.config.topology
         kind = f"{topology}, {features.grid_hz} Hz grid, {features.window_ms} ms window"
+        if features.kind == "egemaps":
+            kind = "MLP on eGeMAPS v02 functionals"
         kind += ", denoising" if features.denoise else ""
         return f"<sercli Model {self.name!r}: {kind}, {'/'.join(self.labels)}, {self.device} {self.precision}>"
 
@@ -240,8 +242,8 @@ class Model:
 def build_network(checkpoint: dict[str, Any]) -> torch.nn.Module:
     """The network of a checkpoint: an EmotionNet, or a TwoStepNet for a two-step bundle."""
 
-    def network(config: dict, state: dict) -> EmotionNet:
-        net = EmotionNet(ModelConfig.from_dict(config))
+    def network(config: dict, state: dict) -> torch.nn.Module:
+        net = build_net(ModelConfig.from_dict(config))
         net.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
         return net
 
@@ -263,6 +265,11 @@ def from_checkpoint(checkpoint: dict[str, Any], name: str, path: Path | None = N
         detail = " ".join(str(exc).split())
         detail = detail if len(detail) <= 160 else detail[:157] + "..."
         raise ModelError(f"{path or name}: checkpoint does not match this sercli version ({detail})") from exc
+    if features.kind == "egemaps":
+        from .functionals import INSTALL_HINT, available
+
+        if not available():
+            raise ModelError(f"{path or name}: this model reads eGeMAPS features, which need openSMILE: {INSTALL_HINT}")
     target = resolve_device(device)
     if precision == "auto":
         precision = "bf16" if bf16_supported(target) else "fp32"

@@ -3,7 +3,7 @@
     python train/ship_model.py runs/fold1/fold1/model.pt cnn-lstm-10hz
     python train/ship_model.py weights/cnn-lstm-10hz.pt cnn-lstm-10hz --context-window 60
 
-A two-step bundle keeps its binary networks. --context-window sets the file context a
+A two-step bundle keeps its binary networks; an eGeMAPS model stays float32. --context-window sets the file context a
 context-normalised model analyses with (FeatureConfig.context_window_s); re-shipping an
 installed model keeps its weights and the name it was trained as.
 
@@ -46,7 +46,10 @@ def main() -> None:
     meta["model_card"] = f"{args.name}.md"
     members = {name: (ModelConfig.from_dict(m["config"]), m["state_dict"]) for name, m in checkpoint.get("members", {}).items()}
     digest = save_checkpoint(args.weights / f"{args.name}.pt", ModelConfig.from_dict(checkpoint["config"]),
-                             checkpoint["state_dict"], features, meta, half=True, members=members or None)
+                             checkpoint["state_dict"], features, meta,
+                             # an eGeMAPS MLP is 6,000 numbers, and its input statistics (variances
+                             # of formant frequencies in Hz^2) overflow float16
+                             half=features.kind != "egemaps", members=members or None)
     print(f"{args.weights / args.name}.pt  sha256 {digest}")
 
 

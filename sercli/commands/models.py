@@ -41,6 +41,8 @@ def models() -> None:
 def _model_kind(checkpoint: dict) -> str:
     config = checkpoint["config"]
     kind = config["topology"]
+    if checkpoint["meta"].get("features", {}).get("kind") == "egemaps":
+        return "egemaps (MLP on eGeMAPS v02 functionals)"
     if checkpoint.get("kind") == "two-step":
         kind = f"two-step ({config['topology']} + {len(checkpoint['members'])} binary)"
     if checkpoint["meta"].get("features", {}).get("denoise"):

@@ -85,11 +85,13 @@ def _train_config(ctx: click.Context, path: Path | None) -> None:
 @click.command(epilog=TRAIN_EXAMPLES)
 @corpus_options("train on", "Test fold(s) to run [default: all]; none trains one model on every speaker, "
                  "with validation speakers held out.", required=False)
-@click.option("--topology", type=click.Choice(["cnn-lstm", "cnn5", "two-step"]), default="cnn-lstm",
+@click.option("--topology", type=click.Choice(["cnn-lstm", "cnn5", "two-step", "egemaps"]), default="cnn-lstm",
               show_default=True,
-              help="3 conv layers + BiLSTM (paper Figure 1), the 5-conv CNN, or the paper's two-step predictor: "
-                   "a CNN-LSTM, then three binary CNN5 networks (neutral against angry, happy, sad) where it "
-                   "says neutral, bundled in one checkpoint.")
+              help="3 conv layers + BiLSTM (paper Figure 1), the 5-conv CNN, the paper's two-step predictor "
+                   "(a CNN-LSTM, then three binary CNN5 networks, neutral against angry, happy, sad, where it "
+                   "says neutral, bundled in one checkpoint), or an MLP on each segment's eGeMAPS functionals "
+                   "(openSMILE, level-normalised; no spectrogram, so no --denoise and no context normalisation; "
+                   "needs sercli[egemaps]).")
 @click.option("--first-step", default=None, metavar="RUN/{run}/model.pt",
               help="With --topology two-step: take each run's four-class network from this earlier training "
                    "run (same folds and validation) instead of training it again.")
@@ -178,6 +180,15 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
                                f"e.g.\n{TRAIN_CONFIG_EXAMPLE}")
     if first_step and topology != "two-step":
         raise click.UsageError("--first-step needs --topology two-step")
+    functionals = topology == "egemaps"
+    if functionals:
+        from ..functionals import INSTALL_HINT, available
+
+        if denoise:
+            raise click.UsageError("--topology egemaps reads eGeMAPS functionals, not spectrograms: no --denoise")
+        if not available():
+            fail(f"--topology egemaps needs openSMILE: {INSTALL_HINT}", EXIT_USAGE)
+        context_norm, context = False, "speaker"  # functionals carry no spectrogram to standardise
     if context != "speaker" and not context_norm:
         raise click.UsageError("--context utterance needs --context-norm")
     if context == "utterance" and any(s.partition("=")[0].strip() == "context_window_s" for s in settings):
@@ -201,7 +212,7 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
         torch.backends.cudnn.benchmark = True
     two_step = topology == "two-step"
     model_config, train_config, features = _configs(
-        settings, "cnn-lstm" if two_step else topology, int(grid), int(window), denoise, context_norm,
+        settings, "cnn-lstm" if two_step else topology, int(grid), int(window), denoise, context_norm, functionals,
         dict(epochs=epochs, swa_from=average_from, patience=patience, batch_size=batch_size, lr=lr,
              oversample=oversample, balance=balance, seed=seed))
     if context == "utterance":  # analysis standardises each segment by itself (and the prior)
@@ -211,7 +222,8 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
     augmentation = _augmentation(augment_noises, augment_snr, augment_share, seed)
     run = TrainRun(utterances, splits, model_config, train_config, features, target, out_dir,
                    cache_dir or out_dir / "cache", command=resolved_command(click.get_current_context(),
-                                                                            fold=fold or "all"),
+                                                                            fold=fold or "all",
+                                                                            context_norm=context_norm),
                    argv=list(sys.argv), two_step=two_step, first_step=first_step,
                    workers=workers or default_workers(), augmentation=augmentation, context=context)
     try:
@@ -229,7 +241,7 @@ NAMED = {"topology", "grid_hz", "window_ms", "denoise", "context_norm", "epochs"
 
 
 def _configs(settings, topology: str, grid_hz: int, window_ms: int, denoise: bool, context_norm: bool,
-             training: dict):
+             functionals: bool, training: dict):
     """(ModelConfig, TrainConfig, FeatureConfig) of the options, with --set's NAME=VALUE pairs applied."""
     from dataclasses import fields
 
@@ -248,7 +260,8 @@ def _configs(settings, topology: str, grid_hz: int, window_ms: int, denoise: boo
         return (override(ModelConfig(topology=topology, grid_hz=grid_hz), pairs),
                 override(TrainConfig(**training), pairs),
                 override(FeatureConfig(grid_hz=grid_hz, window_ms=window_ms, denoise=denoise,
-                                       context_norm=context_norm), pairs))
+                                       context_norm=context_norm, kind="egemaps" if functionals else "spectrogram"),
+                         pairs))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--set") from None
 

@@ -1,0 +1,81 @@
+"""Acoustic functionals of a segment: openSMILE's eGeMAPS v02 (Eyben et al., 2016), 88 statistics
+of pitch, loudness, voice quality, formants and spectral balance over the whole segment.
+
+The features of the shared folds' classic baseline, here computed per analysed segment (at
+most 3 s, as the spectrograms are) and after scaling each segment to one loudness: a recording's
+gain means nothing, and left in, the corpora's 14 dB level difference would carry the label.
+openSMILE (audEERING's maintained C++ extractor and its Python wrapper) is an optional
+dependency: `pip install 'sercli[egemaps]'`.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from .audio import SAMPLE_RATE
+
+EGEMAPS_SIZE = 88  # eGeMAPS v02 functionals
+LEVEL_DB = -20.0  # dB re full scale of a segment's loud frames once scaled
+LEVEL_PERCENTILE = 95.0  # which 25 ms frames count as its loud ones
+INSTALL_HINT = "pip install 'sercli[egemaps]'"
+
+_local = threading.local()  # one extractor per thread: openSMILE's is not shared between threads
+
+
+class FunctionalsUnavailable(RuntimeError):
+    """openSMILE is not installed."""
+
+
+def available() -> bool:
+    try:
+        import opensmile  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _extractor():
+    smile = getattr(_local, "smile", None)
+    if smile is None:
+        try:
+            import opensmile
+        except ImportError as exc:
+            raise FunctionalsUnavailable(f"eGeMAPS features need openSMILE: {INSTALL_HINT}") from exc
+        smile = _local.smile = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02,
+                                               feature_level=opensmile.FeatureLevel.Functionals)
+    return smile
+
+
+def level_normalised(samples: np.ndarray, target_db: float = LEVEL_DB) -> np.ndarray:
+    """`samples` scaled so that their loud frames (the LEVEL_PERCENTILE of 25 ms frame RMS) sit at
+    target_db; silence stays silence."""
+    samples = np.asarray(samples, dtype=np.float32)
+    hop = SAMPLE_RATE // 40
+    frames = samples[: len(samples) // hop * hop].reshape(-1, hop)
+    if not len(frames):
+        return samples
+    loud = float(np.percentile(np.sqrt(np.mean(frames.astype(np.float64) ** 2, axis=1)), LEVEL_PERCENTILE))
+    if loud < 1e-6:  # below -120 dB: nothing to scale
+        return samples
+    return (samples * (10 ** (target_db / 20) / loud)).astype(np.float32)
+
+
+def egemaps(samples: np.ndarray) -> np.ndarray:
+    """The 88 eGeMAPS v02 functionals of one 16 kHz segment, level-normalised first (float32;
+    a statistic openSMILE cannot compute, as on a segment too short for it, is 0)."""
+    with warnings.catch_warnings():  # "Segment too short, filling with NaN", and pandas' deprecations
+        warnings.simplefilter("ignore")
+        values = _extractor().process_signal(level_normalised(samples), SAMPLE_RATE).to_numpy()[0]
+    return np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def functionals(segments: Sequence[np.ndarray]) -> torch.Tensor:
+    """A batch's functionals as the networks take their input: (B, EGEMAPS_SIZE, 1) float32."""
+    if not len(segments):
+        return torch.zeros(0, EGEMAPS_SIZE, 1)
+    return torch.from_numpy(np.stack([egemaps(s) for s in segments]))[:, :, None]

@@ -1,0 +1,139 @@
+"""The eGeMAPS branch: openSMILE functionals per segment, the MLP on them, its training and analysis."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from sercli.cli import main
+from sercli.features import FeatureConfig, featurise
+from sercli.model import FunctionalsNet, ModelConfig, build_net
+from sercli.segment import Segment
+
+pytest.importorskip("opensmile", reason="the eGeMAPS branch needs sercli[egemaps]")
+
+from sercli.functionals import EGEMAPS_SIZE, egemaps, level_normalised  # noqa: E402
+
+RATE = 16000
+
+
+def _voice(seconds: float = 2.0, f0: float = 140.0, seed: int = 0) -> np.ndarray:
+    """A buzzy vowel-like tone with a slow pitch glide and a little noise."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    pitch = f0 * (1 + 0.1 * np.sin(2 * np.pi * 0.7 * t))
+    phase = 2 * np.pi * np.cumsum(pitch) / RATE
+    wave = sum(np.sin(k * phase) / k for k in range(1, 12))
+    return (0.1 * wave + 0.003 * np.random.default_rng(seed).standard_normal(len(t))).astype(np.float32)
+
+
+def test_level_normalisation_puts_the_loud_frames_at_one_level_and_leaves_silence():
+    loud = level_normalised(_voice())
+    quiet = level_normalised(0.01 * _voice())
+    assert np.allclose(loud, quiet, atol=1e-5)
+    frames = loud[: len(loud) // 400 * 400].reshape(-1, 400)
+    assert 20 * np.log10(np.percentile(np.sqrt((frames ** 2).mean(1)), 95)) == pytest.approx(-20, abs=0.01)
+    silence = np.zeros(8000, dtype=np.float32)
+    assert not level_normalised(silence).any()
+
+
+def test_egemaps_features_ignore_the_recording_gain_but_not_the_voice():
+    base = egemaps(_voice())
+    assert base.shape == (EGEMAPS_SIZE,) and base.dtype == np.float32 and np.isfinite(base).all()
+    assert np.allclose(egemaps(0.02 * _voice()), base, rtol=1e-3, atol=1e-3)  # 34 dB quieter: the same
+    higher = egemaps(_voice(f0=220.0))
+    assert np.abs(higher - base).max() > 1.0  # the pitch statistics move
+
+
+def test_featurise_gives_one_frame_of_functionals_and_handles_tiny_segments():
+    config = FeatureConfig(kind="egemaps", context_norm=False)
+    segments = [Segment(0.0, 2.0, _voice()), Segment(2.0, 2.05, _voice(0.05)),
+                Segment(3.0, 3.5, np.zeros(8000, dtype=np.float32))]
+    x, n = featurise(segments, config)
+    assert x.shape == (3, EGEMAPS_SIZE, 1) and n.tolist() == [1, 1, 1]
+    assert torch.isfinite(x).all()
+    assert config.n_bins == EGEMAPS_SIZE
+    for bad in (dict(denoise=True, context_norm=False), dict(context_norm=True)):
+        with pytest.raises(ValueError, match="eGeMAPS"):
+            FeatureConfig(kind="egemaps", **bad)
+    with pytest.raises(ValueError, match="kind"):
+        FeatureConfig(kind="mfcc")
+
+
+def test_functionals_net_standardises_by_the_training_features_moments():
+    net = build_net(ModelConfig(topology="egemaps", dense=8))
+    assert isinstance(net, FunctionalsNet) and net.n_classes == 4
+    rng = torch.Generator().manual_seed(0)
+    batches = [100 + 50 * torch.randn(16, EGEMAPS_SIZE, 1, generator=rng) for _ in range(5)]
+    net.train()
+    with torch.no_grad():
+        for batch in batches:
+            net(batch)
+    seen = torch.cat(batches).flatten(1)
+    assert torch.allclose(net.norm.running_mean, seen.mean(0), rtol=1e-4)  # the cumulative mean, not a decayed one
+    net.eval()
+    out = net(seen[:3, :, None], torch.tensor([1, 1, 1]))
+    assert out.shape == (3, 4) and torch.equal(out, net(seen[:3, :, None]))
+
+
+def test_egemaps_training_analysis_and_an_ensemble_with_a_spectrogram_model(corpus, tmp_path, example, model_dir):
+    out = tmp_path / "run"
+    runner = CliRunner()
+    common = ["--corpus", f"manifest={corpus / 'manifest.csv'}", "--folds", str(corpus / "folds.csv")]
+    refused = runner.invoke(main, ["train", *common, "--fold", "1", "--topology", "egemaps", "--denoise",
+                                   "--out", str(out)])
+    assert refused.exit_code == 2 and "no --denoise" in refused.output
+    trained = runner.invoke(main, ["train", *common, "--fold", "1", "--topology", "egemaps", "--epochs", "2",
+                                   "--average-from", "1", "--out", str(out), "--device", "cpu"])
+    assert trained.exit_code == 0, trained.output
+    assert "--no-context-norm" in (out / "results.md").read_text()  # the command as it ran
+    checkpoint = out / "fold1" / "model.pt"
+    metrics = json.loads((out / "fold1" / "metrics.json").read_text())
+    scored = runner.invoke(main, ["evaluate", "--model", str(out / "{run}" / "model.pt"), *common, "--fold", "1",
+                                  "--device", "cpu", "-o", str(tmp_path / "scores.json")])
+    assert scored.exit_code == 0, scored.output
+    runs = json.loads((tmp_path / "scores.json").read_text())["runs"]["fold1"]
+    assert runs["utterance"]["confusion"] == metrics["test"]["utterance"]["confusion"]  # analysis = training's view
+    analysed = runner.invoke(main, ["analyze", "-m", str(checkpoint), str(example), "-q"])
+    assert analysed.exit_code == 0, analysed.stderr
+    rows = analysed.stdout.strip().splitlines()
+    assert len(rows) == 1 + 5
+    both = runner.invoke(main, ["analyze", "-m", f"{checkpoint}+{model_dir / 'tiny-lstm.pt'}", str(example), "-q"])
+    assert both.exit_code == 0, both.stderr
+    alone = runner.invoke(main, ["analyze", "-m", str(model_dir / "tiny-lstm.pt"), str(example), "-q"])
+    p = lambda text: np.array([[float(v) for v in line.split(",")[-4:]] for line in text.strip().splitlines()[1:]])
+    assert np.allclose(p(both.stdout), (p(analysed.stdout) + p(alone.stdout)) / 2, atol=2e-4)
+    listed = runner.invoke(main, ["models"], env={"SERCLI_MODEL_PATH": str(out / "fold1")})
+    assert "egemaps (MLP on eGeMAPS v02 functionals)" in listed.output
+
+
+def test_an_egemaps_model_without_opensmile_is_a_clear_error(tmp_path, monkeypatch):
+    from sercli import functionals
+    from sercli.weights import ModelError, load_model, save_checkpoint
+
+    config = ModelConfig(topology="egemaps", dense=8)
+    save_checkpoint(tmp_path / "eg.pt", config, build_net(config).state_dict(),
+                    FeatureConfig(kind="egemaps", context_norm=False))
+    assert load_model(tmp_path / "eg.pt", device="cpu").features.kind == "egemaps"
+    monkeypatch.setattr(functionals, "available", lambda: False)
+    with pytest.raises(ModelError, match=r"eg\.pt: .*openSMILE: pip install 'sercli\[egemaps\]'"):
+        load_model(tmp_path / "eg.pt", device="cpu")
+
+
+def test_shipped_egemaps_model(example):
+    from sercli import analyze
+    from sercli.weights import installed_models, load_model, recorded_scores
+
+    path = installed_models()["egemaps-mlp"]
+    assert path.with_suffix(".md").is_file()  # its model card
+    model = load_model("egemaps-mlp", device="cpu")
+    assert model.features.kind == "egemaps" and not model.features.context_norm
+    assert isinstance(model.net, FunctionalsNet)
+    variance = model.net.norm.running_var
+    assert variance.dtype == torch.float32 and torch.isfinite(variance).all() and variance.max() > 1e3
+    assert recorded_scores(path)["clips"]["ua"] is not None
+    result = analyze(str(example), model=model)
+    assert len(result.segments) == 5 and result.segments[0].label == "angry"
