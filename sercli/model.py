@@ -58,6 +58,14 @@ class ModelConfig:
         return CONV3 if self.topology == "cnn-lstm" else CONV5
 
 
+def _head(inputs: int, config: ModelConfig) -> nn.Sequential:
+    """Every network's classifier: dense config.dense with ReLU, dropout, the output layer."""
+    return nn.Sequential(
+        nn.Linear(inputs, config.dense), nn.ReLU(inplace=True), nn.Dropout(config.dropout),
+        nn.Linear(config.dense, config.n_classes),
+    )
+
+
 class EmotionNet(nn.Module):
     """Log-spectrogram (B, n_bins, n_frames) -> logits (B, n_classes).
 
@@ -96,10 +104,7 @@ class EmotionNet(nn.Module):
         else:
             self.lstm = None
             summary = channels * bins * frames
-        self.head = nn.Sequential(
-            nn.Linear(summary, config.dense), nn.ReLU(inplace=True), nn.Dropout(config.dropout),
-            nn.Linear(config.dense, config.n_classes),
-        )
+        self.head = _head(summary, config)
 
     @property
     def n_classes(self) -> int:
@@ -153,10 +158,7 @@ class FunctionalsNet(nn.Module):
 
         self.config = config
         self.norm = nn.BatchNorm1d(EGEMAPS_SIZE, affine=False, momentum=None)
-        self.head = nn.Sequential(
-            nn.Linear(EGEMAPS_SIZE, config.dense), nn.ReLU(inplace=True), nn.Dropout(config.dropout),
-            nn.Linear(config.dense, config.n_classes),
-        )
+        self.head = _head(EGEMAPS_SIZE, config)
 
     @property
     def n_classes(self) -> int:
