@@ -15,7 +15,6 @@ import numpy as np
 import torch
 
 from . import __version__
-from .audio import FRAMES_PER_S
 from .context import CONTEXT_PRIOR_S
 from .corpora import CorpusError, Split, Utterance
 from .dataset import (FeaturisingPool, SegmentSet, build_segments, normalise_contexts, population_moments,
@@ -103,7 +102,7 @@ def _train_split(run: TrainRun, split: Split, plain: SegmentSet, data: SegmentSe
     plain: the segments before context normalisation, data: as the network sees them."""
     name, fold_dir, device = split.name, run.out_dir / split.name, run.device
     speakers = np.array([u.speaker for u in run.utterances])
-    prior = _training_prior(plain, speakers, split) if run.features.context_norm else None
+    prior = _training_prior(plain, speakers, split, run.features.context_rate) if run.features.context_norm else None
     if prior is not None and run.context == "utterance":
         data = normalise_contexts(plain, run.utterances, "utterance", prior)
     train_set, valid_set, test_set = split_sets(data, speakers, split)
@@ -122,7 +121,8 @@ def _train_split(run: TrainRun, split: Split, plain: SegmentSet, data: SegmentSe
                                            run.cache_dir, log, pool, decoded, run.context, prior, keep_raw=True)
         if run.train_config.context_utterance or run.train_config.context_pair:
             speaker_ids = torch.from_numpy(np.unique(speakers, return_inverse=True)[1].reshape(-1))
-            mix = ContextMix.build(split_sets(plain, speakers, split)[0], speaker_ids, prior, noisy_raw)
+            mix = ContextMix.build(split_sets(plain, speakers, split)[0], speaker_ids, prior, noisy_raw,
+                                  run.features.context_rate)
         net, info = train_model(run.model_config, train_set, valid_set, run.train_config, device,
                                 fold_dir / "state.pt", log, noisy=noisy,
                                 noisy_share=run.augmentation.share if run.augmentation is not None else 0.0,
@@ -180,12 +180,14 @@ def _group_ids(run: TrainRun, speakers: np.ndarray) -> torch.Tensor | None:
     return torch.from_numpy(np.unique(names, return_inverse=True)[1].reshape(-1))
 
 
-def _training_prior(plain: SegmentSet, speakers: np.ndarray, split: Split) -> tuple[np.ndarray, np.ndarray, float]:
+def _training_prior(plain: SegmentSet, speakers: np.ndarray, split: Split,
+                    rate: float) -> tuple[np.ndarray, np.ndarray, float]:
     """The prior of a split's contexts: the per-bin moments of its training speakers' speech (the
-    checkpoint's context_prior), weighted as CONTEXT_PRIOR_S of speech, as analysis weighs it."""
+    checkpoint's context_prior), weighted as CONTEXT_PRIOR_S of speech at `rate` (the features'
+    context_rate), as analysis weighs it."""
     members = torch.from_numpy(~np.isin(speakers, sorted(split.valid | split.test)))[plain.utterance]
     mean, variance, _ = population_moments(plain, members)
-    return mean, variance, CONTEXT_PRIOR_S * float(FRAMES_PER_S)
+    return mean, variance, CONTEXT_PRIOR_S * rate
 
 
 def _two_step(model_config: ModelConfig, features: FeatureConfig, train_set: SegmentSet, valid_set: SegmentSet,

@@ -52,7 +52,8 @@ class FeatureConfig:
     voicing_threshold: float = 0.45
     # What a segment becomes: "spectrogram" (all of the above), or "egemaps": openSMILE's 88
     # eGeMAPS v02 functionals of the level-normalised segment (sercli.functionals), shaped
-    # (88, 1) like a one-frame spectrogram; then no denoising and no context normalisation.
+    # (88, 1) like a one-frame spectrogram; then no denoising, and context normalisation, where
+    # it is on, standardises each functional over the context's segments (see context_rate).
     kind: str = "spectrogram"
 
     def __post_init__(self) -> None:
@@ -64,8 +65,8 @@ class FeatureConfig:
             raise ValueError(f"level must be 'speech' or 'none', not {self.level!r}")
         if self.kind not in FEATURE_KINDS:
             raise ValueError(f"kind must be one of {', '.join(FEATURE_KINDS)}, not {self.kind!r}")
-        if self.kind == "egemaps" and (self.denoise or self.context_norm):
-            raise ValueError("eGeMAPS features take no denoising and no context normalisation")
+        if self.kind == "egemaps" and self.denoise:
+            raise ValueError("eGeMAPS features take no denoising")
 
     @property
     def n_fft(self) -> int:
@@ -78,6 +79,15 @@ class FeatureConfig:
 
             return EGEMAPS_SIZE
         return self.max_hz // self.grid_hz  # 400 or 200 bins, 0 .. max_hz - grid_hz
+
+    @property
+    def context_rate(self) -> float:
+        """What a second of speech adds to a context's statistics (sercli.context counts columns
+        of the featurised segments): 100 spectrogram frames, or, for functionals, one segment's
+        per segment length (3 s), a third."""
+        if self.kind == "egemaps":
+            return SAMPLE_RATE / self.max_samples
+        return float(SAMPLE_RATE // self.hop_length)
 
     @property
     def win_length(self) -> int:

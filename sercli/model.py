@@ -149,8 +149,9 @@ class FunctionalsNet(nn.Module):
     """A segment's acoustic functionals (B, 88, 1) -> logits (B, n_classes): each feature
     standardised by the moments of the training features (a batch norm without scale, its
     statistics the cumulative average over training, kept in the checkpoint), then a hidden
-    layer of config.dense units, dropout and the output layer. Its input carries no time axis
-    (n_frames is ignored) and no absolute level (sercli.functionals scales each segment)."""
+    layer of config.dense units, dropout and the output layer. Its input carries no time axis:
+    column 0 is read and anything after it (a batch buffer padded like spectrograms) is padding,
+    n_frames is ignored; and no absolute level (sercli.functionals scales each segment)."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -166,7 +167,7 @@ class FunctionalsNet(nn.Module):
 
     def forward(self, features: torch.Tensor, n_frames: torch.Tensor | None = None) -> torch.Tensor:
         with torch.autocast(device_type=features.device.type, enabled=False):  # raw features span 5 decades
-            return self.head(self.norm(features.float().flatten(1)))
+            return self.head(self.norm(features[:, :, 0].float()))
 
 
 def build_net(config: ModelConfig) -> nn.Module:

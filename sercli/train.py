@@ -149,7 +149,7 @@ def _augment(x: torch.Tensor, n_frames: torch.Tensor, config: TrainConfig,
     return x, n_frames
 
 
-SCENE_FRAMES = 3000.0  # a scene context's speech (30 s of frames), before the prior is added to it
+SCENE_S = 30.0  # a scene context's speech, before the prior is added to it
 SCENE_OWN_SHARE = (0.3, 0.7)  # the segment's own speaker's share of a scene context: uniform in this range
 
 Sums = tuple[np.ndarray, np.ndarray, np.ndarray]  # sercli.context.group_sums: count, sum, sum of squares
@@ -171,12 +171,14 @@ class ContextMix:
     noisy_speakers: Sums | None
     noisy_utterances: Sums | None
     prior: tuple[np.ndarray, np.ndarray, float]  # the checkpoint's context prior: mean, variance, frames
+    scene_columns: float = SCENE_S * 100  # a scene's SCENE_S of speech in the features' columns (frames)
 
     @classmethod
     def build(cls, raw: SegmentSet, speakers: torch.Tensor, prior: tuple[np.ndarray, np.ndarray, float],
-              noisy_raw: torch.Tensor | None = None) -> "ContextMix":
+              noisy_raw: torch.Tensor | None = None, rate: float = 100.0) -> "ContextMix":
         """raw: the training segments before context normalisation; speakers: each utterance's
-        speaker id, indexed like raw.utterance; noisy_raw: their noisy copy, before normalisation."""
+        speaker id, indexed like raw.utterance; noisy_raw: their noisy copy, before normalisation;
+        rate: the features' context_rate (columns per second of speech)."""
         _, utterance = torch.unique(raw.utterance, return_inverse=True)
         _, speaker = torch.unique(speakers[raw.utterance], return_inverse=True)
         n_speakers, n_utterances = int(speaker.max()) + 1, int(utterance.max()) + 1
@@ -187,7 +189,7 @@ class ContextMix:
 
         clean = sums(raw.spectrograms)
         noisy = sums(noisy_raw) if noisy_raw is not None else (None, None)
-        return cls(speaker, utterance, clean[0], clean[1], noisy[0], noisy[1], prior)
+        return cls(speaker, utterance, clean[0], clean[1], noisy[0], noisy[1], prior, SCENE_S * rate)
 
     def apply(self, x: torch.Tensor, index: torch.Tensor, n_frames: torch.Tensor, heard: torch.Tensor | None,
               config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
@@ -225,8 +227,8 @@ class ContextMix:
         other = chosen(self.speakers, self.noisy_speakers, partner)
         per_frame = [(total / np.maximum(count, 1)[:, None], squares / np.maximum(count, 1)[:, None])
                      for count, total, squares in (own, other)]
-        mixed = [(own_share * a + (1 - own_share) * b) * SCENE_FRAMES for a, b in zip(*per_frame)]
-        mean_scene, std_scene = moments(np.full(batch, SCENE_FRAMES), *mixed, self.prior)
+        mixed = [(own_share * a + (1 - own_share) * b) * self.scene_columns for a, b in zip(*per_frame)]
+        mean_scene, std_scene = moments(np.full(batch, self.scene_columns), *mixed, self.prior)
         mean = np.where(to_utterance, mean_utterance, np.where(to_scene, mean_scene, mean_speaker))
         std = np.where(to_utterance, std_utterance, np.where(to_scene, std_scene, std_speaker))
         scale = torch.from_numpy(std_speaker / std).float().to(x.device)

@@ -56,9 +56,11 @@ def test_featurise_gives_one_frame_of_functionals_and_handles_tiny_segments():
     assert x.shape == (3, EGEMAPS_SIZE, 1) and n.tolist() == [1, 1, 1]
     assert torch.isfinite(x).all()
     assert config.n_bins == EGEMAPS_SIZE
-    for bad in (dict(denoise=True, context_norm=False), dict(context_norm=True)):
-        with pytest.raises(ValueError, match="eGeMAPS"):
-            FeatureConfig(kind="egemaps", **bad)
+    with pytest.raises(ValueError, match="eGeMAPS"):
+        FeatureConfig(kind="egemaps", denoise=True, context_norm=False)
+    # a context's statistics count a segment's functionals once, its spectrogram once per frame
+    assert FeatureConfig(kind="egemaps").context_rate == pytest.approx(1 / 3)
+    assert FeatureConfig().context_rate == 100
     with pytest.raises(ValueError, match="kind"):
         FeatureConfig(kind="mfcc")
 
@@ -108,6 +110,37 @@ def test_egemaps_training_analysis_and_an_ensemble_with_a_spectrogram_model(corp
     assert np.allclose(p(both.stdout), (p(analysed.stdout) + p(alone.stdout)) / 2, atol=2e-4)
     listed = runner.invoke(main, ["models"], env={"SERCLI_MODEL_PATH": str(out / "fold1")})
     assert "egemaps (MLP on eGeMAPS v02 functionals)" in listed.output
+
+
+def test_egemaps_with_context_normalisation_scores_as_trained_and_analyses(corpus, tmp_path, example):
+    from sercli import analyze
+    from sercli.context import context_prior
+    from sercli.weights import load_model
+
+    out = tmp_path / "ctx"
+    runner = CliRunner()
+    common = ["--corpus", f"manifest={corpus / 'manifest.csv'}", "--folds", str(corpus / "folds.csv")]
+    trained = runner.invoke(main, ["train", *common, "--fold", "1", "--topology", "egemaps", "--context-norm",
+                                   "--set", "context_utterance=0.5", "--set", "context_pair=0.3", "--epochs", "2",
+                                   "--average-from", "1", "--out", str(out), "--device", "cpu"])
+    assert trained.exit_code == 0, trained.output
+    model = load_model(out / "fold1" / "model.pt", device="cpu")
+    assert model.features.kind == "egemaps" and model.features.context_norm
+    mean, variance, weight = context_prior(model.meta, rate=model.features.context_rate)
+    assert mean.shape == variance.shape == (EGEMAPS_SIZE,) and weight == pytest.approx(10 / 3)  # 10 s of speech
+    metrics = json.loads((out / "fold1" / "metrics.json").read_text())
+    scored = runner.invoke(main, ["evaluate", "--model", str(out / "{run}" / "model.pt"), *common, "--fold", "1",
+                                  "--context-prior", "0", "--device", "cpu", "-o", str(tmp_path / "scores.json")])
+    assert scored.exit_code == 0, scored.output
+    runs = json.loads((tmp_path / "scores.json").read_text())["runs"]["fold1"]
+    assert runs["utterance"]["confusion"] == metrics["test"]["utterance"]["confusion"]  # each speaker's context
+    result = analyze(str(example), model=model)
+    assert len(result.segments) == 5
+    probs = lambda r: np.array([[s.probs[k] for k in model.labels] for s in r.segments])
+    assert np.allclose(probs(result).sum(1), 1, atol=1e-3)
+    # each segment's functionals standardised over the file's: not as with a window that holds it alone
+    alone = analyze(str(example), model=model, context_window_s=0.01)
+    assert np.abs(probs(result) - probs(alone)).max() > 1e-3
 
 
 def test_an_egemaps_model_without_opensmile_is_a_clear_error(tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from ..report import EXIT_FAILED, EXIT_USAGE, fail
 from .common import check_output, corpus_options, default_workers, load_corpora, tune_for_batches
@@ -90,8 +91,8 @@ def _train_config(ctx: click.Context, path: Path | None) -> None:
               help="3 conv layers + BiLSTM (paper Figure 1), the 5-conv CNN, the paper's two-step predictor "
                    "(a CNN-LSTM, then three binary CNN5 networks, neutral against angry, happy, sad, where it "
                    "says neutral, bundled in one checkpoint), or an MLP on each segment's eGeMAPS functionals "
-                   "(openSMILE, level-normalised; no spectrogram, so no --denoise and no context normalisation; "
-                   "needs sercli[egemaps]).")
+                   "(openSMILE, level-normalised; no spectrogram, so no --denoise, and context normalisation "
+                   "only where --context-norm is given; needs sercli[egemaps]).")
 @click.option("--first-step", default=None, metavar="RUN/{run}/model.pt",
               help="With --topology two-step: take each run's four-class network from this earlier training "
                    "run (same folds and validation) instead of training it again.")
@@ -103,7 +104,7 @@ def _train_config(ctx: click.Context, path: Path | None) -> None:
 @click.option("--context-norm/--no-context-norm", default=True, show_default=True,
               help="Standardise each frequency bin over the speaker's speech (in analysis: over the file's), "
                    "which keeps new speakers' voices from shifting every prediction the same way; the "
-                   "checkpoint remembers it.")
+                   "checkpoint remembers it. With --topology egemaps each functional, and off unless given.")
 @click.option("--context", "context", type=click.Choice(["speaker", "utterance"]), default="speaker",
               show_default=True,
               help="With --context-norm, what each training, validation and test segment is standardised over: its "
@@ -188,7 +189,9 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
             raise click.UsageError("--topology egemaps reads eGeMAPS functionals, not spectrograms: no --denoise")
         if not available():
             fail(f"--topology egemaps needs openSMILE: {INSTALL_HINT}", EXIT_USAGE)
-        context_norm, context = False, "speaker"  # functionals carry no spectrogram to standardise
+        # Functionals are standardised over a context only on request: the shipped MLP is not.
+        if click.get_current_context().get_parameter_source("context_norm") is ParameterSource.DEFAULT:
+            context_norm = False
     if context != "speaker" and not context_norm:
         raise click.UsageError("--context utterance needs --context-norm")
     if context == "utterance" and any(s.partition("=")[0].strip() == "context_window_s" for s in settings):
