@@ -171,6 +171,8 @@ def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_d
     and runs the VAD once per utterance (memory: the whole corpus's samples)."""
     # The spectrograms themselves: context normalisation comes after (normalise_contexts).
     spectrogram = {k: v for k, v in asdict(features).items() if not k.startswith("context_")}
+    if not features.compress_tails:  # keys from before the setting stay as they were
+        del spectrogram["compress_tails"]
     # FEATURISATION names the cutting and pitch tracking, so that caches of an older way are not reused.
     described = [spectrogram, [(u.path, u.label) for u in utterances], FEATURISATION] + ([corrupt_key] if corrupt else [])
     key = hashlib.sha256(json.dumps(described).encode())

@@ -55,6 +55,9 @@ class FeatureConfig:
     # (88, 1) like a one-frame spectrogram; then no denoising, and context normalisation, where
     # it is on, standardises each functional over the context's segments (see context_rate).
     kind: str = "spectrogram"
+    # eGeMAPS: the heavy-tailed functionals (coefficients of variation, pitch slopes) through
+    # asinh (sercli.functionals.egemaps). `sercli train` sets it; checkpoints before 2026-12-02 say False.
+    compress_tails: bool = False
 
     def __post_init__(self) -> None:
         if self.grid_hz not in (10, 20):
@@ -67,6 +70,8 @@ class FeatureConfig:
             raise ValueError(f"kind must be one of {', '.join(FEATURE_KINDS)}, not {self.kind!r}")
         if self.kind == "egemaps" and self.denoise:
             raise ValueError("eGeMAPS features take no denoising")
+        if self.compress_tails and self.kind != "egemaps":
+            raise ValueError("compress_tails applies to eGeMAPS features only")
 
     @property
     def n_fft(self) -> int:
@@ -207,7 +212,8 @@ def featurise(segments: Sequence[Segment], config: FeatureConfig,
     if config.kind == "egemaps":
         from .functionals import functionals
 
-        return functionals([s.samples for s in segments]).to(device), torch.ones(len(segments), dtype=torch.long)
+        return (functionals([s.samples for s in segments], config.compress_tails).to(device),
+                torch.ones(len(segments), dtype=torch.long))
     spectrograms = log_spectrograms([s.samples for s in segments], config, device,
                                     [s.f0 for s in segments] if config.denoise else None)
     return spectrograms, torch.tensor([config.frames_for(len(s.samples)) for s in segments])

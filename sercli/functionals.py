@@ -65,17 +65,34 @@ def level_normalised(samples: np.ndarray, target_db: float = LEVEL_DB) -> np.nda
     return (samples * (10 ** (target_db / 20) / loud)).astype(np.float32)
 
 
-def egemaps(samples: np.ndarray) -> np.ndarray:
+def heavy_tailed(names: Sequence[str]) -> np.ndarray:
+    """Which of the functionals `names` have unbounded tails: every coefficient of variation
+    (stddevNorm: a standard deviation over a mean, which explodes where an MFCC's or a spectral
+    slope's mean nears zero; on the shared corpora up to 9,000 interquartile ranges from the
+    median) and the pitch slopes (hundreds of semitones a second where a track jumps)."""
+    return np.array([name.endswith("_stddevNorm") or (name.startswith("F0") and "Slope" in name) for name in names])
+
+
+def egemaps(samples: np.ndarray, compress_tails: bool = False) -> np.ndarray:
     """The 88 eGeMAPS v02 functionals of one 16 kHz segment, level-normalised first (float32;
-    a statistic openSMILE cannot compute, as on a segment too short for it, is 0)."""
+    a statistic openSMILE cannot compute, as on a segment too short for it, is 0).
+    compress_tails: the heavy-tailed ones through asinh (about themselves below 1, their log
+    beyond), so that one wild value cannot swamp a context's moments or the network's input."""
+    smile = _extractor()
     with warnings.catch_warnings():  # "Segment too short, filling with NaN", and pandas' deprecations
         warnings.simplefilter("ignore")
-        values = _extractor().process_signal(level_normalised(samples), SAMPLE_RATE).to_numpy()[0]
-    return np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        values = smile.process_signal(level_normalised(samples), SAMPLE_RATE).to_numpy()[0]
+    values = np.nan_to_num(values.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+    if compress_tails:
+        mask = getattr(_local, "heavy", None)
+        if mask is None:
+            mask = _local.heavy = heavy_tailed(smile.feature_names)
+        values[mask] = np.arcsinh(values[mask])
+    return values
 
 
-def functionals(segments: Sequence[np.ndarray]) -> torch.Tensor:
+def functionals(segments: Sequence[np.ndarray], compress_tails: bool = False) -> torch.Tensor:
     """A batch's functionals as the networks take their input: (B, EGEMAPS_SIZE, 1) float32."""
     if not len(segments):
         return torch.zeros(0, EGEMAPS_SIZE, 1)
-    return torch.from_numpy(np.stack([egemaps(s) for s in segments]))[:, :, None]
+    return torch.from_numpy(np.stack([egemaps(s, compress_tails) for s in segments]))[:, :, None]

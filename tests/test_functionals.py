@@ -65,6 +65,24 @@ def test_featurise_gives_one_frame_of_functionals_and_handles_tiny_segments():
         FeatureConfig(kind="mfcc")
 
 
+def test_heavy_tailed_functionals_are_compressed_on_request():
+    from sercli.functionals import _extractor, heavy_tailed
+
+    names = _extractor().feature_names
+    mask = heavy_tailed(names)
+    assert mask.sum() == 34 and mask[names.index("mfcc3_sma3_stddevNorm")]
+    assert mask[names.index("F0semitoneFrom27.5Hz_sma3nz_meanRisingSlope")]
+    assert not mask[names.index("F0semitoneFrom27.5Hz_sma3nz_amean")] and not mask[names.index("loudness_sma3_amean")]
+    raw, compressed = egemaps(_voice()), egemaps(_voice(), compress_tails=True)
+    assert np.array_equal(raw[~mask], compressed[~mask])
+    assert np.allclose(compressed[mask], np.arcsinh(raw[mask]))
+    config = FeatureConfig(kind="egemaps", compress_tails=True)
+    x, _ = featurise([Segment(0.0, 2.0, _voice())], config)
+    assert torch.allclose(x[0, :, 0], torch.from_numpy(compressed))
+    with pytest.raises(ValueError, match="eGeMAPS"):
+        FeatureConfig(compress_tails=True)
+
+
 def test_functionals_net_standardises_by_the_training_features_moments():
     net = build_net(ModelConfig(topology="egemaps", dense=8))
     assert isinstance(net, FunctionalsNet) and net.n_classes == 4
@@ -125,7 +143,7 @@ def test_egemaps_with_context_normalisation_scores_as_trained_and_analyses(corpu
                                    "--average-from", "1", "--out", str(out), "--device", "cpu"])
     assert trained.exit_code == 0, trained.output
     model = load_model(out / "fold1" / "model.pt", device="cpu")
-    assert model.features.kind == "egemaps" and model.features.context_norm
+    assert model.features.kind == "egemaps" and model.features.context_norm and model.features.compress_tails
     mean, variance, weight = context_prior(model.meta, rate=model.features.context_rate)
     assert mean.shape == variance.shape == (EGEMAPS_SIZE,) and weight == pytest.approx(10 / 3)  # 10 s of speech
     metrics = json.loads((out / "fold1" / "metrics.json").read_text())

@@ -1,7 +1,7 @@
 """Would standardising the eGeMAPS functionals over a context help, as it helped the spectrograms?
 A measurement, not a feature.
 
-    python train/functionals_context_probe.py ../shared/data --cache runs/cache
+    python train/functionals_context_probe.py ../shared/data --cache runs/cache [--compress-tails]
 
 The segments' functionals come from sercli's own featurisation (`FeatureConfig(kind="egemaps")`,
 the cache `sercli train --topology egemaps --cache DIR` writes, so nothing is recomputed). For
@@ -65,6 +65,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("runs/cache"))
     parser.add_argument("--prior", type=float, default=20.0, help="segments the training moments count as")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compress-tails", action="store_true", help="the features `sercli train` now uses")
     parser.add_argument("--clusters", type=int, nargs="+", default=[2, 4, 6, 10])
     args = parser.parse_args()
 
@@ -79,7 +80,7 @@ def main() -> None:
     for corpus in ("ravdess", "nemo"):
         utterances += read_corpus(f"manifest={args.data / corpus / 'manifest.csv'}")
     utterances = assign_folds(utterances, read_folds(args.data / "folds.csv"))
-    data = build_segments(utterances, FeatureConfig(kind="egemaps", context_norm=False), args.cache)
+    data = build_segments(utterances, FeatureConfig(kind="egemaps", compress_tails=args.compress_tails), args.cache)
     x = data.spectrograms[:, :, 0].double().numpy()
     y, utt = data.labels.numpy(), data.utterance.numpy()
     speaker = np.array([utterances[i].speaker for i in utt])

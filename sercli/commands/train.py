@@ -263,7 +263,8 @@ def _configs(settings, topology: str, grid_hz: int, window_ms: int, denoise: boo
         return (override(ModelConfig(topology=topology, grid_hz=grid_hz), pairs),
                 override(TrainConfig(**training), pairs),
                 override(FeatureConfig(grid_hz=grid_hz, window_ms=window_ms, denoise=denoise,
-                                       context_norm=context_norm, kind="egemaps" if functionals else "spectrogram"),
+                                       context_norm=context_norm, kind="egemaps" if functionals else "spectrogram",
+                                       compress_tails=functionals),
                          pairs))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--set") from None
