@@ -102,6 +102,7 @@ def bench_analyze(data: Path, rows: list[str]) -> None:
     runs = {"`sercli analyze` (default: cnn-lstm-10hz-denoise)": [], "`--denoise` (both models)": ["--denoise"],
             "`-m cnn-lstm-10hz` (the plain network: no pitch tracks)": ["-m", "cnn-lstm-10hz"],
             "`--segmentation fixed`": ["--segmentation", "fixed"],
+            "`-m egemaps-mlp` (the eGeMAPS branch alone)": ["-m", "egemaps-mlp"],
             "`-m cnn-lstm-10hz-denoise+egemaps-mlp` (with the eGeMAPS branch)":
                 ["-m", "cnn-lstm-10hz-denoise+egemaps-mlp"]}
     for name, options in runs.items():
@@ -118,6 +119,7 @@ def bench_clips(data: Path, rows: list[str]) -> None:
     listing.write_text("\n".join(paths) + "\n")
     seconds = sum(_duration(Path(p)) for p in paths)
     for name, options in {"500 short clips, one call": [],
+                          "the same with `-m egemaps-mlp`": ["-m", "egemaps-mlp"],
                           "the same with the eGeMAPS branch (`-m cnn-lstm-10hz-denoise+egemaps-mlp`)":
                               ["-m", "cnn-lstm-10hz-denoise+egemaps-mlp"]}.items():
         wall, rss = analyze(["-"], *options, stdin=str(listing))
