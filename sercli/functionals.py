@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 import numpy as np
@@ -25,6 +26,8 @@ LEVEL_PERCENTILE = 95.0  # which 25 ms frames count as its loud ones
 INSTALL_HINT = "pip install 'sercli[egemaps]'"
 
 _local = threading.local()  # one extractor per thread: openSMILE's is not shared between threads
+_pool: tuple[int, ThreadPoolExecutor] | None = None  # functionals' threads (count, pool), as many as torch's
+_pool_lock = threading.Lock()
 
 
 class FunctionalsUnavailable(RuntimeError):
@@ -92,7 +95,25 @@ def egemaps(samples: np.ndarray, compress_tails: bool = False) -> np.ndarray:
 
 
 def functionals(segments: Sequence[np.ndarray], compress_tails: bool = False) -> torch.Tensor:
-    """A batch's functionals as the networks take their input: (B, EGEMAPS_SIZE, 1) float32."""
+    """A batch's functionals as the networks take their input: (B, EGEMAPS_SIZE, 1) float32.
+    The segments are shared among as many threads as torch uses (openSMILE runs outside the
+    GIL: twice as fast on two cores); a featurising worker process, set to one, uses none."""
     if not len(segments):
         return torch.zeros(0, EGEMAPS_SIZE, 1)
-    return torch.from_numpy(np.stack([egemaps(s, compress_tails) for s in segments]))[:, :, None]
+    threads = min(torch.get_num_threads(), len(segments))
+    if threads < 2:
+        rows = [egemaps(s, compress_tails) for s in segments]
+    else:
+        rows = list(_threads(torch.get_num_threads()).map(lambda s: egemaps(s, compress_tails), segments))
+    return torch.from_numpy(np.stack(rows))[:, :, None]
+
+
+def _threads(count: int) -> ThreadPoolExecutor:
+    """The process's functionals pool of `count` threads, made anew when the count changes."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool[0] != count:
+            if _pool is not None:
+                _pool[1].shutdown(wait=False)
+            _pool = (count, ThreadPoolExecutor(count, thread_name_prefix="sercli-opensmile"))
+        return _pool[1]

@@ -83,6 +83,21 @@ def test_heavy_tailed_functionals_are_compressed_on_request():
         FeatureConfig(compress_tails=True)
 
 
+def test_functionals_of_a_batch_are_the_same_on_one_thread_and_on_several():
+    from sercli.functionals import functionals
+
+    segments = [_voice(1.0 + 0.25 * k, f0=110 + 20 * k, seed=k) for k in range(5)]
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = functionals(segments, compress_tails=True)
+        torch.set_num_threads(3)
+        shared = functionals(segments, compress_tails=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert shared.shape == (5, EGEMAPS_SIZE, 1) and torch.equal(alone, shared)  # same rows, same order
+
+
 def test_functionals_net_standardises_by_the_training_features_moments():
     net = build_net(ModelConfig(topology="egemaps", dense=8))
     assert isinstance(net, FunctionalsNet) and net.n_classes == 4
