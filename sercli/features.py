@@ -88,8 +88,8 @@ class FeatureConfig:
     @property
     def context_rate(self) -> float:
         """What a second of speech adds to a context's statistics (sercli.context counts columns
-        of the featurised segments): 100 spectrogram frames, or, for functionals, one segment's
-        per segment length (3 s), a third."""
+        of the featurised segments): 100 spectrogram frames; for functionals, whose segment is
+        one column, a third (one per longest segment, 3 s)."""
         if self.kind == "egemaps":
             return SAMPLE_RATE / self.max_samples
         return float(SAMPLE_RATE // self.hop_length)
