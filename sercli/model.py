@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -35,6 +35,9 @@ class ModelConfig:
     lstm_dropout: float = 0.5  # on the LSTM's input features (training only); not in the paper
     summary: str = "mean"  # "mean": mean LSTM output over time; "last": final states of both directions
     batch_norm: bool = True  # after each convolution; not in the paper, steadies training
+    # egemaps: MLPs trained apart (different seeds) in one checkpoint, their posteriors averaged
+    # (train/ship_model.py --merge); sercli train makes one.
+    members: int = 1
 
     def __post_init__(self) -> None:
         if self.topology not in TOPOLOGIES:
@@ -43,6 +46,8 @@ class ModelConfig:
             raise ValueError(f"summary must be last or mean, not {self.summary!r}")
         if self.grid_hz not in (10, 20):
             raise ValueError(f"grid must be 10 or 20 Hz, not {self.grid_hz}")
+        if self.members < 1 or (self.members > 1 and self.topology != FUNCTIONALS):
+            raise ValueError(f"members must be 1, or more for an egemaps MLP: not {self.members}")
 
     @classmethod
     def from_dict(cls, config: dict) -> "ModelConfig":
@@ -151,13 +156,20 @@ class FunctionalsNet(nn.Module):
     statistics the cumulative average over training, kept in the checkpoint), then a hidden
     layer of config.dense units, dropout and the output layer. Its input carries no time axis:
     column 0 is read and anything after it (a batch buffer padded like spectrograms) is padding,
-    n_frames is ignored; and no absolute level (sercli.functionals scales each segment)."""
+    n_frames is ignored; and no absolute level (sercli.functionals scales each segment).
+
+    With config.members > 1 it holds that many such MLPs (`members`, each with its own input
+    statistics) and returns the log of their mean posteriors, which a softmax turns back into
+    that mean: an ensemble at the cost of one featurisation."""
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         from .functionals import EGEMAPS_SIZE
 
         self.config = config
+        if config.members > 1:
+            self.members = nn.ModuleList(FunctionalsNet(replace(config, members=1)) for _ in range(config.members))
+            return
         self.norm = nn.BatchNorm1d(EGEMAPS_SIZE, affine=False, momentum=None)
         self.head = _head(EGEMAPS_SIZE, config)
 
@@ -166,6 +178,9 @@ class FunctionalsNet(nn.Module):
         return self.config.n_classes
 
     def forward(self, features: torch.Tensor, n_frames: torch.Tensor | None = None) -> torch.Tensor:
+        if self.config.members > 1:
+            mean = torch.stack([member(features).float().softmax(dim=-1) for member in self.members]).mean(dim=0)
+            return mean.clamp_min(1e-12).log()
         with torch.autocast(device_type=features.device.type, enabled=False):  # raw features span 5 decades
             return self.head(self.norm(features[:, :, 0].float()))
 

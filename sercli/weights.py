@@ -6,7 +6,7 @@ import hashlib
 import io
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -220,7 +220,8 @@ class Model:
         topology = "two-step" if isinstance(self.net, TwoStepNet) else self.net.config.topology
         kind = f"{topology}, {features.grid_hz} Hz grid, {features.window_ms} ms window"
         if features.kind == "egemaps":
-            kind = "MLP on eGeMAPS v02 functionals"
+            members = self.net.config.members
+            kind = f"{f'{members} MLPs' if members > 1 else 'MLP'} on eGeMAPS v02 functionals"
         kind += ", denoising" if features.denoise else ""
         return f"<sercli Model {self.name!r}: {kind}, {'/'.join(self.labels)}, {self.device} {self.precision}>"
 
@@ -237,6 +238,20 @@ class Model:
             parts.append(posteriors(self.net, spectrograms[first : first + step], n_frames[first : first + step],
                                     self.precision == "bf16"))
         return torch.cat(parts)
+
+
+def merged_functionals(checkpoints: list[dict[str, Any]]) -> tuple[ModelConfig, dict[str, torch.Tensor]]:
+    """One egemaps checkpoint's config and state from several egemaps MLPs trained apart (say,
+    with different seeds) on the same features: a FunctionalsNet of as many members, each
+    keeping its own weights and input statistics, whose posteriors are averaged."""
+    configs = [ModelConfig.from_dict(c["config"]) for c in checkpoints]
+    features = [c["meta"].get("features") for c in checkpoints]
+    if len(checkpoints) < 2 or any(c.topology != "egemaps" or c.members != 1 for c in configs):
+        raise ModelError("only two or more single eGeMAPS MLPs can be merged")
+    if any(f != features[0] for f in features) or any(c != configs[0] for c in configs):
+        raise ModelError("the MLPs to merge must share their features and their configuration")
+    state = {f"members.{i}.{key}": value for i, c in enumerate(checkpoints) for key, value in c["state_dict"].items()}
+    return replace(configs[0], members=len(checkpoints)), state
 
 
 def build_network(checkpoint: dict[str, Any]) -> torch.nn.Module:

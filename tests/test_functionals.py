@@ -98,6 +98,39 @@ def test_functionals_of_a_batch_are_the_same_on_one_thread_and_on_several():
     assert shared.shape == (5, EGEMAPS_SIZE, 1) and torch.equal(alone, shared)  # same rows, same order
 
 
+def test_mlps_trained_apart_merge_into_one_checkpoint_that_averages_their_posteriors(tmp_path):
+    from dataclasses import asdict
+
+    from sercli.weights import ModelError, load_model, merged_functionals, read_checkpoint, save_checkpoint
+
+    config, features = ModelConfig(topology="egemaps", dense=8), FeatureConfig(kind="egemaps", compress_tails=True)
+    nets, paths = [], []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        net = build_net(config)
+        net.train()
+        with torch.no_grad():  # input statistics of their own
+            net(torch.randn(32, EGEMAPS_SIZE, 1) * (seed + 1) + seed)
+        nets.append(net.eval())
+        paths.append(tmp_path / f"s{seed}.pt")
+        save_checkpoint(paths[-1], config, net.state_dict(), features)
+    merged_config, state = merged_functionals([read_checkpoint(p) for p in paths])
+    assert merged_config.members == 3
+    save_checkpoint(tmp_path / "all.pt", merged_config, state, features)
+    model = load_model(tmp_path / "all.pt", device="cpu", precision="fp32")
+    x = torch.randn(5, EGEMAPS_SIZE, 1) * 2
+    expected = torch.stack([net(x).softmax(dim=-1) for net in nets]).mean(dim=0)
+    assert torch.allclose(model.posteriors(x, torch.ones(5, dtype=torch.long)), expected, atol=1e-6)
+    assert "3 MLPs" in repr(model)
+    other = tmp_path / "raw.pt"
+    save_checkpoint(other, config, nets[0].state_dict(), FeatureConfig(kind="egemaps"))
+    with pytest.raises(ModelError, match="share their features"):
+        merged_functionals([read_checkpoint(paths[0]), read_checkpoint(other)])
+    with pytest.raises(ValueError, match="members"):
+        ModelConfig(members=2)
+    assert asdict(ModelConfig())["members"] == 1
+
+
 def test_functionals_net_standardises_by_the_training_features_moments():
     net = build_net(ModelConfig(topology="egemaps", dense=8))
     assert isinstance(net, FunctionalsNet) and net.n_classes == 4
@@ -121,6 +154,9 @@ def test_egemaps_training_analysis_and_an_ensemble_with_a_spectrogram_model(corp
     refused = runner.invoke(main, ["train", *common, "--fold", "1", "--topology", "egemaps", "--denoise",
                                    "--out", str(out)])
     assert refused.exit_code == 2 and "no --denoise" in refused.output
+    refused = runner.invoke(main, ["train", *common, "--fold", "1", "--topology", "egemaps", "--set", "members=3",
+                                   "--out", str(out)])
+    assert refused.exit_code == 2 and "--merge" in refused.output
     trained = runner.invoke(main, ["train", *common, "--fold", "1", "--topology", "egemaps", "--epochs", "2",
                                    "--average-from", "1", "--out", str(out), "--device", "cpu"])
     assert trained.exit_code == 0, trained.output
@@ -198,10 +234,11 @@ def test_shipped_egemaps_model(example):
     model = load_model("egemaps-mlp", device="cpu")
     assert model.features.kind == "egemaps" and model.features.context_norm and model.features.compress_tails
     assert model.features.context_window_s == 60 and model.meta["context_prior"]  # the file's minute around a segment
-    assert isinstance(model.net, FunctionalsNet)
-    variance = model.net.norm.running_var
-    # its inputs arrive standardised over their context (mixed with the clips-alone view), so near unit variance
-    assert variance.dtype == torch.float32 and torch.isfinite(variance).all() and 0.3 < variance.mean() < 3
+    assert isinstance(model.net, FunctionalsNet) and model.net.config.members == 5  # seeds 0-4, averaged
+    for member in model.net.members:
+        # its inputs arrive standardised over their context (mixed with the clips-alone view), so near unit variance
+        variance = member.norm.running_var
+        assert variance.dtype == torch.float32 and torch.isfinite(variance).all() and 0.3 < variance.mean() < 3
     assert recorded_scores(path)["clips"]["ua"] is not None
     result = analyze(str(example), model=model)
     assert len(result.segments) == 5 and result.segments[0].label == "angry"

@@ -2,10 +2,13 @@
 
     python train/ship_model.py runs/fold1/fold1/model.pt cnn-lstm-10hz
     python train/ship_model.py weights/cnn-lstm-10hz.pt cnn-lstm-10hz --context-window 60
+    python train/ship_model.py runs/a/all/model.pt egemaps-mlp --merge runs/b/all/model.pt runs/c/all/model.pt
 
 A two-step bundle keeps its binary networks; an eGeMAPS model stays float32. --context-window sets the file context a
 context-normalised model analyses with (FeatureConfig.context_window_s); re-shipping an
-installed model keeps its weights and the name it was trained as.
+installed model keeps its weights and the name it was trained as. --merge: eGeMAPS MLPs trained
+apart (other seeds, same recipe) join the first as members of one checkpoint, their posteriors
+averaged (sercli.weights.merged_functionals); its validation WA is then the members' mean.
 
 The model card, weights/<name>.md, is written by hand from the run's metrics.json.
 """
@@ -13,13 +16,13 @@ The model card, weights/<name>.md, is written by hand from the run's metrics.jso
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 
 from sercli.features import FeatureConfig
 from sercli.model import ModelConfig
-from sercli.weights import ModelError, read_checkpoint, save_checkpoint
+from sercli.weights import ModelError, merged_functionals, read_checkpoint, save_checkpoint
 
 WEIGHTS = Path(__file__).resolve().parent.parent / "weights"
 
@@ -31,9 +34,18 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=WEIGHTS, help="where installed models live [weights/]")
     parser.add_argument("--context-window", type=float, default=None, metavar="SECONDS",
                         help="the file context's window for analysis [default: the checkpoint's]")
+    parser.add_argument("--merge", type=Path, nargs="+", default=[], metavar="CHECKPOINT",
+                        help="more eGeMAPS MLPs of the same recipe to average with the first")
     args = parser.parse_args()
     try:
         checkpoint = read_checkpoint(args.checkpoint)
+        if args.merge:
+            merged = [checkpoint] + [read_checkpoint(path) for path in args.merge]
+            config, state = merged_functionals(merged)
+            checkpoint = dict(checkpoint, config=asdict(config), state_dict=state)
+            valid = [c["meta"].get("metrics", {}).get("valid_wa") for c in merged]
+            checkpoint["meta"] = dict(checkpoint["meta"], merged_from=[str(p) for p in [args.checkpoint, *args.merge]],
+                                      metrics={"valid_wa": sum(valid) / len(valid) if None not in valid else None})
     except ModelError as exc:
         raise SystemExit(str(exc)) from exc
     meta = dict(checkpoint["meta"])

@@ -42,7 +42,8 @@ def _model_kind(checkpoint: dict) -> str:
     config = checkpoint["config"]
     kind = config["topology"]
     if checkpoint["meta"].get("features", {}).get("kind") == "egemaps":
-        return "egemaps (MLP on eGeMAPS v02 functionals)"
+        members = config.get("members", 1)
+        return f"egemaps ({f'{members} MLPs' if members > 1 else 'MLP'} on eGeMAPS v02 functionals)"
     if checkpoint.get("kind") == "two-step":
         kind = f"two-step ({config['topology']} + {len(checkpoint['members'])} binary)"
     if checkpoint["meta"].get("features", {}).get("denoise"):

@@ -259,6 +259,9 @@ def _configs(settings, topology: str, grid_hz: int, window_ms: int, denoise: boo
         raise click.BadParameter(f"not a NAME=VALUE of a setting without its own option: "
                                  f"{', '.join(unknown or sorted(NAMED & set(pairs)) or settings)}",
                                  param_hint="--set")
+    if "members" in pairs:
+        raise click.BadParameter("members: sercli train makes one network; merge runs of different --seed with "
+                                 "train/ship_model.py --merge", param_hint="--set")
     try:
         return (override(ModelConfig(topology=topology, grid_hz=grid_hz), pairs),
                 override(TrainConfig(**training), pairs),
