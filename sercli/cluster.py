@@ -242,8 +242,7 @@ class _Scheduler:
         self.featurise = ray.remote(num_cpus=1, max_retries=TASK_RETRIES)(_featurise).options(
             num_returns="streaming", _generator_backpressure_num_objects=2 * PARTS_AHEAD)
         self.segmentation, self.features = asdict(segmentation), asdict(model.features)
-        self.prior = (context_prior(model.meta, rate=model.features.context_rate) if model.features.context_norm
-                      else None)
+        self.prior = context_prior(model.meta) if model.features.context_norm else None
         self.order: deque[_File] = deque()
         self.featurising: dict = {}  # file task's generator -> file
         self.scoring: dict = {}  # classify ref -> (actor, [(file, first segment, stop)])

@@ -16,19 +16,20 @@ import numpy as np
 import torch
 
 from .audio import FRAMES_PER_S
+from .features import FeatureConfig
 
 CONTEXT_PRIOR_S = 10.0  # weight of the training speech's moments in a context's, in seconds of speech
 
 
-def context_prior(meta: dict, seconds: float = CONTEXT_PRIOR_S,
-                  rate: float = FRAMES_PER_S) -> tuple[np.ndarray, np.ndarray, float] | None:
+def context_prior(meta: dict, seconds: float = CONTEXT_PRIOR_S) -> tuple[np.ndarray, np.ndarray, float] | None:
     """A checkpoint's prior for ContextStats (its training speech's moments, weighted as
-    `seconds` of speech at `rate` columns a second: its FeatureConfig.context_rate), or None
-    where it has none or seconds is 0."""
+    `seconds` of speech in the columns its features count: FeatureConfig.context_rate, 100
+    frames a second for spectrograms), or None where it has none or seconds is 0."""
     moments = meta.get("context_prior")
     if not moments or seconds <= 0:
         return None
-    return np.asarray(moments["mean"]), np.asarray(moments["variance"]), seconds * float(rate)  # columns
+    rate = FeatureConfig(**meta["features"]).context_rate if "features" in meta else float(FRAMES_PER_S)
+    return np.asarray(moments["mean"]), np.asarray(moments["variance"]), seconds * rate  # columns
 
 
 class ContextStats:

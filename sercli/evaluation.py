@@ -138,8 +138,7 @@ class _TestSets:
     noises: dict = field(default_factory=dict)  # babble's talkers per split
 
     def of(self, loaded, condition: Condition, split: Split) -> SegmentSet:
-        features = loaded.features
-        prior = context_prior(loaded.meta, self.context_prior_s, features.context_rate)
+        features, prior = loaded.features, context_prior(loaded.meta, self.context_prior_s)
         if condition.snr_db is None:  # clean: featurise every utterance once, pick each split's
             key = (tuple(sorted(asdict(features).items())), "clean")
             if key not in self.datasets:

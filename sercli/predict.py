@@ -210,8 +210,7 @@ class Pipeline:
         if segmentation.max_segment_s * SAMPLE_RATE > max_samples:
             raise ValueError(f"max segment length is {max_samples / SAMPLE_RATE:g} s "
                              f"for this model, not {segmentation.max_segment_s:g} s")
-        self.priors = [context_prior(m.meta, rate=m.features.context_rate) if m.features.context_norm else None
-                       for m in self.models]
+        self.priors = [context_prior(m.meta) if m.features.context_norm else None for m in self.models]
         # Context-normalised models: held spectrograms live in reused blocks of one size, and a
         # batch is assembled in one reused buffer (each per model). Allocating them afresh,
         # between the large short-lived arrays of the spectrograms, fragmented the heap: memory

@@ -17,6 +17,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
+from .audio import FRAMES_PER_S
 from .context import group_sums, moments_with_prior
 from .dataset import SegmentSet
 from .metrics import evaluate, group_mean_ua
@@ -171,11 +172,11 @@ class ContextMix:
     noisy_speakers: Sums | None
     noisy_utterances: Sums | None
     prior: tuple[np.ndarray, np.ndarray, float]  # the checkpoint's context prior: mean, variance, frames
-    scene_columns: float = SCENE_S * 100  # a scene's SCENE_S of speech in the features' columns (frames)
+    scene_columns: float  # a scene's SCENE_S of speech in the features' columns (FeatureConfig.context_rate)
 
     @classmethod
     def build(cls, raw: SegmentSet, speakers: torch.Tensor, prior: tuple[np.ndarray, np.ndarray, float],
-              noisy_raw: torch.Tensor | None = None, rate: float = 100.0) -> "ContextMix":
+              noisy_raw: torch.Tensor | None = None, rate: float = FRAMES_PER_S) -> "ContextMix":
         """raw: the training segments before context normalisation; speakers: each utterance's
         speaker id, indexed like raw.utterance; noisy_raw: their noisy copy, before normalisation;
         rate: the features' context_rate (columns per second of speech)."""

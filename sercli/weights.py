@@ -14,7 +14,7 @@ from typing import Any
 import torch
 
 from .features import CPU_SUBBATCH, FeatureConfig
-from .model import LABELS, EmotionNet, ModelConfig, TwoStepNet, build_net, posteriors
+from .model import FUNCTIONALS, LABELS, EmotionNet, ModelConfig, TwoStepNet, build_net, posteriors
 from .outputs import write_bytes
 
 FORMAT = "sercli-checkpoint/1"
@@ -246,7 +246,7 @@ def merged_functionals(checkpoints: list[dict[str, Any]]) -> tuple[ModelConfig, 
     keeping its own weights and input statistics, whose posteriors are averaged."""
     configs = [ModelConfig.from_dict(c["config"]) for c in checkpoints]
     features = [c["meta"].get("features") for c in checkpoints]
-    if len(checkpoints) < 2 or any(c.topology != "egemaps" or c.members != 1 for c in configs):
+    if len(checkpoints) < 2 or any(c.topology != FUNCTIONALS or c.members != 1 for c in configs):
         raise ModelError("only two or more single eGeMAPS MLPs can be merged")
     if any(f != features[0] for f in features) or any(c != configs[0] for c in configs):
         raise ModelError("the MLPs to merge must share their features and their configuration")

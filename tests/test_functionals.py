@@ -195,7 +195,7 @@ def test_egemaps_with_context_normalisation_scores_as_trained_and_analyses(corpu
     assert trained.exit_code == 0, trained.output
     model = load_model(out / "fold1" / "model.pt", device="cpu")
     assert model.features.kind == "egemaps" and model.features.context_norm and model.features.compress_tails
-    mean, variance, weight = context_prior(model.meta, rate=model.features.context_rate)
+    mean, variance, weight = context_prior(model.meta)
     assert mean.shape == variance.shape == (EGEMAPS_SIZE,) and weight == pytest.approx(10 / 3)  # 10 s of speech
     metrics = json.loads((out / "fold1" / "metrics.json").read_text())
     scored = runner.invoke(main, ["evaluate", "--model", str(out / "{run}" / "model.pt"), *common, "--fold", "1",

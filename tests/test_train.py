@@ -765,6 +765,7 @@ def test_context_mix_moves_speaker_normalised_segments_to_their_utterance_or_a_s
     from dataclasses import replace
 
     from sercli.context import moments_with_prior
+    from sercli.audio import FRAMES_PER_S
     from sercli.train import SCENE_S, ContextMix
 
     data, noisy, utterances, speaker_ids = _mix_corpus()
@@ -802,7 +803,8 @@ def test_context_mix_moves_speaker_normalised_segments_to_their_utterance_or_a_s
         a, b, w = frames[int(speaker[i])], frames[int(partner[i])], float(share[i])
         mean = w * a.mean(dim=1) + (1 - w) * b.mean(dim=1)
         square = w * a.square().mean(dim=1) + (1 - w) * b.square().mean(dim=1)
-        m, s = moments_with_prior(SCENE_S * 100, SCENE_S * 100 * mean.numpy(), SCENE_S * 100 * square.numpy(), prior)
+        scene_frames = SCENE_S * FRAMES_PER_S
+        m, s = moments_with_prior(scene_frames, scene_frames * mean.numpy(), scene_frames * square.numpy(), prior)
         expected = (data.spectrograms[i, :, : n[i]].double() - torch.from_numpy(m)[:, None]) / torch.from_numpy(s)[:, None]
         assert torch.allclose(scene[i, :, : n[i]].double(), expected, atol=0.02)
         assert scene[i, :, n[i]:].abs().sum() == 0  # nothing past the end
