@@ -152,6 +152,7 @@ class FeaturisingPool:
 
 
 FEATURISATION = "regions-pitch-per-region"  # in the cache key: segments cut and pitch tracked as in analysis
+FUNCTIONALS_INPUT = "pcm16-clipped"  # in an eGeMAPS cache's key: peaks past full scale clipped, no longer wrapped
 
 
 def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_dir: Path | None,
@@ -175,6 +176,8 @@ def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_d
         del spectrogram["compress_tails"]
     # FEATURISATION names the cutting and pitch tracking, so that caches of an older way are not reused.
     described = [spectrogram, [(u.path, u.label) for u in utterances], FEATURISATION] + ([corrupt_key] if corrupt else [])
+    if features.kind == "egemaps":
+        described.append(FUNCTIONALS_INPUT)
     key = hashlib.sha256(json.dumps(described).encode())
     cache = cache_dir / f"segments-{key.hexdigest()[:16]}.pt" if cache_dir else None
     if cache is not None and cache.is_file():

@@ -68,7 +68,7 @@ def test_featurise_gives_one_frame_of_functionals_and_handles_tiny_segments():
 def test_heavy_tailed_functionals_are_compressed_on_request():
     from sercli.functionals import _extractor, heavy_tailed
 
-    names = _extractor().feature_names
+    names = _extractor().names
     mask = heavy_tailed(names)
     assert mask.sum() == 34 and mask[names.index("mfcc3_sma3_stddevNorm")]
     assert mask[names.index("F0semitoneFrom27.5Hz_sma3nz_meanRisingSlope")]
@@ -81,6 +81,37 @@ def test_heavy_tailed_functionals_are_compressed_on_request():
     assert torch.allclose(x[0, :, 0], torch.from_numpy(compressed))
     with pytest.raises(ValueError, match="eGeMAPS"):
         FeatureConfig(compress_tails=True)
+
+
+def test_the_kept_extractor_gives_what_a_fresh_opensmile_gives_segment_after_segment():
+    import opensmile
+
+    from sercli.functionals import _extractor
+
+    fresh = opensmile.Smile(feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.Functionals)
+    kept = _extractor()
+    segments = [level_normalised(_voice(1.0 + 0.5 * k, f0=100 + 30 * k, seed=k)) for k in range(4)]
+    segments += [np.zeros(16000, dtype=np.float32), segments[0]]  # silence, then a segment again: nothing carried over
+    for samples in segments:
+        assert np.abs(samples).max() < 1  # in range, where the wrapper's 16-bit cast and ours agree
+        expected = fresh.process_signal(samples, RATE).to_numpy()[0].astype(np.float32)
+        assert np.array_equal(kept(samples), expected, equal_nan=True)
+    with pytest.warns(UserWarning, match="too short"):
+        fresh.process_signal(np.zeros(100, dtype=np.float32), RATE)
+    assert np.isnan(kept(np.zeros(100, dtype=np.float32))).all()  # too short for a frame: no values
+
+
+def test_peaks_past_full_scale_are_clipped_not_wrapped_round():
+    from sercli.functionals import _extractor
+
+    extract = _extractor()
+    voice = level_normalised(_voice())
+    loud = voice.copy()
+    loud[::997] = 1.6  # a few samples past full scale
+    clipped = np.clip(loud, -1.0, 32767 / 32768)
+    assert np.array_equal(extract(loud), extract(clipped), equal_nan=True)
+    wrapped = ((loud * 32768).astype(np.int64).astype(np.int16) / 32768).astype(np.float32)
+    assert not np.array_equal(extract(loud), extract(wrapped), equal_nan=True)
 
 
 def test_functionals_of_a_batch_are_the_same_on_one_thread_and_on_several():
