@@ -4,8 +4,9 @@ of pitch, loudness, voice quality, formants and spectral balance over the whole 
 The features of the shared folds' classic baseline, here computed per analysed segment (at
 most 3 s, as the spectrograms are) and after scaling each segment to one loudness: a recording's
 gain means nothing, and left in, the corpora's 14 dB level difference would carry the label.
-openSMILE (audEERING's maintained C++ extractor and its Python wrapper) is an optional
-dependency: `pip install 'sercli[egemaps]'`.
+openSMILE (audEERING's maintained C++ extractor and its Python wrapper) is a dependency since
+these features feed the default model; its research licence allows non-commercial use only, as the
+shipped weights' CC BY-NC-SA 4.0 training data do.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .audio import SAMPLE_RATE
 EGEMAPS_SIZE = 88  # eGeMAPS v02 functionals
 LEVEL_DB = -20.0  # dB re full scale of a segment's loud frames once scaled
 LEVEL_PERCENTILE = 95.0  # which 25 ms frames count as its loud ones
-INSTALL_HINT = "pip install 'sercli[egemaps]'"
+INSTALL_HINT = "pip install 'opensmile>=2.5,<3'"  # a dependency of sercli: missing only from a --no-deps install
 
 _local = threading.local()  # one extractor per thread: openSMILE's is not shared between threads
 _pool: tuple[int, ThreadPoolExecutor] | None = None  # functionals' threads (count, pool), as many as torch's

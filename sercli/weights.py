@@ -21,9 +21,11 @@ FORMAT = "sercli-checkpoint/1"
 SUFFIX = ".pt"
 PLAIN_MODEL = "cnn-lstm-10hz"  # the network on normal spectrograms
 DENOISE_MODEL = "cnn-lstm-10hz-denoise"  # the modified predictor, trained on the noise filter's spectrograms
-# The model `sercli analyze` uses without --model: the modified predictor, which beats the plain
-# network on films and on clips alone over the five folds (train/RESULTS.md, "The shipped models").
-DEFAULT_MODEL = DENOISE_MODEL
+FUNCTIONALS_MODEL = "egemaps-mlp"  # five MLPs on each segment's eGeMAPS functionals, standardised over the file
+# The model `sercli analyze` uses without --model: the eGeMAPS MLPs, ahead of both networks on
+# films, on clips alone and across corpora over the five folds, and as fast on a film
+# (train/RESULTS.md, "Functionals in context"; bench/RESULTS.md, 2026-12-02).
+DEFAULT_MODEL = FUNCTIONALS_MODEL
 # --denoise without --model: the mean of both models' posteriors, ahead of the modified predictor
 # alone on films with music beds (train/RESULTS.md, "The --denoise recipe with --balance corpus").
 DEFAULT_DENOISE_MODEL = f"{PLAIN_MODEL}+{DENOISE_MODEL}"

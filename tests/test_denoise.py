@@ -213,9 +213,10 @@ def test_analyze_denoise_refuses_a_normal_model_and_names_the_missing_default(mo
     assert result.exit_code == 2
     assert "no model 'cnn-lstm-10hz' is installed (--denoise runs it beside" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
-    for args in (["-m", "cnn-lstm-10hz-denoise"], []):  # the default model is the denoising one
-        result = invoke("analyze", example, *args)
-        assert result.exit_code == 2 and "no default model 'cnn-lstm-10hz-denoise'" in result.stderr
+    result = invoke("analyze", example, "-m", "cnn-lstm-10hz-denoise")
+    assert result.exit_code == 2 and "unknown model 'cnn-lstm-10hz-denoise' (installed: none)" in result.stderr
+    result = invoke("analyze", example)  # the default model, the eGeMAPS MLPs
+    assert result.exit_code == 2 and "no default model 'egemaps-mlp'" in result.stderr
 
 
 def test_evaluate_with_noise_conditions(corpus, model_dir, tmp_path, run_ffmpeg):

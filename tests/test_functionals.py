@@ -14,7 +14,7 @@ from sercli.features import FeatureConfig, featurise
 from sercli.model import FunctionalsNet, ModelConfig, build_net
 from sercli.segment import Segment
 
-pytest.importorskip("opensmile", reason="the eGeMAPS branch needs sercli[egemaps]")
+pytest.importorskip("opensmile", reason="the eGeMAPS branch needs openSMILE, a dependency of sercli")
 
 from sercli.functionals import EGEMAPS_SIZE, egemaps, level_normalised  # noqa: E402
 
@@ -243,6 +243,24 @@ def test_egemaps_with_context_normalisation_scores_as_trained_and_analyses(corpu
     assert np.abs(probs(result) - probs(alone)).max() > 1e-3
 
 
+def test_the_default_models_recipe_file_trains_what_was_shipped(corpus, tmp_path):
+    from pathlib import Path
+
+    from sercli.weights import DEFAULT_MODEL, read_checkpoint, resolve
+
+    recipe = Path(__file__).resolve().parent.parent / "train" / "egemaps-mlp.toml"
+    out = tmp_path / "recipe"
+    common = ["--corpus", f"manifest={corpus / 'manifest.csv'}", "--folds", str(corpus / "folds.csv")]
+    trained = CliRunner().invoke(main, ["train", "--config", str(recipe), *common, "--fold", "1", "--epochs", "1",
+                                        "--out", str(out), "--device", "cpu"])
+    assert trained.exit_code == 0, trained.output
+    ours, shipped = read_checkpoint(out / "fold1" / "model.pt"), read_checkpoint(resolve(DEFAULT_MODEL))
+    assert {**ours["config"], "members": 5} == shipped["config"]  # the five seeds are merged afterwards
+    assert ours["meta"]["features"] == shipped["meta"]["features"]
+    config, expected = ours["meta"]["training"]["config"], dict(shipped["meta"]["training"]["config"])
+    assert config == {**expected, "epochs": 1}
+
+
 def test_an_egemaps_model_without_opensmile_is_a_clear_error(tmp_path, monkeypatch):
     from sercli import functionals
     from sercli.weights import ModelError, load_model, save_checkpoint
@@ -252,7 +270,7 @@ def test_an_egemaps_model_without_opensmile_is_a_clear_error(tmp_path, monkeypat
                     FeatureConfig(kind="egemaps", context_norm=False))
     assert load_model(tmp_path / "eg.pt", device="cpu").features.kind == "egemaps"
     monkeypatch.setattr(functionals, "available", lambda: False)
-    with pytest.raises(ModelError, match=r"eg\.pt: .*openSMILE: pip install 'sercli\[egemaps\]'"):
+    with pytest.raises(ModelError, match=r"eg\.pt: .*openSMILE: pip install 'opensmile>=2\.5,<3'"):
         load_model(tmp_path / "eg.pt", device="cpu")
 
 

@@ -220,15 +220,16 @@ def test_half_precision_storage_round_trip(tmp_path):
 
 
 def test_shipped_default_model(example):
-    """The installed default model loads, verifies, is the modified predictor (its five folds beat
-    the plain network on films and on clips alone), and bf16 keeps its posteriors within 0.01."""
+    """The installed default model loads, verifies, is the eGeMAPS MLPs in context (their five
+    folds beat both networks on films and on clips alone), and bf16 keeps its posteriors within 0.01."""
     import sercli
-    from sercli.weights import DEFAULT_MODEL, DENOISE_MODEL, installed_models
+    from sercli.weights import DEFAULT_MODEL, DENOISE_MODEL, FUNCTIONALS_MODEL, installed_models
 
-    assert DEFAULT_MODEL == DENOISE_MODEL and {DEFAULT_MODEL, PLAIN_MODEL} <= set(installed_models())
+    assert DEFAULT_MODEL == FUNCTIONALS_MODEL and {DEFAULT_MODEL, PLAIN_MODEL, DENOISE_MODEL} <= set(installed_models())
     fp32 = load_model(device="cpu", precision="fp32")
     assert fp32.name == DEFAULT_MODEL and fp32.meta["metrics"]["valid_wa"] > 0.3
-    assert fp32.features.denoise and fp32.features.context_norm and fp32.features.context_window_s == 60
+    assert fp32.features.kind == "egemaps" and not fp32.features.denoise
+    assert fp32.features.context_norm and fp32.features.context_window_s == 60
     assert (Path(fp32.path).parent / fp32.meta["model_card"]).is_file()
     a = sercli.analyze(str(example), model=fp32)
     b = sercli.analyze(str(example), model=load_model(device="cpu", precision="bf16"))
@@ -237,7 +238,7 @@ def test_shipped_default_model(example):
         assert max(abs(s.probs[k] - t.probs[k]) for k in s.probs) < 0.01
     assert a.segments[0].label == "angry"  # the clearly angry first utterance
     # a context-normalised model, with its training speech's statistics
-    assert fp32.features.context_norm and len(fp32.meta["context_prior"]["mean"]) == fp32.features.n_bins
+    assert len(fp32.meta["context_prior"]["mean"]) == fp32.features.n_bins
 
 
 def test_shipped_two_step_model(example):

@@ -92,7 +92,7 @@ def _train_config(ctx: click.Context, path: Path | None) -> None:
                    "(a CNN-LSTM, then three binary CNN5 networks, neutral against angry, happy, sad, where it "
                    "says neutral, bundled in one checkpoint), or an MLP on each segment's eGeMAPS functionals "
                    "(openSMILE, level-normalised; no spectrogram, so no --denoise, and context normalisation "
-                   "only where --context-norm is given; needs sercli[egemaps]).")
+                   "only where --context-norm is given: the default model's recipe).")
 @click.option("--first-step", default=None, metavar="RUN/{run}/model.pt",
               help="With --topology two-step: take each run's four-class network from this earlier training "
                    "run (same folds and validation) instead of training it again.")
