@@ -81,8 +81,10 @@ class _Extractor:
     def __call__(self, samples: np.ndarray) -> np.ndarray:
         """The 88 functionals of one 16 kHz float segment (NaN where openSMILE gives none)."""
         self._rows.clear()
-        # 16-bit PCM, as the wrapper feeds it, but clipped: a level-normalised segment's peaks can
-        # pass full scale (6 of 228 sampled corpus segments), and the wrapper's cast wraps them round
+        # 16-bit PCM, as the wrapper feeds it, but clipped: where a loud transient sits in quieter
+        # speech, the level-normalised peaks pass full scale, and the wrapper's cast wraps them round
+        # (none of the shared corpora's speech segments does: 0 of 327 sampled; in 3 s windows with
+        # their pauses, 6 of 228)
         pcm = (np.clip(samples, -1.0, 32767 / 32768) * 32768).astype(np.int16)
         self._engine.external_audio_source_write_data(self._source, pcm.tobytes())
         self._engine.external_audio_source_set_eoi(self._source)
