@@ -589,6 +589,18 @@ def test_train_fold_all_from_sercli_toml_with_command_line_options_winning(corpu
     assert model.net.config.lstm_hidden == 16 and not model.features.context_norm
 
 
+def test_set_pairs_on_the_command_line_add_to_the_config_files_not_replace_them(corpus, tmp_path):
+    config = tmp_path / "recipe.toml"
+    config.write_text('[train]\ncontext_norm = false\nset = ["lstm_hidden=16", "dense=16"]\n')
+    out = tmp_path / "runs"
+    result = CliRunner().invoke(main, ["train", "--config", str(config), "--corpus", f"manifest={corpus / 'manifest.csv'}",
+                                       "--folds", str(corpus / "folds.csv"), "--fold", "1", "--epochs", "1",
+                                       "--device", "cpu", "--out", str(out), "--set", "dense=8"])
+    assert result.exit_code == 0, result.output
+    model = load_model(out / "fold1" / "model.pt", device="cpu")
+    assert (model.net.config.lstm_hidden, model.net.config.dense) == (16, 8)  # the file's, then the name given again
+
+
 def test_train_config_file_elsewhere_and_its_mistakes(corpus, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     runner = CliRunner()

@@ -34,6 +34,9 @@ Examples:
 """
 
 
+CONFIG_SETTINGS = "sercli.train.config_settings"  # ctx.meta: the config file's --set pairs
+
+
 def _train_config(ctx: click.Context, path: Path | None) -> None:
     """Read the [train] table of `path` (or of ./sercli.toml when there is one) into the command's
     defaults, keyed by long option names with _ for -; options on the command line still win."""
@@ -81,6 +84,7 @@ def _train_config(ctx: click.Context, path: Path | None) -> None:
             raise click.UsageError(f"{source}: [train] {key} = {value!r}: {exc.format_message()}") from None
         defaults[param.name] = value
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
+    ctx.meta[CONFIG_SETTINGS] = tuple(defaults.get("settings", ()))
 
 
 @click.command(epilog=TRAIN_EXAMPLES)
@@ -158,7 +162,8 @@ def _train_config(ctx: click.Context, path: Path | None) -> None:
 @click.option("--config", "config_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
               is_eager=True, expose_value=False, callback=lambda ctx, param, value: _train_config(ctx, value),
               help=f"Read options from this TOML file's [train] table [default: ./{TRAIN_CONFIG} if there is one]; "
-                   "options given here win.")
+                   "options given here win; --set pairs given here add to the file's set list, a name given "
+                   "in both taking the value given here.")
 def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validation, topology, first_step, grid,
           window, denoise, context_norm, context, augment_noises, augment_snr, augment_share,
           epochs, average_from, patience, batch_size, lr, oversample, balance, seed, settings, device, out_dir,
@@ -174,6 +179,10 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
     out = "runs/x", epochs = 20, denoise = true.
     """
 
+    ctx = click.get_current_context()
+    if ctx.get_parameter_source("settings") is ParameterSource.COMMANDLINE:
+        # a recipe file's settings stay unless named again here: later pairs win in _configs
+        settings = tuple(ctx.meta.get(CONFIG_SETTINGS, ())) + tuple(settings)
     missing = [name for name, value in (("--corpus", corpora), ("--out", out_dir)) if not value]
     if missing:
         raise click.UsageError(f"{' and '.join(missing)} missing: give {'them' if len(missing) > 1 else 'it'} here, "
@@ -189,8 +198,9 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
             raise click.UsageError("--topology egemaps reads eGeMAPS functionals, not spectrograms: no --denoise")
         if not available():
             fail(f"--topology egemaps needs openSMILE: {INSTALL_HINT}", EXIT_USAGE)
-        # Functionals are standardised over a context only on request: the shipped MLP is not.
-        if click.get_current_context().get_parameter_source("context_norm") is ParameterSource.DEFAULT:
+        # Functionals are standardised over a context only on request (the default model's recipe,
+        # train/egemaps-mlp.toml, asks): the first MLP recipe was not, and its commands keep their meaning.
+        if ctx.get_parameter_source("context_norm") is ParameterSource.DEFAULT:
             context_norm = False
     if context != "speaker" and not context_norm:
         raise click.UsageError("--context utterance needs --context-norm")
