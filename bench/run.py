@@ -8,7 +8,7 @@ that file's other rows alone, unless --out names a file to write them to.
 
 What it measures, each in a fresh process on the machine it runs on:
 - analyze: `sercli analyze` on the 60-minute programme (bench/programme.py: AAC in an mp4 with
-  video), default, --denoise, the plain network and --segmentation fixed: wall time, x realtime, peak RSS (best of
+  video), the default, --denoise, the networks alone and --segmentation fixed: wall time, x realtime, peak RSS (best of
   two runs); and the time ffmpeg alone takes to decode and resample the same file (sercli's exact
   decode command, output discarded, best of two), with the ratio of the two.
 - clips: 500 short real clips (shared corpus files) in one call: files per second.
@@ -99,11 +99,12 @@ def bench_analyze(data: Path, rows: list[str]) -> None:
     seconds = _duration(programme)
     floor = min(decode_only(programme) for _ in range(2))
     rows.append(f"| ffmpeg decode + resample only | 60 min programme | {floor:.1f} s | {seconds / floor:.0f}x | | 1.0 |")
-    runs = {"`sercli analyze` (default: cnn-lstm-10hz-denoise)": [], "`--denoise` (both models)": ["--denoise"],
+    runs = {"`sercli analyze` (default: egemaps-mlp)": [], "`--denoise` (the two networks)": ["--denoise"],
+            "`-m cnn-lstm-10hz-denoise` (the noise-filtered network, the default until 2026-12-02)":
+                ["-m", "cnn-lstm-10hz-denoise"],
             "`-m cnn-lstm-10hz` (the plain network: no pitch tracks)": ["-m", "cnn-lstm-10hz"],
             "`--segmentation fixed`": ["--segmentation", "fixed"],
-            "`-m egemaps-mlp` (the eGeMAPS branch alone)": ["-m", "egemaps-mlp"],
-            "`-m cnn-lstm-10hz-denoise+egemaps-mlp` (with the eGeMAPS branch)":
+            "`-m cnn-lstm-10hz-denoise+egemaps-mlp` (network and default averaged)":
                 ["-m", "cnn-lstm-10hz-denoise+egemaps-mlp"]}
     for name, options in runs.items():
         # Best of two, as for the decode time: this machine's speed varies by about 10% run to run.
@@ -118,9 +119,9 @@ def bench_clips(data: Path, rows: list[str]) -> None:
     listing = MEDIA / "clips.txt"
     listing.write_text("\n".join(paths) + "\n")
     seconds = sum(_duration(Path(p)) for p in paths)
-    for name, options in {"500 short clips, one call": [],
-                          "the same with `-m egemaps-mlp`": ["-m", "egemaps-mlp"],
-                          "the same with the eGeMAPS branch (`-m cnn-lstm-10hz-denoise+egemaps-mlp`)":
+    for name, options in {"500 short clips, one call (default: egemaps-mlp)": [],
+                          "the same with `-m cnn-lstm-10hz-denoise`": ["-m", "cnn-lstm-10hz-denoise"],
+                          "the same with `-m cnn-lstm-10hz-denoise+egemaps-mlp`":
                               ["-m", "cnn-lstm-10hz-denoise+egemaps-mlp"]}.items():
         wall, rss = analyze(["-"], *options, stdin=str(listing))
         rows.append(f"| {name} | {seconds / 60:.0f} min in {len(paths)} files | {wall:.1f} s | "
