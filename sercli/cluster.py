@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
-from .context import context_prior
+from .context import context_prior, voice_context
 from .results import FileFailure, FileResult, SegmentResult
 from .segment import SegmentationConfig
 
@@ -62,7 +62,8 @@ def connect(address: str) -> None:
         raise ClusterError(f"cannot connect to Ray at {address}: {' '.join(str(exc).split())[:200]}") from exc
 
 
-def _featurise(name: str, segmentation: dict, features: dict, audio_stream: int, prior, part_size: int):
+def _featurise(name: str, segmentation: dict, features: dict, audio_stream: int, prior, part_size: int,
+               voices=None):
     """Runs in a Ray task, as a generator: one file streamed in parts of at most part_size
     segments, like local mode (sercli.features.featurise, then a context-normalised model's
     sercli.context.ContextWindow over the file), so the task holds about one context window of
@@ -80,7 +81,7 @@ def _featurise(name: str, segmentation: dict, features: dict, audio_stream: int,
     torch.set_num_threads(1)
     retain_freed_memory()
     config = FeatureConfig(**features)
-    window = ContextWindow(config.n_bins, prior, config.context_window_s / 2) if config.context_norm else None
+    window = ContextWindow(config.n_bins, prior, config.context_window_s / 2, voices) if config.context_norm else None
     report = DecodeReport()
     waiting = []
     try:
@@ -243,6 +244,7 @@ class _Scheduler:
             num_returns="streaming", _generator_backpressure_num_objects=2 * PARTS_AHEAD)
         self.segmentation, self.features = asdict(segmentation), asdict(model.features)
         self.prior = context_prior(model.meta) if model.features.context_norm else None
+        self.voices = voice_context(model.meta) if model.features.context_norm else None
         self.order: deque[_File] = deque()
         self.featurising: dict = {}  # file task's generator -> file
         self.scoring: dict = {}  # classify ref -> (actor, [(file, first segment, stop)])
@@ -259,7 +261,7 @@ class _Scheduler:
         file = _File(name)
         self.order.append(file)
         self.featurising[self.featurise.remote(name, self.segmentation, self.features, self.audio_stream, self.prior,
-                                               self.batch_size)] = file
+                                               self.batch_size, self.voices)] = file
 
     def dispatch(self) -> None:
         """Hand the waiting batches to idle actors (closing a partial one if an actor would idle)."""

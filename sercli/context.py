@@ -10,6 +10,7 @@ file task, training and evaluation all standardise through it.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Hashable
 
 import numpy as np
@@ -30,6 +31,81 @@ def context_prior(meta: dict, seconds: float = CONTEXT_PRIOR_S) -> tuple[np.ndar
         return None
     rate = FeatureConfig(**meta["features"]).context_rate if "features" in meta else float(FRAMES_PER_S)
     return np.asarray(moments["mean"]), np.asarray(moments["variance"]), seconds * rate  # columns
+
+
+@dataclass(frozen=True)
+class Voices:
+    """Voice-typed contexts (FeatureConfig.context_voices): a segment is standardised over the
+    segments of its context that sound like the same type of voice (VOICES: male, female), with
+    that type's prior, not over every voice of the context.
+
+    A film's minute holds several voices, and a clip analysed alone leans on the training
+    speech's moments: pooled over men and women, both are a poor stand-in for the speaker's own
+    speech, which the model was trained to be standardised by. The type is a logistic regression
+    on the segment's raw features (their mean over its frames), trained on the training speakers'
+    segments with the corpora's gender labels; each type's prior is its training speakers'
+    moments. Measured: train/RESULTS.md, "Voice-typed contexts"."""
+
+    mean: np.ndarray  # (F,) the classifier's input standardisation: the training speech's moments
+    scale: np.ndarray  # (F,)
+    weights: np.ndarray  # (F,) logistic regression: female where w . (x - mean) / scale + bias > 0
+    bias: float
+    priors: tuple  # per type, (mean (F,), variance (F,), columns): what ContextStats leans on
+
+    def of(self, x: np.ndarray) -> np.ndarray:
+        """The voice type (index into VOICES) of each row of x (N, F), a segment's mean features."""
+        z = (np.asarray(x, dtype=np.float64) - self.mean) / self.scale
+        return (z @ self.weights + self.bias > 0).astype(np.int64)
+
+    def of_segment(self, spectrogram: np.ndarray) -> int:
+        """The voice type of one segment from its valid columns (F, n)."""
+        return int(self.of(np.asarray(spectrogram, dtype=np.float64).mean(axis=1)[None])[0])
+
+    def to_meta(self) -> dict:
+        """The checkpoint's meta["context_voices"] (the priors without their weight, as context_prior)."""
+        return {"classifier": {"mean": self.mean.tolist(), "scale": self.scale.tolist(),
+                               "weights": self.weights.tolist(), "bias": float(self.bias)},
+                "priors": [{"mean": np.asarray(m).tolist(), "variance": np.asarray(v).tolist()}
+                           for m, v, _ in self.priors]}
+
+
+def voice_context(meta: dict, seconds: float = CONTEXT_PRIOR_S) -> Voices | None:
+    """A checkpoint's Voices, its priors weighted as `seconds` of speech (see context_prior), or
+    None where it has none (every checkpoint not trained with FeatureConfig.context_voices)."""
+    stored = meta.get("context_voices")
+    if not stored:
+        return None
+    columns = max(seconds, 0.0) * FeatureConfig(**meta["features"]).context_rate
+    classifier = stored["classifier"]
+    return Voices(np.asarray(classifier["mean"]), np.asarray(classifier["scale"]), np.asarray(classifier["weights"]),
+                  float(classifier["bias"]),
+                  tuple((np.asarray(p["mean"]), np.asarray(p["variance"]), columns) for p in stored["priors"]))
+
+
+def fit_voices(x: np.ndarray, female: np.ndarray, prior_columns: float, l2: float = 1e-3) -> Voices:
+    """Voices from training segments' mean features x (N, F) and whether each one's speaker is a
+    woman (N,): a logistic regression (L2-penalised, fitted by L-BFGS on standardised inputs) and
+    each type's moments, weighted as prior_columns."""
+    x = np.asarray(x, dtype=np.float64)
+    female = np.asarray(female, dtype=bool)
+    if female.all() or not female.any():
+        raise ValueError("voice-typed contexts need training speech of both female and male voices")
+    mean, scale = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-6)
+    z = torch.from_numpy((x - mean) / scale)
+    target = torch.from_numpy(female.astype(np.float64))
+    weights = torch.zeros(x.shape[1], dtype=torch.float64, requires_grad=True)
+    bias = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS([weights, bias], max_iter=500, tolerance_grad=1e-9, line_search_fn="strong_wolfe")
+
+    def loss() -> torch.Tensor:
+        optimiser.zero_grad()
+        value = torch.nn.functional.binary_cross_entropy_with_logits(z @ weights + bias, target) + l2 * weights.square().sum()
+        value.backward()
+        return value
+
+    optimiser.step(loss)
+    priors = tuple((x[rows].mean(axis=0), x[rows].var(axis=0), prior_columns) for rows in (~female, female))
+    return Voices(mean, scale, weights.detach().numpy(), float(bias.detach()), priors)
 
 
 class ContextStats:
@@ -116,19 +192,29 @@ class ContextWindow:
     its own start (analysis of a file: half of context_window_s); inf: with the whole context (a
     speaker, an utterance, or every input of a run), released when the context has ended.
     Segments are added in start order; statistics no window reaches any more are dropped, so a
-    long file's memory stays flat."""
+    long file's memory stays flat. voices: keep one context per voice type (Voices), each
+    segment standardised over its own type's, with that type's prior (`prior` is then unused)."""
 
     def __init__(self, n_bins: int, prior: tuple[np.ndarray, np.ndarray, float] | None = None,
-                 half_window_s: float = np.inf) -> None:
-        self.stats = ContextStats(n_bins, prior)
+                 half_window_s: float = np.inf, voices: Voices | None = None) -> None:
+        self.voices = voices
+        self.stats_by_voice = ([ContextStats(n_bins, p) for p in voices.priors] if voices is not None
+                               else [ContextStats(n_bins, prior)])
         self.half_window_s = half_window_s
-        self.held: list[tuple[Hashable, float, torch.Tensor]] = []  # (key, start s, valid frames (F, n))
+        self.held: list[tuple[Hashable, float, torch.Tensor, int]] = []  # (key, start s, valid frames (F, n), type)
+
+    @property
+    def stats(self) -> ContextStats:
+        """The one context's statistics (without voices)."""
+        return self.stats_by_voice[0]
 
     def add(self, key: Hashable, start_s: float, spectrogram: torch.Tensor) -> None:
         """A featurised segment: its valid frames (F, n), which are held (not copied) until released."""
         windowed = not np.isinf(self.half_window_s)
-        self.stats.add(start_s if windowed else 0.0, spectrogram.float().cpu().numpy())
-        self.held.append((key, start_s, spectrogram))
+        x = spectrogram.float().cpu().numpy()
+        voice = self.voices.of_segment(x) if self.voices is not None else 0
+        self.stats_by_voice[voice].add(start_s if windowed else 0.0, x)
+        self.held.append((key, start_s, spectrogram, voice))
 
     def release(self, featurised_to_s: float = -np.inf, ended: bool = False
                 ) -> list[tuple[Hashable, torch.Tensor, np.ndarray, np.ndarray]]:
@@ -137,31 +223,34 @@ class ContextWindow:
         the start of the latest featurised segment), or the context has ended. In start order."""
         ready, kept = [], []
         half = self.half_window_s
-        for key, start, x in self.held:
+        for key, start, x, voice in self.held:
             if ended or start + half < featurised_to_s:
-                mean, std = self.stats.moments(start - half, start + half) if not np.isinf(half) else self.stats.moments()
+                stats = self.stats_by_voice[voice]
+                mean, std = stats.moments(start - half, start + half) if not np.isinf(half) else stats.moments()
                 ready.append((key, x, mean, std))
             else:
-                kept.append((key, start, x))
+                kept.append((key, start, x, voice))
         self.held = kept
         if kept and not np.isinf(half):  # held in start order: no window reaches further back
-            self.stats.forget_before(kept[0][1] - half)
+            for stats in self.stats_by_voice:
+                stats.forget_before(kept[0][1] - half)
         return ready
 
     def discard(self) -> list[torch.Tensor]:
         """Drop the held segments (their file failed); returns their spectrograms."""
-        dropped = [x for _, _, x in self.held]
+        dropped = [x for _, _, x, _ in self.held]
         self.held = []
         return dropped
 
 
 def normalise_segments(spectrograms: torch.Tensor, n_frames: torch.Tensor,
                        prior: tuple[np.ndarray, np.ndarray, float] | None, starts: list[float] | None = None,
-                       half_window_s: float = np.inf) -> torch.Tensor:
+                       half_window_s: float = np.inf, voices: Voices | None = None) -> torch.Tensor:
     """Segments (B, F, T) of one whole context, standardised over its speech through a
     ContextWindow: each over the segments starting within half_window_s of its own start
-    (`starts`, seconds, in order), or all over all of them (no starts). prior: see ContextStats."""
-    window = ContextWindow(spectrograms.shape[1], prior, half_window_s)
+    (`starts`, seconds, in order), or all over all of them (no starts). prior: see ContextStats;
+    voices: each over its own voice type's segments (see Voices)."""
+    window = ContextWindow(spectrograms.shape[1], prior, half_window_s, voices)
     for k, (x, n) in enumerate(zip(spectrograms, n_frames)):
         window.add(k, starts[k] if starts is not None else 0.0, x[:, : int(n)])
     released = window.release(ended=True)

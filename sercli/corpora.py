@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import csv
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterator
 
@@ -30,6 +30,16 @@ class Utterance:
     speaker: str
     corpus: str
     fold: int | None = None
+    voice: str | None = None  # the speaker's voice type, "female" or "male", where the corpus says (VOICES)
+
+
+VOICES = ("male", "female")  # the voice types a voice-typed context tells apart (sercli.context.Voices)
+VOICE_ALIASES = {"male": "male", "m": "male", "man": "male", "female": "female", "f": "female", "woman": "female"}
+
+
+def _voice(value: str | None) -> str | None:
+    """A gender column's value as one of VOICES, or None where it is empty or says neither."""
+    return VOICE_ALIASES.get((value or "").strip().lower())
 
 
 def _table(path: Path, columns: set[str], what: str, delimiter: str = ",") -> Iterator[tuple[int, dict]]:
@@ -47,7 +57,8 @@ def _table(path: Path, columns: set[str], what: str, delimiter: str = ",") -> It
 
 
 def read_manifest(path: str | Path, corpus: str | None = None) -> list[Utterance]:
-    """A CSV with columns path, emotion, speaker and optionally fold (others are ignored).
+    """A CSV with columns path, emotion, speaker and optionally fold and gender (female/male: the
+    voice type a voice-typed context learns from); others are ignored.
 
     Relative paths are taken from the manifest's folder. Rows whose emotion is not one of the
     four classes are skipped; a row with a missing field or file is an error naming the line.
@@ -71,7 +82,8 @@ def read_manifest(path: str | Path, corpus: str | None = None) -> list[Utterance
         except ValueError as exc:
             raise CorpusError(f"{path}:{line}: fold {fold!r} is not a number") from exc
         utterances.append(Utterance(str(audio), label, row["speaker"].strip(),
-                                    row.get("corpus") or corpus or path.parent.name, fold_number))
+                                    row.get("corpus") or corpus or path.parent.name, fold_number,
+                                    _voice(row.get("gender"))))
     if not utterances:
         raise CorpusError(f"{path}: no utterance of the classes {', '.join(LABELS)}")
     return utterances
@@ -93,7 +105,7 @@ def assign_folds(utterances: list[Utterance], folds: dict[str, int]) -> list[Utt
     missing = sorted({u.speaker for u in utterances} - set(folds))
     if missing:
         raise CorpusError(f"speakers without a fold: {', '.join(missing[:5])}")
-    return [Utterance(u.path, u.label, u.speaker, u.corpus, folds[u.speaker]) for u in utterances]
+    return [replace(u, fold=folds[u.speaker]) for u in utterances]
 
 
 def validation_speakers(utterances: list[Utterance], test_fold: int | None, share: float = 0.15,
@@ -184,7 +196,8 @@ def read_ravdess(root: str | Path) -> list[Utterance]:
             continue  # song
         label = RAVDESS_EMOTIONS.get(fields[2])
         if label is not None:
-            utterances.append(Utterance(str(path), label, f"ravdess-{fields[6]}", "ravdess"))
+            voice = "male" if int(fields[6]) % 2 else "female"  # RAVDESS: odd actors male, even female
+            utterances.append(Utterance(str(path), label, f"ravdess-{fields[6]}", "ravdess", voice=voice))
     return utterances
 
 
@@ -200,7 +213,8 @@ def read_nemo(root: str | Path) -> list[Utterance]:
         audio = _existing(root / "samples" / row["file_id"].strip())
         if audio is None:
             raise CorpusError(f"{table}:{line}: audio file samples/{row['file_id'].strip()} does not exist")
-        utterances.append(Utterance(str(audio), label, f"nemo-{row['speaker_id'].strip()}", "nemo"))
+        utterances.append(Utterance(str(audio), label, f"nemo-{row['speaker_id'].strip()}", "nemo",
+                                    voice=_voice(row.get("gender"))))
     if not utterances:
         raise CorpusError(f"{table}: no utterance of the classes {', '.join(LABELS)}")
     return utterances
@@ -248,7 +262,8 @@ def read_iemocap(root: str | Path, scripted: bool = False, excited_as_happy: boo
                 if not audio.is_file():
                     raise CorpusError(f"{labels}: audio file {audio} does not exist")
                 gender = utterance.rsplit("_", 1)[-1][0]  # Ses01F_impro01_M003 -> M
-                utterances.append(Utterance(str(audio), label, f"Session{number}-{gender}", "iemocap", number))
+                utterances.append(Utterance(str(audio), label, f"Session{number}-{gender}", "iemocap", number,
+                                            _voice(gender)))
     if not utterances:
         raise CorpusError(f"{root}: no IEMOCAP utterance of the classes {', '.join(LABELS)}")
     return utterances

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, AudioError, load_audio
-from .context import ContextStats, normalise_segments
+from .context import ContextStats, Voices, normalise_segments
 from .corpora import CorpusError, Split, Utterance
 from .features import FeatureConfig, featurise, pitch_tracker
 from .model import LABELS
@@ -243,10 +243,12 @@ def population_moments(data: SegmentSet, members: torch.Tensor | None = None) ->
 
 
 def normalise_contexts(data: SegmentSet, utterances: list[Utterance], by: str = "speaker",
-                       prior: tuple[np.ndarray, np.ndarray, float] | None = None) -> SegmentSet:
+                       prior: tuple[np.ndarray, np.ndarray, float] | None = None,
+                       voices: Voices | None = None) -> SegmentSet:
     """Each segment standardised per frequency bin over its context's speech frames: its
     speaker's (by="speaker", as in training) or its own utterance's (by="utterance", as when
-    short files are analysed one by one). prior: see ContextStats."""
+    short files are analysed one by one). prior: see ContextStats; voices: within a context, over
+    the segments of the segment's own voice type, with its prior (as analysis does, see Voices)."""
     if by not in ("speaker", "utterance"):
         raise ValueError(f"context must be speaker or utterance, not {by!r}")
     keys = [u.speaker if by == "speaker" else i for i, u in enumerate(utterances)]
@@ -255,7 +257,8 @@ def normalise_contexts(data: SegmentSet, utterances: list[Utterance], by: str = 
     out = torch.zeros_like(data.spectrograms)
     for group in torch.unique(groups):
         members = torch.nonzero(groups == group).squeeze(1)
-        out[members] = normalise_segments(data.spectrograms[members], data.n_frames[members], prior).to(out.dtype)
+        out[members] = normalise_segments(data.spectrograms[members], data.n_frames[members], prior,
+                                          voices=voices).to(out.dtype)
     return SegmentSet(out, data.n_frames, data.utterance, data.labels)
 
 

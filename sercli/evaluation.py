@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .context import CONTEXT_PRIOR_S, context_prior
+from .context import CONTEXT_PRIOR_S, context_prior, voice_context
 from .corpora import Split, Utterance
 from .dataset import FeaturisingPool, SegmentSet, build_segments, normalise_contexts, split_sets
 from .metrics import conditions_table, evaluate, evaluation_table, mean_row, utterance_scores_by
@@ -139,21 +139,23 @@ class _TestSets:
 
     def of(self, loaded, condition: Condition, split: Split) -> SegmentSet:
         features, prior = loaded.features, context_prior(loaded.meta, self.context_prior_s)
+        # a clip alone is typed as analysis types it; a speaker's whole speech is one voice
+        voices = voice_context(loaded.meta, self.context_prior_s) if self.context == "utterance" else None
         if condition.snr_db is None:  # clean: featurise every utterance once, pick each split's
             key = (tuple(sorted(asdict(features).items())), "clean")
             if key not in self.datasets:
                 self.datasets[key] = build_segments(self.utterances, features, self.cache_dir, self.log,
                                                     clean=self.clean, pool=self.pool)
-            if features.context_norm and (key, "context") not in self.datasets:
-                self.datasets[key, "context"] = normalise_contexts(self.datasets[key], self.utterances,
-                                                                   self.context, prior)
-            chosen = self.datasets[key, "context"] if features.context_norm else self.datasets[key]
-            return split_sets(chosen, self.speakers, split)[2]
+            test_set = split_sets(self.datasets[key], self.speakers, split)[2]
+            # standardised with this model's own prior (and voice types): each fold model's comes
+            # from its own training speakers, never from another fold's, whose include these
+            return normalise_contexts(test_set, self.utterances, self.context, prior, voices) \
+                if features.context_norm else test_set
         heard = [u for u in self.utterances if u.speaker in split.test]  # noisy: this split's test speech only
         corrupt, corrupt_key = _corruption(condition, self.utterances, split, heard, self.noises, self.clean)
         test_set = build_segments(heard, features, self.cache_dir, self.log, corrupt, corrupt_key, clean=self.clean,
                                   pool=self.pool)
-        return normalise_contexts(test_set, heard, self.context, prior) if features.context_norm else test_set
+        return normalise_contexts(test_set, heard, self.context, prior, voices) if features.context_norm else test_set
 
 
 def _score_run(members: list, model: str | None, condition: Condition, split: Split, view: tuple,

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .context import CONTEXT_PRIOR_S
+from .context import CONTEXT_PRIOR_S, Voices, fit_voices
 from .corpora import CorpusError, Split, Utterance
 from .dataset import (FeaturisingPool, SegmentSet, build_segments, normalise_contexts, population_moments,
                       split_sets)
@@ -103,8 +103,9 @@ def _train_split(run: TrainRun, split: Split, plain: SegmentSet, data: SegmentSe
     name, fold_dir, device = split.name, run.out_dir / split.name, run.device
     speakers = np.array([u.speaker for u in run.utterances])
     prior = _training_prior(plain, speakers, split, run.features.context_rate) if run.features.context_norm else None
+    voices = _training_voices(plain, run.utterances, split, run.features.context_rate) if run.features.context_voices else None
     if prior is not None and run.context == "utterance":
-        data = normalise_contexts(plain, run.utterances, "utterance", prior)
+        data = normalise_contexts(plain, run.utterances, "utterance", prior, voices)
     train_set, valid_set, test_set = split_sets(data, speakers, split)
     log(f"{name}: train {train_set.n_utterances} utterances / {len(train_set.labels)} segments, "
         f"validation speakers {sorted(split.valid)}, test {test_set.n_utterances} utterances")
@@ -122,7 +123,7 @@ def _train_split(run: TrainRun, split: Split, plain: SegmentSet, data: SegmentSe
         if run.train_config.context_utterance or run.train_config.context_pair:
             speaker_ids = torch.from_numpy(np.unique(speakers, return_inverse=True)[1].reshape(-1))
             mix = ContextMix.build(split_sets(plain, speakers, split)[0], speaker_ids, prior, noisy_raw,
-                                  run.features.context_rate)
+                                  run.features.context_rate, voices)
         net, info = train_model(run.model_config, train_set, valid_set, run.train_config, device,
                                 fold_dir / "state.pt", log, noisy=noisy,
                                 noisy_share=run.augmentation.share if run.augmentation is not None else 0.0,
@@ -138,14 +139,14 @@ def _train_split(run: TrainRun, split: Split, plain: SegmentSet, data: SegmentSe
             f"segment WA {scores['segment']['wa']:.3f} UA {scores['segment']['ua']:.3f}")
     main_state = net.four.state_dict() if run.two_step else net.state_dict()
     save_checkpoint(fold_dir / "model.pt", run.model_config, main_state, run.features,
-                    _meta(run, split, speakers, info, metrics, prior), members=members)
+                    _meta(run, split, speakers, info, metrics, prior, voices), members=members)
     atomic_write_bytes(fold_dir / "metrics.json", json.dumps(metrics, indent=1).encode())
     (fold_dir / "state.pt").unlink(missing_ok=True)
     return metrics
 
 
 def _meta(run: TrainRun, split: Split, speakers: np.ndarray, info: dict, metrics: dict,
-          prior: tuple[np.ndarray, np.ndarray, float] | None) -> dict:
+          prior: tuple[np.ndarray, np.ndarray, float] | None, voices: Voices | None = None) -> dict:
     """The checkpoint's meta: how it was trained, on whom, its context prior and its scores."""
     config, training_speakers = run.model_config, sorted(set(speakers.tolist()) - split.valid - split.test)
     meta = {
@@ -164,6 +165,8 @@ def _meta(run: TrainRun, split: Split, speakers: np.ndarray, info: dict, metrics
     if prior is not None:  # the moments of the training speakers' speech
         meta["context_prior"] = {"mean": prior[0].tolist(), "variance": prior[1].tolist()}
         meta["training"]["context"] = run.context
+    if voices is not None:  # the voice-type classifier and each type's moments
+        meta["context_voices"] = voices.to_meta()
     meta["metrics"] = {"valid_wa": info["best_valid_wa"]} | (
         {"test_wa": metrics["test"]["utterance"]["wa"], "test_ua": metrics["test"]["utterance"]["ua"]}
         if split.test else {})
@@ -188,6 +191,28 @@ def _training_prior(plain: SegmentSet, speakers: np.ndarray, split: Split,
     members = torch.from_numpy(~np.isin(speakers, sorted(split.valid | split.test)))[plain.utterance]
     mean, variance, _ = population_moments(plain, members)
     return mean, variance, CONTEXT_PRIOR_S * rate
+
+
+def _training_voices(plain: SegmentSet, utterances: list[Utterance], split: Split, rate: float) -> Voices:
+    """The voice-typed contexts of a split (FeatureConfig.context_voices): a classifier of its
+    training speakers' segments by their corpus gender label, and each type's moments, weighted
+    as CONTEXT_PRIOR_S of speech at `rate`."""
+    held_out = split.valid | split.test
+    unlabelled = sorted({u.speaker for u in utterances if u.voice is None and u.speaker not in held_out})
+    if unlabelled:
+        raise CorpusError(f"{split.name}: voice-typed contexts (context_voices) learn from each training speaker's "
+                          f"gender, which the corpus does not give for {', '.join(unlabelled[:5])} (a manifest's "
+                          "gender column: female or male)")
+    training = torch.from_numpy(np.array([u.speaker not in held_out for u in utterances]))[plain.utterance]
+    rows = torch.nonzero(training).squeeze(1)
+    x = plain.spectrograms[rows].double()
+    valid = (torch.arange(x.shape[2])[None, :] < plain.n_frames[rows][:, None]).double()
+    mean_columns = (x * valid[:, None, :]).sum(dim=2) / plain.n_frames[rows].double().clamp(min=1)[:, None]
+    female = np.array([utterances[i].voice == "female" for i in plain.utterance[rows].tolist()])
+    try:
+        return fit_voices(mean_columns.numpy(), female, CONTEXT_PRIOR_S * rate)
+    except ValueError as exc:
+        raise CorpusError(f"{split.name}: {exc}") from None
 
 
 def _two_step(model_config: ModelConfig, features: FeatureConfig, train_set: SegmentSet, valid_set: SegmentSet,

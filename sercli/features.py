@@ -46,6 +46,10 @@ class FeatureConfig:
     # programmes of unseen speakers (train/RESULTS.md); checkpoints before 2026-11-30 say 600.
     context_norm: bool = False
     context_window_s: float = 60.0
+    # Voice-typed contexts (sercli.context.Voices): a segment is standardised over the segments of
+    # its context whose voice type (male, female: a classifier the checkpoint holds) is its own,
+    # with that type's prior. eGeMAPS features only, for now; checkpoints before 2026-12-02 say False.
+    context_voices: bool = False
 
     pitch_floor_hz: float = 75.0
     pitch_ceiling_hz: float = 600.0
@@ -72,6 +76,8 @@ class FeatureConfig:
             raise ValueError("eGeMAPS features take no denoising")
         if self.compress_tails and self.kind != "egemaps":
             raise ValueError("compress_tails applies to eGeMAPS features only")
+        if self.context_voices and not (self.context_norm and self.kind == "egemaps"):
+            raise ValueError("context_voices types the contexts of context-normalised eGeMAPS features only")
 
     @property
     def n_fft(self) -> int:

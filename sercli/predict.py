@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, AudioError, DecodeReport, stream_audio
-from .context import ContextWindow, context_prior, standardise_frames
+from .context import ContextWindow, context_prior, standardise_frames, voice_context
 from .features import featurise, pitch_settings, pitch_tracker
 from .segment import PitchTracker, Segment, SegmentationConfig, SpeechProbabilities, Segmenter
 from .results import (AnalysisError, DeviceOutOfMemory, FileFailure, FileResult, SegmentResult,  # noqa: F401
@@ -211,6 +211,7 @@ class Pipeline:
             raise ValueError(f"max segment length is {max_samples / SAMPLE_RATE:g} s "
                              f"for this model, not {segmentation.max_segment_s:g} s")
         self.priors = [context_prior(m.meta) if m.features.context_norm else None for m in self.models]
+        self.voices = [voice_context(m.meta) if m.features.context_norm else None for m in self.models]
         # Context-normalised models: held spectrograms live in reused blocks of one size, and a
         # batch is assembled in one reused buffer (each per model). Allocating them afresh,
         # between the large short-lived arrays of the spectrograms, fragmented the heap: memory
@@ -231,8 +232,8 @@ class Pipeline:
         """One context window per context-normalised model: the file's (half its window either
         side of a segment), or with context "all" the whole run's."""
         return [ContextWindow(m.features.n_bins, prior,
-                              m.features.context_window_s / 2 if self.context == "file" else np.inf)
-                if m.features.context_norm else None for m, prior in zip(self.models, self.priors)]
+                              m.features.context_window_s / 2 if self.context == "file" else np.inf, voices)
+                if m.features.context_norm else None for m, prior, voices in zip(self.models, self.priors, self.voices)]
 
     def run(self, sources: Iterable[Source], on_audio: Callable[[float], None] | None = None,
             on_progress: Callable[[str, float], None] | None = None) -> Iterator[FileResult | FileFailure]:

@@ -18,7 +18,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from .audio import FRAMES_PER_S
-from .context import group_sums, moments_with_prior
+from .context import Voices, group_sums, moments_with_prior
 from .dataset import SegmentSet
 from .metrics import evaluate, group_mean_ua
 from .model import FUNCTIONALS, EmotionNet, ModelConfig, build_net, posteriors
@@ -173,14 +173,25 @@ class ContextMix:
     noisy_utterances: Sums | None
     prior: tuple[np.ndarray, np.ndarray, float]  # the checkpoint's context prior: mean, variance, frames
     scene_columns: float  # a scene's SCENE_S of speech in the features' columns (FeatureConfig.context_rate)
+    voices: Voices | None = None  # voice-typed contexts: an utterance's context is its segments of one type
+    voice: torch.Tensor | None = None  # (N,) with voices, each training segment's type (index into its priors)
 
     @classmethod
     def build(cls, raw: SegmentSet, speakers: torch.Tensor, prior: tuple[np.ndarray, np.ndarray, float],
-              noisy_raw: torch.Tensor | None = None, rate: float = FRAMES_PER_S) -> "ContextMix":
+              noisy_raw: torch.Tensor | None = None, rate: float = FRAMES_PER_S,
+              voices: Voices | None = None) -> "ContextMix":
         """raw: the training segments before context normalisation; speakers: each utterance's
         speaker id, indexed like raw.utterance; noisy_raw: their noisy copy, before normalisation;
-        rate: the features' context_rate (columns per second of speech)."""
+        rate: the features' context_rate (columns per second of speech); voices: type each
+        segment, as analysis does, and standardise it as a clip over its utterance's segments
+        of its own type, with that type's prior."""
         _, utterance = torch.unique(raw.utterance, return_inverse=True)
+        voice = None
+        if voices is not None:
+            valid = (torch.arange(raw.spectrograms.shape[2])[None, :] < raw.n_frames[:, None]).double()
+            columns = (raw.spectrograms.double() * valid[:, None, :]).sum(dim=2) / raw.n_frames.double().clamp(min=1)[:, None]
+            voice = torch.from_numpy(voices.of(columns.numpy()))
+            _, utterance = torch.unique(utterance * len(voices.priors) + voice, return_inverse=True)
         _, speaker = torch.unique(speakers[raw.utterance], return_inverse=True)
         n_speakers, n_utterances = int(speaker.max()) + 1, int(utterance.max()) + 1
 
@@ -190,7 +201,7 @@ class ContextMix:
 
         clean = sums(raw.spectrograms)
         noisy = sums(noisy_raw) if noisy_raw is not None else (None, None)
-        return cls(speaker, utterance, clean[0], clean[1], noisy[0], noisy[1], prior, SCENE_S * rate)
+        return cls(speaker, utterance, clean[0], clean[1], noisy[0], noisy[1], prior, SCENE_S * rate, voices, voice)
 
     def apply(self, x: torch.Tensor, index: torch.Tensor, n_frames: torch.Tensor, heard: torch.Tensor | None,
               config: TrainConfig, generator: torch.Generator) -> torch.Tensor:
@@ -223,8 +234,13 @@ class ContextMix:
 
         own = chosen(self.speakers, self.noisy_speakers, speaker.numpy())
         mean_speaker, std_speaker = moments(*own, None)
+        clip_prior = self.prior
+        if self.voices is not None:  # each segment's own type's prior
+            types = self.voice[index].numpy()
+            clip_prior = (np.stack([self.voices.priors[t][0] for t in types]),
+                          np.stack([self.voices.priors[t][1] for t in types]), self.voices.priors[0][2])
         mean_utterance, std_utterance = moments(*chosen(self.utterances, self.noisy_utterances, utterance.numpy()),
-                                                self.prior)
+                                                clip_prior)
         other = chosen(self.speakers, self.noisy_speakers, partner)
         per_frame = [(total / np.maximum(count, 1)[:, None], squares / np.maximum(count, 1)[:, None])
                      for count, total, squares in (own, other)]

@@ -256,7 +256,7 @@ def test_the_default_models_recipe_file_trains_what_was_shipped(corpus, tmp_path
     assert trained.exit_code == 0, trained.output
     ours, shipped = read_checkpoint(out / "fold1" / "model.pt"), read_checkpoint(resolve(DEFAULT_MODEL))
     assert {**ours["config"], "members": 5} == shipped["config"]  # the five seeds are merged afterwards
-    assert ours["meta"]["features"] == shipped["meta"]["features"]
+    assert FeatureConfig(**ours["meta"]["features"]) == FeatureConfig(**shipped["meta"]["features"])
     config, expected = ours["meta"]["training"]["config"], dict(shipped["meta"]["training"]["config"])
     assert config == {**expected, "epochs": 1}
 
@@ -291,3 +291,89 @@ def test_shipped_egemaps_model(example):
     assert recorded_scores(path)["clips"]["ua"] is not None
     result = analyze(str(example), model=model)
     assert len(result.segments) == 5 and result.segments[0].label == "angry"
+
+
+# --------------------------------------------------------------------------- voice-typed contexts
+
+
+def _two_voices(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of 6 features whose first column tells the voice type (female high), the rest noise."""
+    rng = np.random.default_rng(seed)
+    female = rng.random(n) < 0.5
+    x = rng.normal(size=(n, 6))
+    x[:, 0] += np.where(female, 3.0, -3.0)
+    return x, female
+
+
+def test_voices_are_learnt_from_labelled_segments_and_round_trip_through_the_checkpoint():
+    from sercli.context import fit_voices, voice_context
+
+    x, female = _two_voices()
+    voices = fit_voices(x, female, prior_columns=3.0)
+    assert np.mean(voices.of(x) == female) > 0.97
+    for kind, rows in ((0, ~female), (1, female)):
+        mean, variance, columns = voices.priors[kind]
+        assert np.allclose(mean, x[rows].mean(0)) and np.allclose(variance, x[rows].var(0)) and columns == 3.0
+    meta = {"context_voices": voices.to_meta(), "features": {"kind": "egemaps", "context_norm": True}}
+    again = voice_context(meta, seconds=30)
+    assert np.array_equal(again.of(x), voices.of(x)) and again.priors[1][2] == pytest.approx(10)  # 30 s: 10 segments
+    assert voice_context({"features": {}}) is None
+    with pytest.raises(ValueError, match="both female and male"):
+        fit_voices(x, np.ones(len(x), dtype=bool), 3.0)
+    with pytest.raises(ValueError, match="context_voices"):
+        FeatureConfig(kind="egemaps", context_voices=True)  # needs context normalisation
+
+
+def test_a_voice_typed_window_standardises_each_segment_over_its_own_types_segments():
+    from sercli.context import ContextWindow, fit_voices
+
+    x, female = _two_voices(n=40, seed=1)
+    voices = fit_voices(x, female, prior_columns=2.0)
+    window = ContextWindow(6, None, np.inf, voices)
+    for k, row in enumerate(x):
+        window.add(k, float(k), torch.from_numpy(row[:, None]).float())
+    released = window.release(ended=True)
+    types = voices.of(x)
+    for key, _, mean, std in released:
+        same = x[types == types[key]]
+        prior_mean, prior_variance, weight = voices.priors[types[key]]
+        n = len(same)
+        expected_mean = (same.sum(0) + weight * prior_mean) / (n + weight)
+        second = ((same ** 2).sum(0) + weight * (prior_variance + prior_mean ** 2)) / (n + weight)
+        assert np.allclose(mean, expected_mean, atol=1e-5)
+        assert np.allclose(std, np.sqrt(second - expected_mean ** 2), atol=1e-4)
+    plain = ContextWindow(6, None, np.inf)
+    for k, row in enumerate(x):
+        plain.add(k, float(k), torch.from_numpy(row[:, None]).float())
+    assert not np.allclose(plain.release(ended=True)[0][2], released[0][2])  # one context for all: not the same
+
+
+def test_training_with_voice_typed_contexts_needs_genders_and_analyses_with_them(corpus, tmp_path, example):
+    from sercli import analyze
+    from sercli.context import voice_context
+    from sercli.weights import load_model
+
+    runner = CliRunner()
+    common = ["--folds", str(corpus / "folds.csv"), "--fold", "none", "--topology", "egemaps", "--context-norm",
+              "--set", "context_utterance=0.5", "--set", "context_voices=true", "--epochs", "2",
+              "--average-from", "1", "--device", "cpu"]
+    unlabelled = runner.invoke(main, ["train", "--corpus", f"manifest={corpus / 'manifest.csv'}", *common,
+                                      "--out", str(tmp_path / "none")])
+    assert unlabelled.exit_code != 0 and "gender" in unlabelled.stderr and "Traceback" not in unlabelled.stderr
+    rows = (corpus / "manifest.csv").read_text().splitlines()
+    genders = {"s1": "female", "s2": "male", "s3": "F", "s4": "m"}  # any three training speakers hold both
+    labelled = [rows[0] + ",gender"] + [f"{row},{genders[row.split(',')[2]]}" for row in rows[1:]]
+    manifest = tmp_path / "gendered.csv"
+    manifest.write_text("\n".join(labelled).replace("s1_", str(corpus / "s1_")).replace("s2_", str(corpus / "s2_"))
+                        .replace("s3_", str(corpus / "s3_")).replace("s4_", str(corpus / "s4_")) + "\n")
+    out = tmp_path / "voices"
+    trained = runner.invoke(main, ["train", "--corpus", f"manifest={manifest}", *common, "--out", str(out)])
+    assert trained.exit_code == 0, trained.output
+    model = load_model(out / "all" / "model.pt", device="cpu")
+    assert model.features.context_voices and voice_context(model.meta) is not None
+    result = analyze(str(example), model=model)
+    assert len(result.segments) == 5
+    scored = runner.invoke(main, ["evaluate", "--model", str(out / "all" / "model.pt"), "--corpus",
+                                  f"manifest={manifest}", "--folds", str(corpus / "folds.csv"), "--fold", "1",
+                                  "--context", "utterance", "--device", "cpu", "-o", str(tmp_path / "clips.json")])
+    assert scored.exit_code == 0, scored.output

@@ -27,6 +27,7 @@ def test_manifest_reader(corpus):
     assert len(utterances) == 8
     assert {u.label for u in utterances} == {"angry", "happy", "neutral", "sad"}
     assert all(u.corpus == "toy" and u.path.startswith(str(corpus)) for u in utterances)
+    assert all(u.voice is None for u in utterances)  # no gender column
 
 
 def test_manifest_errors(tmp_path):
@@ -246,13 +247,14 @@ def test_unknown_corpus_kind_is_a_clear_error(tmp_path):
 def test_corpus_readers_agree_with_shared_manifests():
     from sercli.corpora import read_nemo, read_ravdess
 
-    def key(u):
-        return (os.path.realpath(u.path), u.label, u.speaker)
+    def key(u):  # the voice type too: RAVDESS's from the actor's number, the manifests' from their gender column
+        return (os.path.realpath(u.path), u.label, u.speaker, u.voice)
 
     from_layout = read_ravdess(SHARED_DATA / "ravdess") + read_nemo(SHARED_DATA / "nemo")
     from_manifests = read_manifest(SHARED_DATA / "ravdess" / "manifest.csv") + read_manifest(
         SHARED_DATA / "nemo" / "manifest.csv")
     assert sorted(map(key, from_layout)) == sorted(map(key, from_manifests))
+    assert {u.voice for u in from_manifests} == {"female", "male"}
 
 
 def test_train_reads_a_corpus_layout_and_reports_bad_ones(tmp_path):
