@@ -247,7 +247,8 @@ def merged_functionals(checkpoints: list[dict[str, Any]]) -> tuple[ModelConfig, 
     with different seeds) on the same features: a FunctionalsNet of as many members, each
     keeping its own weights and input statistics, whose posteriors are averaged."""
     configs = [ModelConfig.from_dict(c["config"]) for c in checkpoints]
-    features = [c["meta"].get("features") for c in checkpoints]
+    # as FeatureConfig: a checkpoint from before a feature setting existed lacks its key (its default)
+    features = [FeatureConfig(**c["meta"].get("features", {})) for c in checkpoints]
     if len(checkpoints) < 2 or any(c.topology != FUNCTIONALS or c.members != 1 for c in configs):
         raise ModelError("only two or more single eGeMAPS MLPs can be merged")
     if any(f != features[0] for f in features) or any(c != configs[0] for c in configs):
