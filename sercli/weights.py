@@ -222,8 +222,7 @@ class Model:
         topology = "two-step" if isinstance(self.net, TwoStepNet) else self.net.config.topology
         kind = f"{topology}, {features.grid_hz} Hz grid, {features.window_ms} ms window"
         if features.kind == "egemaps":
-            members = self.net.config.members
-            kind = f"{f'{members} MLPs' if members > 1 else 'MLP'} on eGeMAPS v02 functionals"
+            kind = functionals_kind(self.net.config.members)
         kind += ", denoising" if features.denoise else ""
         return f"<sercli Model {self.name!r}: {kind}, {'/'.join(self.labels)}, {self.device} {self.precision}>"
 
@@ -240,6 +239,11 @@ class Model:
             parts.append(posteriors(self.net, spectrograms[first : first + step], n_frames[first : first + step],
                                     self.precision == "bf16"))
         return torch.cat(parts)
+
+
+def functionals_kind(members: int) -> str:
+    """How `sercli models` and a Model's repr name an eGeMAPS checkpoint of `members` MLPs."""
+    return f"{f'{members} MLPs' if members > 1 else 'MLP'} on eGeMAPS v02 functionals"
 
 
 def merged_functionals(checkpoints: list[dict[str, Any]]) -> tuple[ModelConfig, dict[str, torch.Tensor]]:

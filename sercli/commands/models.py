@@ -39,11 +39,12 @@ def models() -> None:
 
 
 def _model_kind(checkpoint: dict) -> str:
+    from ..weights import functionals_kind
+
     config = checkpoint["config"]
     kind = config["topology"]
     if checkpoint["meta"].get("features", {}).get("kind") == "egemaps":
-        members = config.get("members", 1)
-        return f"egemaps ({f'{members} MLPs' if members > 1 else 'MLP'} on eGeMAPS v02 functionals)"
+        return f"egemaps ({functionals_kind(config.get('members', 1))})"
     if checkpoint.get("kind") == "two-step":
         kind = f"two-step ({config['topology']} + {len(checkpoint['members'])} binary)"
     if checkpoint["meta"].get("features", {}).get("denoise"):
