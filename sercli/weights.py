@@ -222,7 +222,7 @@ class Model:
         topology = "two-step" if isinstance(self.net, TwoStepNet) else self.net.config.topology
         kind = f"{topology}, {features.grid_hz} Hz grid, {features.window_ms} ms window"
         if features.kind == "egemaps":
-            kind = functionals_kind(self.net.config.members)
+            kind = functionals_kind(self.net.config.members, features.context_voices)
         kind += ", denoising" if features.denoise else ""
         return f"<sercli Model {self.name!r}: {kind}, {'/'.join(self.labels)}, {self.device} {self.precision}>"
 
@@ -241,9 +241,10 @@ class Model:
         return torch.cat(parts)
 
 
-def functionals_kind(members: int) -> str:
-    """How `sercli models` and a Model's repr name an eGeMAPS checkpoint of `members` MLPs."""
-    return f"{f'{members} MLPs' if members > 1 else 'MLP'} on eGeMAPS v02 functionals"
+def functionals_kind(members: int, voices: bool = False) -> str:
+    """How `sercli models` and a Model's repr name an eGeMAPS checkpoint of `members` MLPs
+    (voices: its contexts are voice-typed, FeatureConfig.context_voices)."""
+    return f"{f'{members} MLPs' if members > 1 else 'MLP'} on eGeMAPS v02 functionals" + (", voice-typed" if voices else "")
 
 
 def merged_functionals(checkpoints: list[dict[str, Any]]) -> tuple[ModelConfig, dict[str, torch.Tensor]]:

@@ -379,3 +379,23 @@ def test_training_with_voice_typed_contexts_needs_genders_and_analyses_with_them
                                   f"manifest={manifest}", "--folds", str(corpus / "folds.csv"), "--fold", "1",
                                   "--context", "utterance", "--device", "cpu", "-o", str(tmp_path / "clips.json")])
     assert scored.exit_code == 0, scored.output
+
+
+def test_shipped_voice_typed_model(example):
+    from sercli import analyze
+    from sercli.context import voice_context
+    from sercli.weights import installed_models, load_model, recorded_scores
+
+    path = installed_models()["egemaps-mlp-voices"]
+    assert path.with_suffix(".md").is_file()  # its model card
+    model = load_model("egemaps-mlp-voices", device="cpu")
+    assert model.features.context_voices and model.net.config.members == 5
+    voices = voice_context(model.meta)
+    assert voices is not None and len(voices.priors) == 2
+    # the two types' priors differ where voices do: the mean pitch (semitones from 27.5 Hz) is higher for women
+    assert voices.priors[1][0][0] > voices.priors[0][0][0] + 3
+    default = installed_models()["egemaps-mlp"]
+    assert recorded_scores(path)["programmes"]["ua"] > recorded_scores(default)["programmes"]["ua"]  # for films
+    assert recorded_scores(path)["clips"]["ua"] < recorded_scores(default)["clips"]["ua"]  # not for single clips
+    result = analyze(str(example), model=model)
+    assert len(result.segments) == 5 and result.segments[0].label == "angry"

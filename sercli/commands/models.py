@@ -44,7 +44,8 @@ def _model_kind(checkpoint: dict) -> str:
     config = checkpoint["config"]
     kind = config["topology"]
     if checkpoint["meta"].get("features", {}).get("kind") == "egemaps":
-        return f"egemaps ({functionals_kind(config.get('members', 1))})"
+        voices = bool(checkpoint["meta"]["features"].get("context_voices"))
+        return f"egemaps ({functionals_kind(config.get('members', 1), voices)})"
     if checkpoint.get("kind") == "two-step":
         kind = f"two-step ({config['topology']} + {len(checkpoint['members'])} binary)"
     if checkpoint["meta"].get("features", {}).get("denoise"):
