@@ -83,6 +83,14 @@ def voice_context(meta: dict, seconds: float = CONTEXT_PRIOR_S) -> Voices | None
                   tuple((np.asarray(p["mean"]), np.asarray(p["variance"]), columns) for p in stored["priors"]))
 
 
+def segment_means(spectrograms: torch.Tensor, n_frames: torch.Tensor) -> np.ndarray:
+    """Each segment's mean over its valid columns, (N, F) float64, from segments (N, F, T) whose
+    valid columns are the first n_frames: what Voices types a segment by."""
+    valid = (torch.arange(spectrograms.shape[2])[None, :] < n_frames[:, None]).double()
+    total = (spectrograms.double() * valid[:, None, :]).sum(dim=2)
+    return (total / n_frames.double().clamp(min=1)[:, None]).numpy()
+
+
 def fit_voices(x: np.ndarray, female: np.ndarray, prior_columns: float, l2: float = 1e-3) -> Voices:
     """Voices from training segments' mean features x (N, F) and whether each one's speaker is a
     woman (N,): a logistic regression (L2-penalised, fitted by L-BFGS on standardised inputs) and
@@ -203,11 +211,6 @@ class ContextWindow:
                                else [ContextStats(n_bins, prior)])
         self.half_window_s = half_window_s
         self.held: list[tuple[Hashable, float, torch.Tensor, int]] = []  # (key, start s, valid frames (F, n), type)
-
-    @property
-    def stats(self) -> ContextStats:
-        """The one context's statistics (without voices)."""
-        return self.stats_by_voice[0]
 
     def add(self, key: Hashable, start_s: float, spectrogram: torch.Tensor) -> None:
         """A featurised segment: its valid frames (F, n), which are held (not copied) until released."""

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .context import CONTEXT_PRIOR_S, Voices, fit_voices
+from .context import CONTEXT_PRIOR_S, Voices, fit_voices, segment_means
 from .corpora import CorpusError, Split, Utterance
 from .dataset import (FeaturisingPool, SegmentSet, build_segments, normalise_contexts, population_moments,
                       split_sets)
@@ -205,12 +205,10 @@ def _training_voices(plain: SegmentSet, utterances: list[Utterance], split: Spli
                           "gender column: female or male)")
     training = torch.from_numpy(np.array([u.speaker not in held_out for u in utterances]))[plain.utterance]
     rows = torch.nonzero(training).squeeze(1)
-    x = plain.spectrograms[rows].double()
-    valid = (torch.arange(x.shape[2])[None, :] < plain.n_frames[rows][:, None]).double()
-    mean_columns = (x * valid[:, None, :]).sum(dim=2) / plain.n_frames[rows].double().clamp(min=1)[:, None]
     female = np.array([utterances[i].voice == "female" for i in plain.utterance[rows].tolist()])
     try:
-        return fit_voices(mean_columns.numpy(), female, CONTEXT_PRIOR_S * rate)
+        return fit_voices(segment_means(plain.spectrograms[rows], plain.n_frames[rows]), female,
+                          CONTEXT_PRIOR_S * rate)
     except ValueError as exc:
         raise CorpusError(f"{split.name}: {exc}") from None
 

@@ -18,7 +18,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from .audio import FRAMES_PER_S
-from .context import Voices, group_sums, moments_with_prior
+from .context import Voices, group_sums, moments_with_prior, segment_means
 from .dataset import SegmentSet
 from .metrics import evaluate, group_mean_ua
 from .model import FUNCTIONALS, EmotionNet, ModelConfig, build_net, posteriors
@@ -188,9 +188,7 @@ class ContextMix:
         _, utterance = torch.unique(raw.utterance, return_inverse=True)
         voice = None
         if voices is not None:
-            valid = (torch.arange(raw.spectrograms.shape[2])[None, :] < raw.n_frames[:, None]).double()
-            columns = (raw.spectrograms.double() * valid[:, None, :]).sum(dim=2) / raw.n_frames.double().clamp(min=1)[:, None]
-            voice = torch.from_numpy(voices.of(columns.numpy()))
+            voice = torch.from_numpy(voices.of(segment_means(raw.spectrograms, raw.n_frames)))
             _, utterance = torch.unique(utterance * len(voices.priors) + voice, return_inverse=True)
         _, speaker = torch.unique(speakers[raw.utterance], return_inverse=True)
         n_speakers, n_utterances = int(speaker.max()) + 1, int(utterance.max()) + 1
@@ -237,8 +235,8 @@ class ContextMix:
         clip_prior = self.prior
         if self.voices is not None:  # each segment's own type's prior
             types = self.voice[index].numpy()
-            clip_prior = (np.stack([self.voices.priors[t][0] for t in types]),
-                          np.stack([self.voices.priors[t][1] for t in types]), self.voices.priors[0][2])
+            means, variances, columns = zip(*self.voices.priors)
+            clip_prior = np.stack(means)[types], np.stack(variances)[types], columns[0]
         mean_utterance, std_utterance = moments(*chosen(self.utterances, self.noisy_utterances, utterance.numpy()),
                                                 clip_prior)
         other = chosen(self.speakers, self.noisy_speakers, partner)

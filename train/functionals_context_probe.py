@@ -59,6 +59,18 @@ def ua(truth: np.ndarray, guess: np.ndarray) -> float:
     return float(np.mean([np.mean(guess[truth == c] == c) for c in np.unique(truth)]))
 
 
+def utterance_ua(decision: np.ndarray, segment_utterance: np.ndarray, labels: list[str]) -> float:
+    """UA per utterance of segments' SVM decision values (N, classes), each utterance's summed
+    over its segments (`segment_utterance`: index into `labels`, each utterance's label)."""
+    from sercli.model import LABELS
+
+    keys, inverse = np.unique(segment_utterance, return_inverse=True)
+    summed = np.zeros((len(keys), decision.shape[1]))
+    np.add.at(summed, inverse, decision)
+    truth = np.array([LABELS.index(labels[k]) for k in keys])
+    return ua(truth, summed.argmax(1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("data", type=Path)
@@ -74,12 +86,12 @@ def main() -> None:
     from sercli.corpora import assign_folds, read_corpus, read_folds
     from sercli.dataset import build_segments
     from sercli.features import FeatureConfig
-    from sercli.model import LABELS
 
     utterances = []
     for corpus in ("ravdess", "nemo"):
         utterances += read_corpus(f"manifest={args.data / corpus / 'manifest.csv'}")
     utterances = assign_folds(utterances, read_folds(args.data / "folds.csv"))
+    labels = [u.label for u in utterances]
     data = build_segments(utterances, FeatureConfig(kind="egemaps", compress_tails=args.compress_tails), args.cache)
     x = data.spectrograms[:, :, 0].double().numpy()
     y, utt = data.labels.numpy(), data.utterance.numpy()
@@ -138,13 +150,7 @@ def main() -> None:
             train_x, test_x = inputs[view]
             fit_rows = np.concatenate([train, train]) if len(train_x) > len(x) else train
             svm = SVC(C=1.0, gamma="scale", class_weight="balanced").fit(train_x[fit_rows], np.tile(y, len(train_x) // len(x))[fit_rows])
-            decision = svm.decision_function(test_x[test])
-            test_utt = utt[test]
-            keys, inverse = np.unique(test_utt, return_inverse=True)
-            mean_decision = np.zeros((len(keys), decision.shape[1]))
-            np.add.at(mean_decision, inverse, decision)
-            truth = np.array([LABELS.index(utterances[k].label) for k in keys])
-            scores[view].append(ua(truth, mean_decision.argmax(1)))
+            scores[view].append(utterance_ua(svm.decision_function(test_x[test]), utt[test], labels))
             line.append(f"{view} {100 * scores[view][-1]:.1f}")
         print(f"fold {test_fold}: " + ", ".join(line), flush=True)
     for view in views:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from functionals_context_probe import moments, ua
+from functionals_context_probe import moments, utterance_ua
 
 PRIOR = 10 / 3  # segments: sercli's 10 s prior at a third of a segment a second
 
@@ -45,12 +45,12 @@ def main() -> None:
     from sercli.corpora import assign_folds, read_corpus, read_folds
     from sercli.dataset import build_segments
     from sercli.features import FeatureConfig
-    from sercli.model import LABELS
 
     utterances = []
     for corpus in ("ravdess", "nemo"):
         utterances += read_corpus(f"manifest={args.data / corpus / 'manifest.csv'}")
     utterances = assign_folds(utterances, read_folds(args.data / "folds.csv"))
+    labels = [u.label for u in utterances]
     data = build_segments(utterances, FeatureConfig(kind="egemaps", compress_tails=True), args.cache)
     x = data.spectrograms[:, :, 0].double().numpy()
     y, utt = data.labels.numpy(), data.utterance.numpy()
@@ -117,12 +117,7 @@ def main() -> None:
                 fit = np.concatenate([train, train])
                 svms[training_view] = SVC(C=1.0, gamma="scale", class_weight="balanced").fit(both[fit],
                                                                                            np.tile(y, 2)[fit])
-            decision = svms[training_view].decision_function(test_x[test])
-            keys, inverse = np.unique(utt[test], return_inverse=True)
-            summed = np.zeros((len(keys), decision.shape[1]))
-            np.add.at(summed, inverse, decision)
-            truth = np.array([LABELS.index(utterances[k].label) for k in keys])
-            scores[view].append(ua(truth, summed.argmax(1)))
+            scores[view].append(utterance_ua(svms[training_view].decision_function(test_x[test]), utt[test], labels))
             line.append(f"{view} {100 * scores[view][-1]:.1f}")
         print(f"fold {test_fold} (utterances typed right: {100 * typing:.1f}%): " + ", ".join(line), flush=True)
     for view in views:
