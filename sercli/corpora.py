@@ -31,6 +31,18 @@ class Utterance:
     corpus: str
     fold: int | None = None
     voice: str | None = None  # the speaker's voice type, "female" or "male", where the corpus says (VOICES)
+    speed: float = 1.0  # a speed-perturbed training copy (sercli train --augment-speed): tempo and pitch times this
+
+    @property
+    def key(self) -> str:
+        """What names the audio as heard: the path, with the speed of a perturbed copy."""
+        return self.path if self.speed == 1 else f"{self.path}@speed={self.speed:g}"
+
+    @property
+    def talker(self) -> str:
+        """The voice a speaker context pools: the speaker, or a perturbed copy's speaker at that
+        speed, who sounds like another person (lower or higher, slower or faster)."""
+        return self.speaker if self.speed == 1 else f"{self.speaker}@speed={self.speed:g}"
 
 
 VOICES = ("male", "female")  # the voice types a voice-typed context tells apart (sercli.context.Voices)

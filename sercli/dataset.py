@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .audio import SAMPLE_RATE, AudioError, load_audio
+from .audio import SAMPLE_RATE, AudioError, load_audio, resample
 from .context import ContextStats, Voices, normalise_segments
 from .corpora import CorpusError, Split, Utterance
 from .features import FeatureConfig, featurise, pitch_tracker
@@ -69,7 +69,7 @@ def utterance_segments(samples: np.ndarray, regions: list[tuple[int, int]], max_
 
 
 Corruption = Callable[[int, np.ndarray], np.ndarray]  # (utterance index, clean samples) -> heard samples
-Clean = dict[str, tuple[np.ndarray, list[tuple[int, int]]]]  # utterance path -> (decoded samples, speech regions)
+Clean = dict[str, tuple[np.ndarray, list[tuple[int, int]]]]  # Utterance.key -> (decoded samples, speech regions)
 
 
 def _featurise(utterances: list[Utterance], first: int, last: int, features: FeatureConfig,
@@ -92,18 +92,20 @@ def _featurise(utterances: list[Utterance], first: int, last: int, features: Fea
 
     for i in range(first, last):
         utterance = utterances[i]
-        known = clean.get(utterance.path) if clean is not None else None
+        known = clean.get(utterance.key) if clean is not None else None
         if known is not None:
             audio, regions = known
         else:
             try:
                 audio = load_audio(utterance.path)
+                if utterance.speed != 1:  # played faster or slower: read as if sampled at speed x 16 kHz
+                    audio = resample(audio, round(SAMPLE_RATE * utterance.speed))
             except AudioError as exc:
                 raise CorpusError(f"{utterance.path}: {exc}") from exc
             vad = vad or SpeechProbabilities()
             regions = speech_regions(audio, vad)
             if keep_clean:
-                decoded[utterance.path] = (audio, regions)
+                decoded[utterance.key] = (audio, regions)
         heard = corrupt(i, audio) if corrupt is not None else audio
         for segment in utterance_segments(heard, regions, pitch=pitch):
             pending.append(segment)
@@ -175,7 +177,8 @@ def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_d
     if not features.compress_tails:  # keys from before the setting stay as they were
         del spectrogram["compress_tails"]
     # FEATURISATION names the cutting and pitch tracking, so that caches of an older way are not reused.
-    described = [spectrogram, [(u.path, u.label) for u in utterances], FEATURISATION] + ([corrupt_key] if corrupt else [])
+    heard = [(u.path, u.label) if u.speed == 1 else (u.path, u.label, u.speed) for u in utterances]
+    described = [spectrogram, heard, FEATURISATION] + ([corrupt_key] if corrupt else [])
     if features.kind == "egemaps":
         described.append(FUNCTIONALS_INPUT)
     key = hashlib.sha256(json.dumps(described).encode())
@@ -207,7 +210,7 @@ def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_d
             if pool is None:
                 pool = own.enter_context(FeaturisingPool(workers))
             futures = [pool.submit(utterances, first, last, features, corrupt,
-                                   {u.path: clean[u.path] for u in utterances[first:last] if u.path in clean}
+                                   {u.key: clean[u.key] for u in utterances[first:last] if u.key in clean}
                                    if keep else None, keep) for first, last in shares]
             for (first, last), future in zip(shares, futures):
                 parts.append(future.result())  # in order; the log lags a little behind the pool
@@ -251,7 +254,7 @@ def normalise_contexts(data: SegmentSet, utterances: list[Utterance], by: str = 
     the segments of the segment's own voice type, with its prior (as analysis does, see Voices)."""
     if by not in ("speaker", "utterance"):
         raise ValueError(f"context must be speaker or utterance, not {by!r}")
-    keys = [u.speaker if by == "speaker" else i for i, u in enumerate(utterances)]
+    keys = [u.talker if by == "speaker" else i for i, u in enumerate(utterances)]
     index = {key: i for i, key in enumerate(dict.fromkeys(keys))}
     groups = torch.tensor([index[key] for key in keys])[data.utterance]
     out = torch.zeros_like(data.spectrograms)
@@ -262,9 +265,14 @@ def normalise_contexts(data: SegmentSet, utterances: list[Utterance], by: str = 
     return SegmentSet(out, data.n_frames, data.utterance, data.labels)
 
 
-def split_sets(data: SegmentSet, speakers: np.ndarray, split: Split) -> tuple[SegmentSet, SegmentSet, SegmentSet]:
-    """The training, validation and test segments of a split; `speakers` is each utterance's."""
+def split_sets(data: SegmentSet, speakers: np.ndarray, split: Split,
+               copies: np.ndarray | None = None) -> tuple[SegmentSet, SegmentSet, SegmentSet]:
+    """The training, validation and test segments of a split; `speakers` is each utterance's.
+    copies: which utterances are speed-perturbed training copies (Utterance.speed), which train
+    when their speaker does and are left out of validation and test."""
     assert not (split.valid & split.test), "a speaker in validation and test"
     role = np.select([np.isin(speakers, sorted(split.test)), np.isin(speakers, sorted(split.valid))], [2, 1], 0)
+    if copies is not None:
+        role[copies & (role > 0)] = 3
     role = torch.from_numpy(role)[data.utterance]
     return data.subset(role == 0), data.subset(role == 1), data.subset(role == 2)

@@ -74,9 +74,11 @@ def run_training(run: TrainRun) -> dict:
             log_file.flush()
 
         utterances = run.utterances
-        log(f"{run.command or 'training'}: {len(utterances)} utterances, "
-            f"{len({u.speaker for u in utterances})} speakers")
-        plain = build_segments(utterances, run.features, run.cache_dir, log, pool=pool if run.workers > 1 else None)
+        copies = sum(u.speed != 1 for u in utterances)
+        log(f"{run.command or 'training'}: {len(utterances) - copies} utterances, "
+            f"{len({u.speaker for u in utterances})} speakers"
+            + (f", {copies} speed-perturbed copies" if copies else ""))
+        plain = _build_by_speed(utterances, run.features, run.cache_dir, log, pool if run.workers > 1 else None)
         log(f"{len(plain.labels)} segments")
         # each speaker's segments standardised over the speaker's speech; by utterance, that
         # needs each split's prior, so it is done per split
@@ -96,17 +98,35 @@ def run_training(run: TrainRun) -> dict:
     return results
 
 
+def _build_by_speed(utterances: list[Utterance], features: FeatureConfig, cache_dir: Path | None, log,
+                    pool: FeaturisingPool | None) -> SegmentSet:
+    """build_segments of the utterances, the recorded ones and each speed's perturbed copies
+    (Utterance.speed) built and cached apart, so that a run with copies reuses the recorded
+    speech's cache and one without them is cut and keyed as before."""
+    speeds = sorted({u.speed for u in utterances}, key=lambda speed: (speed != 1, speed))
+    parts = []
+    for speed in speeds:
+        index = [i for i, u in enumerate(utterances) if u.speed == speed]
+        part = build_segments([utterances[i] for i in index], features, cache_dir, log, pool=pool)
+        parts.append(SegmentSet(part.spectrograms, part.n_frames, torch.tensor(index)[part.utterance], part.labels))
+    if len(parts) == 1:
+        return parts[0]
+    return SegmentSet(*(torch.cat([getattr(p, name) for p in parts])
+                        for name in ("spectrograms", "n_frames", "utterance", "labels")))
+
+
 def _train_split(run: TrainRun, split: Split, plain: SegmentSet, data: SegmentSet, pool, decoded: dict,
                  log) -> dict:
     """Train, test and save one split's model (run folder: its name); returns its metrics.
     plain: the segments before context normalisation, data: as the network sees them."""
     name, fold_dir, device = split.name, run.out_dir / split.name, run.device
     speakers = np.array([u.speaker for u in run.utterances])
-    prior = _training_prior(plain, speakers, split, run.features.context_rate) if run.features.context_norm else None
+    copies = np.array([u.speed != 1 for u in run.utterances])
+    prior = _training_prior(plain, speakers, split, run.features.context_rate, copies) if run.features.context_norm else None
     voices = _training_voices(plain, run.utterances, split, run.features.context_rate) if run.features.context_voices else None
     if prior is not None and run.context == "utterance":
         data = normalise_contexts(plain, run.utterances, "utterance", prior, voices)
-    train_set, valid_set, test_set = split_sets(data, speakers, split)
+    train_set, valid_set, test_set = split_sets(data, speakers, split, copies)
     log(f"{name}: train {train_set.n_utterances} utterances / {len(train_set.labels)} segments, "
         f"validation speakers {sorted(split.valid)}, test {test_set.n_utterances} utterances")
     started = time.monotonic()
@@ -121,8 +141,9 @@ def _train_split(run: TrainRun, split: Split, plain: SegmentSet, data: SegmentSe
             noisy, noisy_raw = _noisy_copy(run.utterances, split, run.features, run.augmentation, train_set,
                                            run.cache_dir, log, pool, decoded, run.context, prior, keep_raw=True)
         if run.train_config.context_utterance or run.train_config.context_pair:
-            speaker_ids = torch.from_numpy(np.unique(speakers, return_inverse=True)[1].reshape(-1))
-            mix = ContextMix.build(split_sets(plain, speakers, split)[0], speaker_ids, prior, noisy_raw,
+            talkers = np.array([u.talker for u in run.utterances])  # a perturbed copy is a voice of its own
+            speaker_ids = torch.from_numpy(np.unique(talkers, return_inverse=True)[1].reshape(-1))
+            mix = ContextMix.build(split_sets(plain, speakers, split, copies)[0], speaker_ids, prior, noisy_raw,
                                   run.features.context_rate, voices)
         net, info = train_model(run.model_config, train_set, valid_set, run.train_config, device,
                                 fold_dir / "state.pt", log, noisy=noisy,
@@ -149,6 +170,7 @@ def _meta(run: TrainRun, split: Split, speakers: np.ndarray, info: dict, metrics
           prior: tuple[np.ndarray, np.ndarray, float] | None, voices: Voices | None = None) -> dict:
     """The checkpoint's meta: how it was trained, on whom, its context prior and its scores."""
     config, training_speakers = run.model_config, sorted(set(speakers.tolist()) - split.valid - split.test)
+    speeds = sorted({u.speed for u in run.utterances} - {1.0})
     meta = {
         "name": (f"egemaps-{split.name}" if run.features.kind == "egemaps" else
                  f"{'two-step' if run.two_step else config.topology}-{config.grid_hz}hz-{split.name}"),
@@ -160,7 +182,8 @@ def _meta(run: TrainRun, split: Split, speakers: np.ndarray, info: dict, metrics
                      "speakers_validation": sorted(split.valid), "speakers_test": sorted(split.test),
                      "test_fold": split.fold,
                      "config": asdict(run.train_config), "best_epoch": info["best_epoch"],
-                     **({"noise_augmentation": asdict(run.augmentation)} if run.augmentation is not None else {})},
+                     **({"noise_augmentation": asdict(run.augmentation)} if run.augmentation is not None else {}),
+                     **({"speed_augmentation": speeds} if speeds else {})},
     }
     if prior is not None:  # the moments of the training speakers' speech
         meta["context_prior"] = {"mean": prior[0].tolist(), "variance": prior[1].tolist()}
@@ -183,12 +206,15 @@ def _group_ids(run: TrainRun, speakers: np.ndarray) -> torch.Tensor | None:
     return torch.from_numpy(np.unique(names, return_inverse=True)[1].reshape(-1))
 
 
-def _training_prior(plain: SegmentSet, speakers: np.ndarray, split: Split,
-                    rate: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """The prior of a split's contexts: the per-bin moments of its training speakers' speech (the
-    checkpoint's context_prior), weighted as CONTEXT_PRIOR_S of speech at `rate` (the features'
-    context_rate), as analysis weighs it."""
-    members = torch.from_numpy(~np.isin(speakers, sorted(split.valid | split.test)))[plain.utterance]
+def _training_prior(plain: SegmentSet, speakers: np.ndarray, split: Split, rate: float,
+                    copies: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+    """The prior of a split's contexts: the per-bin moments of its training speakers' recorded
+    speech (the checkpoint's context_prior; not their speed-perturbed `copies`), weighted as
+    CONTEXT_PRIOR_S of speech at `rate` (the features' context_rate), as analysis weighs it."""
+    members = ~np.isin(speakers, sorted(split.valid | split.test))
+    if copies is not None:
+        members &= ~copies
+    members = torch.from_numpy(members)[plain.utterance]
     mean, variance, _ = population_moments(plain, members)
     return mean, variance, CONTEXT_PRIOR_S * rate
 
@@ -203,7 +229,8 @@ def _training_voices(plain: SegmentSet, utterances: list[Utterance], split: Spli
         raise CorpusError(f"{split.name}: voice-typed contexts (context_voices) learn from each training speaker's "
                           f"gender, which the corpus does not give for {', '.join(unlabelled[:5])} (a manifest's "
                           "gender column: female or male)")
-    training = torch.from_numpy(np.array([u.speaker not in held_out for u in utterances]))[plain.utterance]
+    training = torch.from_numpy(np.array([u.speaker not in held_out and u.speed == 1
+                                          for u in utterances]))[plain.utterance]
     rows = torch.nonzero(training).squeeze(1)
     female = np.array([utterances[i].voice == "female" for i in plain.utterance[rows].tolist()])
     try:
@@ -329,15 +356,17 @@ def _noisy_copy(utterances: list[Utterance], split: Split, features: FeatureConf
     training = [u for u in utterances if u.speaker not in split.valid | split.test]
     talkers = None
     if "babble" in augmentation.sources:
-        if len(training) < BABBLE_TALKERS[0]:
+        recorded = [u for u in training if u.speed == 1]  # babble of the recorded voices
+        if len(recorded) < BABBLE_TALKERS[0]:
             raise CorpusError(f"{split.name}: babble needs at least {BABBLE_TALKERS[0]} training utterances, "
-                              f"there are {len(training)}")
-        talkers = babble_pool([u.path for u in training], augmentation.seed, f"augment-pool:{split.name}", decoded)
+                              f"there are {len(recorded)}")
+        talkers = babble_pool([u.path for u in recorded], augmentation.seed, f"augment-pool:{split.name}", decoded)
     for source in augmentation.sources:
         if source != "babble":
             cached_noise(source)  # a missing or empty folder fails here, in the caller's process
-    key = json.dumps([asdict(augmentation), split.name, sorted({u.speaker for u in training})])
-    corrupt = NoisyUtterances([u.path for u in training], augmentation.sources, augmentation.snr_db, augmentation.seed,
+    key = json.dumps([asdict(augmentation), split.name, sorted({u.speaker for u in training})]
+                     + ([sorted({u.speed for u in training})] if any(u.speed != 1 for u in training) else []))
+    corrupt = NoisyUtterances([u.key for u in training], augmentation.sources, augmentation.snr_db, augmentation.seed,
                               "augment", talkers)
     noisy = build_segments(training, features, cache_dir, log, corrupt, f"augment:{key}", clean=decoded, pool=pool)
     if not (torch.equal(noisy.n_frames, train_set.n_frames) and torch.equal(noisy.labels, train_set.labels)):

@@ -853,3 +853,61 @@ def test_context_mix_training_needs_its_contexts_and_speaker_features(corpus, tm
                                    "--set", "context_pair=0.3"])
     assert refused.exit_code != 0 and "need --context-norm and --context speaker" in refused.output
     assert "Traceback" not in refused.output
+
+
+def test_speed_copies_train_as_voices_of_their_own_and_never_validate_or_test(corpus, tmp_path):
+    from dataclasses import replace
+
+    from sercli.corpora import Split
+    from sercli.dataset import build_segments, split_sets
+    from sercli.features import FeatureConfig
+
+    utterances = read_manifest(corpus / "manifest.csv")
+    fast = [replace(u, speed=1.25) for u in utterances]
+    assert fast[0].key != utterances[0].key and fast[0].talker == "s1@speed=1.25" and utterances[0].talker == "s1"
+    recorded = build_segments(utterances, FeatureConfig(), None, log=lambda _: None)
+    played = build_segments(fast, FeatureConfig(), None, log=lambda _: None)
+    # played 1.25 times as fast: about 80% of the frames, cut by the same rules
+    assert 0.7 < played.n_frames.sum() / recorded.n_frames.sum() < 0.9
+    everyone = utterances + fast
+    both = SegmentSet(torch.cat([recorded.spectrograms, played.spectrograms]),
+                      torch.cat([recorded.n_frames, played.n_frames]),
+                      torch.cat([recorded.utterance, played.utterance + len(utterances)]),
+                      torch.cat([recorded.labels, played.labels]))
+    speakers = np.array([u.speaker for u in everyone])
+    copies = np.array([u.speed != 1 for u in everyone])
+    split = Split("x", 1, frozenset({"s1", "s2"}), frozenset({"s3"}))
+    train_set, valid_set, test_set = split_sets(both, speakers, split, copies)
+    owners = lambda part: {everyone[i].talker for i in part.utterance.tolist()}  # noqa: E731
+    assert owners(train_set) == {"s4", "s4@speed=1.25"}
+    assert owners(valid_set) == {"s3"} and owners(test_set) == {"s1", "s2"}
+    # each copy is standardised over its own speed's speech, not pooled with the recording
+    normalised = normalise_contexts(both, everyone, "speaker").spectrograms.float()
+    copy_rows = torch.nonzero(both.utterance >= len(utterances)).squeeze(1)
+    s4_copy = [i for i in copy_rows.tolist() if everyone[int(both.utterance[i])].speaker == "s4"]
+    frames = torch.cat([normalised[i, :, : int(both.n_frames[i])] for i in s4_copy], dim=1)
+    assert torch.allclose(frames.mean(dim=1), torch.zeros(frames.shape[0]), atol=0.05)
+
+
+def test_train_with_speed_copies_tests_the_same_speech_and_records_them(corpus, tmp_path):
+    cache = tmp_path / "cache"
+    args = ["train", "--corpus", f"manifest={corpus / 'manifest.csv'}", "--folds", str(corpus / "folds.csv"),
+            "--fold", "1", "--epochs", "1", "--device", "cpu", "--cache", str(cache), "--workers", "1"]
+    runner = CliRunner()
+    plain = runner.invoke(main, args + ["--out", str(tmp_path / "plain")])
+    assert plain.exit_code == 0, plain.output
+    result = runner.invoke(main, args + ["--out", str(tmp_path / "fast"), "--augment-speed", "1.1",
+                                         "--augment-speed", "0.9", "--augment-speed", "1"])
+    assert result.exit_code == 0, result.output
+    meta = load_model(tmp_path / "fast" / "fold1" / "model.pt", device="cpu").meta
+    assert meta["training"]["speed_augmentation"] == [0.9, 1.1]
+    assert "--augment-speed 1.1 --augment-speed 0.9" in (tmp_path / "fast" / "results.md").read_text()
+    # the recorded speech's cache is reused; each speed adds one
+    assert len(list(cache.glob("segments-*.pt"))) == 3
+    tested = [json.loads((tmp_path / run / "fold1" / "metrics.json").read_text())["test"]["segment"]["confusion"]
+              for run in ("plain", "fast")]
+    assert sum(map(sum, tested[0])) == sum(map(sum, tested[1]))  # the same test segments: no copies among them
+    plain_prior = load_model(tmp_path / "plain" / "fold1" / "model.pt", device="cpu").meta["context_prior"]
+    assert np.allclose(meta["context_prior"]["mean"], plain_prior["mean"])  # the prior: recorded speech only
+    refused = runner.invoke(main, args + ["--out", str(tmp_path / "bad"), "--augment-speed", "3"])
+    assert refused.exit_code == 2 and "--augment-speed" in refused.output

@@ -126,6 +126,12 @@ def _train_config(ctx: click.Context, path: Path | None) -> None:
               help="SNR range in dB of the noisy copy (uniform).")
 @click.option("--augment-share", type=click.FloatRange(0, 1, min_open=True), default=0.5, show_default=True,
               help="Chance that a training step takes a segment's noisy copy instead of the clean one.")
+@click.option("--augment-speed", "augment_speeds", multiple=True, metavar="FACTOR",
+              type=click.FloatRange(0.5, 2.0),
+              help="Also train on a copy of the training speech played this many times as fast, repeatable "
+                   "(e.g. 0.9 and 1.1: tempo and pitch move together, as a shorter or longer vocal tract and "
+                   "another speaking rate would). Each copy counts as a speaker of its own in the speaker "
+                   "contexts; validation and test speech, and the context prior, stay as recorded.")
 @click.option("--epochs", type=click.IntRange(min=1), default=16, show_default=True,
               help="Most epochs per run (constant learning rate after a one-epoch warm-up).")
 @click.option("--average-from", type=click.IntRange(min=0), default=4, show_default=True,
@@ -165,7 +171,7 @@ def _train_config(ctx: click.Context, path: Path | None) -> None:
                    "options given here win; --set pairs given here add to the file's set list, a name given "
                    "in both taking the value given here.")
 def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validation, topology, first_step, grid,
-          window, denoise, context_norm, context, augment_noises, augment_snr, augment_share,
+          window, denoise, context_norm, context, augment_noises, augment_snr, augment_share, augment_speeds,
           epochs, average_from, patience, batch_size, lr, oversample, balance, seed, settings, device, out_dir,
           cache_dir, workers) -> None:
     """Train and cross-validate a model on labelled speech.
@@ -233,6 +239,11 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
 
         features = replace(features, context_window_s=0.0)
     augmentation = _augmentation(augment_noises, augment_snr, augment_share, seed)
+    if augment_speeds:  # after the splits: a copy trains exactly when its speaker does
+        from dataclasses import replace
+
+        speeds = sorted(set(augment_speeds) - {1.0})
+        utterances = utterances + [replace(u, speed=speed) for speed in speeds for u in utterances]
     run = TrainRun(utterances, splits, model_config, train_config, features, target, out_dir,
                    cache_dir or out_dir / "cache", command=resolved_command(click.get_current_context(),
                                                                             fold=fold or "all",
