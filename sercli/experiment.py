@@ -122,8 +122,9 @@ def _train_split(run: TrainRun, split: Split, plain: SegmentSet, data: SegmentSe
     name, fold_dir, device = split.name, run.out_dir / split.name, run.device
     speakers = np.array([u.speaker for u in run.utterances])
     copies = np.array([u.speed != 1 for u in run.utterances])
-    prior = _training_prior(plain, speakers, split, run.features.context_rate, copies) if run.features.context_norm else None
-    voices = _training_voices(plain, run.utterances, split, run.features.context_rate) if run.features.context_voices else None
+    rate = run.features.context_rate
+    prior = _training_prior(plain, speakers, split, rate, copies) if run.features.context_norm else None
+    voices = _training_voices(plain, run.utterances, split, rate) if run.features.context_voices else None
     if prior is not None and run.context == "utterance":
         data = normalise_contexts(plain, run.utterances, "utterance", prior, voices)
     train_set, valid_set, test_set = split_sets(data, speakers, split, copies)
