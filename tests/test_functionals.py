@@ -261,6 +261,8 @@ def test_the_default_models_recipe_file_trains_what_was_shipped(corpus, tmp_path
     assert FeatureConfig(**ours["meta"]["features"]) == FeatureConfig(**shipped["meta"]["features"])
     config, expected = ours["meta"]["training"]["config"], dict(shipped["meta"]["training"]["config"])
     assert config == {**expected, "epochs": 1}
+    # the speed-perturbed copies it trained with
+    assert ours["meta"]["training"].get("speed_augmentation") == shipped["meta"]["training"].get("speed_augmentation")
 
 
 def test_an_egemaps_model_without_opensmile_is_a_clear_error(tmp_path, monkeypatch):
