@@ -402,7 +402,7 @@ def test_contexts_get_zero_mean_unit_variance_per_bin_inside_their_segments():
     generator = torch.Generator().manual_seed(0)
     x = (torch.rand(5, 4, 6, generator=generator) * 10 + torch.arange(4)[None, :, None]).half()
     n_frames = torch.tensor([6, 3, 6, 2, 5])
-    utterances = [SimpleNamespace(speaker=s) for s in ("a", "a", "b", "b")]  # segments 3 and 4: one utterance
+    utterances = [SimpleNamespace(speaker=s, talker=s) for s in ("a", "a", "b", "b")]  # segments 3 and 4: one utterance
     data = SegmentSet(x, n_frames, torch.tensor([0, 1, 2, 3, 3]), torch.zeros(5, dtype=torch.long))
     for by, groups in (("speaker", [[0, 1], [2, 3, 4]]), ("utterance", [[0], [1], [2], [3, 4]])):
         out = normalise_contexts(data, utterances, by).spectrograms
@@ -769,7 +769,7 @@ def _mix_corpus():
     raw = (torch.randn(7, 4, 8, generator=generator) * 3 + level[:, None, None] + torch.arange(4)[None, :, None])
     n_frames = torch.tensor([8, 5, 3, 8, 6, 7, 4])
     raw = (raw * (torch.arange(8)[None, :] < n_frames[:, None])[:, None, :]).half()
-    utterances = [SimpleNamespace(speaker=s) for s in ("a", "a", "b", "b", "c", "c")]
+    utterances = [SimpleNamespace(speaker=s, talker=s) for s in ("a", "a", "b", "b", "c", "c")]
     data = SegmentSet(raw, n_frames, owner, torch.tensor([0, 1, 1, 2, 3, 0, 1]))
     noisy = SegmentSet((raw.float() * 0.5 + 2.0).half(), n_frames, owner, data.labels)
     return data, noisy, utterances, torch.tensor([0, 0, 1, 1, 2, 2])
