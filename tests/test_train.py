@@ -860,20 +860,19 @@ def test_speed_copies_train_as_voices_of_their_own_and_never_validate_or_test(co
 
     from sercli.corpora import Split
     from sercli.dataset import build_segments, split_sets
+    from sercli.experiment import _build_by_speed
     from sercli.features import FeatureConfig
 
     utterances = read_manifest(corpus / "manifest.csv")
     fast = [replace(u, speed=1.25) for u in utterances]
     assert fast[0].key != utterances[0].key and fast[0].talker == "s1@speed=1.25" and utterances[0].talker == "s1"
-    recorded = build_segments(utterances, FeatureConfig(), None, log=lambda _: None)
-    played = build_segments(fast, FeatureConfig(), None, log=lambda _: None)
-    # played 1.25 times as fast: about 80% of the frames, cut by the same rules
-    assert 0.7 < played.n_frames.sum() / recorded.n_frames.sum() < 0.9
     everyone = utterances + fast
-    both = SegmentSet(torch.cat([recorded.spectrograms, played.spectrograms]),
-                      torch.cat([recorded.n_frames, played.n_frames]),
-                      torch.cat([recorded.utterance, played.utterance + len(utterances)]),
-                      torch.cat([recorded.labels, played.labels]))
+    both = _build_by_speed(everyone, FeatureConfig(), None, lambda _: None, None)
+    played = both.utterance >= len(utterances)
+    assert torch.equal(both.utterance[~played], build_segments(utterances, FeatureConfig(), None,
+                                                               log=lambda _: None).utterance)
+    # played 1.25 times as fast: about 80% of the frames, cut by the same rules
+    assert 0.7 < both.n_frames[played].sum() / both.n_frames[~played].sum() < 0.9
     speakers = np.array([u.speaker for u in everyone])
     copies = np.array([u.speed != 1 for u in everyone])
     split = Split("x", 1, frozenset({"s1", "s2"}), frozenset({"s3"}))
@@ -883,7 +882,7 @@ def test_speed_copies_train_as_voices_of_their_own_and_never_validate_or_test(co
     assert owners(valid_set) == {"s3"} and owners(test_set) == {"s1", "s2"}
     # each copy is standardised over its own speed's speech, not pooled with the recording
     normalised = normalise_contexts(both, everyone, "speaker").spectrograms.float()
-    copy_rows = torch.nonzero(both.utterance >= len(utterances)).squeeze(1)
+    copy_rows = torch.nonzero(played).squeeze(1)
     s4_copy = [i for i in copy_rows.tolist() if everyone[int(both.utterance[i])].speaker == "s4"]
     frames = torch.cat([normalised[i, :, : int(both.n_frames[i])] for i in s4_copy], dim=1)
     assert torch.allclose(frames.mean(dim=1), torch.zeros(frames.shape[0]), atol=0.05)
