@@ -255,13 +255,17 @@ class ContextMix:
 def _length_batches(order: torch.Tensor, n_frames: torch.Tensor, batch_size: int,
                     generator: torch.Generator) -> list[torch.Tensor]:
     """Batches of similar length (sorted within shuffled chunks of 16 batches), in random order:
-    the network cuts each batch to its longest segment, so this saves the work on padding."""
+    the network cuts each batch to its longest segment, so this saves the work on padding.
+    A lone segment left over at the end joins the batch before it: batch norm cannot train on a
+    batch of one."""
     batches: list[torch.Tensor] = []
     chunk = 16 * batch_size
     for first in range(0, len(order), chunk):
         part = order[first : first + chunk]
         part = part[torch.argsort(n_frames[part], stable=True)]
         batches.extend(part.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:  # only the last batch can fall short
+        batches[-2:] = [torch.cat(batches[-2:])]
     return [batches[i] for i in torch.randperm(len(batches), generator=generator)]
 
 

@@ -323,6 +323,18 @@ def test_length_batches_cover_every_segment_once_with_similar_lengths():
     assert spread < 60  # random batches of 32 would span about 250 frames
 
 
+def test_length_batches_never_leave_a_lone_segment():
+    """Batch norm cannot train on one segment: a remainder of one joins the batch before it,
+    while any other remainder, and every full batch, stays as it was."""
+    from sercli.train import _length_batches
+
+    for n, sizes in ((16 * 32 + 1, [32] * 15 + [33]), (65, [32, 33]), (66, [32, 32, 2]), (1, [1])):
+        generator = torch.Generator().manual_seed(0)
+        batches = _length_batches(torch.randperm(n), torch.randint(20, 300, (n,)), 32, generator)
+        assert sorted(len(b) for b in batches) == sorted(sizes)
+        assert sorted(torch.cat(batches).tolist()) == list(range(n))
+
+
 def test_weight_average_is_the_mean_of_the_epoch_end_weights(tmp_path):
     from dataclasses import replace
 
