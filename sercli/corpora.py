@@ -32,17 +32,28 @@ class Utterance:
     fold: int | None = None
     voice: str | None = None  # the speaker's voice type, "female" or "male", where the corpus says (VOICES)
     speed: float = 1.0  # a speed-perturbed training copy (sercli train --augment-speed): tempo and pitch times this
+    channel: str = ""  # a channel copy (sercli train --augment-channel): the speech through this codec or room
+
+    @property
+    def perturbed(self) -> bool:
+        """Whether this is a training copy (another speed or channel), not the recording itself."""
+        return self.speed != 1 or bool(self.channel)
+
+    @property
+    def _copy(self) -> str:
+        return (f"@speed={self.speed:g}" if self.speed != 1 else "") + (f"@{self.channel}" if self.channel else "")
 
     @property
     def key(self) -> str:
-        """What names the audio as heard: the path, with the speed of a perturbed copy."""
-        return self.path if self.speed == 1 else f"{self.path}@speed={self.speed:g}"
+        """What names the audio as heard: the path, with the speed or channel of a copy."""
+        return self.path + self._copy
 
     @property
     def talker(self) -> str:
-        """The voice a speaker context pools: the speaker, or a perturbed copy's speaker at that
-        speed, who sounds like another person (lower or higher, slower or faster)."""
-        return self.speaker if self.speed == 1 else f"{self.speaker}@speed={self.speed:g}"
+        """The voice a speaker context pools: the speaker, or a copy's speaker at that speed
+        (who sounds like another person: lower or higher, slower or faster) or through that
+        channel (as a film's context is all one channel)."""
+        return self.speaker + self._copy
 
 
 VOICES = ("male", "female")  # the voice types a voice-typed context tells apart (sercli.context.Voices)

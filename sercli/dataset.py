@@ -100,6 +100,10 @@ def _featurise(utterances: list[Utterance], first: int, last: int, features: Fea
                 audio = load_audio(utterance.path)
                 if utterance.speed != 1:  # played faster or slower: read as if sampled at speed x 16 kHz
                     audio = resample(audio, round(SAMPLE_RATE * utterance.speed))
+                if utterance.channel:  # through a codec or a room, before the speech detector hears it
+                    from .channels import apply_channel
+
+                    audio = apply_channel(audio, utterance.channel, utterance.path)
             except AudioError as exc:
                 raise CorpusError(f"{utterance.path}: {exc}") from exc
             vad = vad or SpeechProbabilities()
@@ -177,10 +181,15 @@ def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_d
     if not features.compress_tails:  # keys from before the setting stay as they were
         del spectrogram["compress_tails"]
     # FEATURISATION names the cutting and pitch tracking, so that caches of an older way are not reused.
-    heard = [(u.path, u.label) if u.speed == 1 else (u.path, u.label, u.speed) for u in utterances]
+    heard = [(u.path, u.label) + ((u.speed,) if u.speed != 1 else ()) + ((u.channel,) if u.channel else ())
+             for u in utterances]
     described = [spectrogram, heard, FEATURISATION] + ([corrupt_key] if corrupt else [])
     if features.kind == "egemaps":
         described.append(FUNCTIONALS_INPUT)
+    if any(u.channel for u in utterances):  # how channel copies are made, so that a change rebuilds them
+        from .channels import CHANNEL_COPIES
+
+        described.append(CHANNEL_COPIES)
     key = hashlib.sha256(json.dumps(described).encode())
     cache = cache_dir / f"segments-{key.hexdigest()[:16]}.pt" if cache_dir else None
     if cache is not None and cache.is_file():
@@ -268,7 +277,7 @@ def normalise_contexts(data: SegmentSet, utterances: list[Utterance], by: str = 
 def split_sets(data: SegmentSet, speakers: np.ndarray, split: Split,
                copies: np.ndarray | None = None) -> tuple[SegmentSet, SegmentSet, SegmentSet]:
     """The training, validation and test segments of a split; `speakers` is each utterance's.
-    copies: which utterances are speed-perturbed training copies (Utterance.speed), which train
+    copies: which utterances are training copies (Utterance.perturbed), which train
     when their speaker does and are left out of validation and test."""
     assert not (split.valid & split.test), "a speaker in validation and test"
     role = np.select([np.isin(speakers, sorted(split.test)), np.isin(speakers, sorted(split.valid))], [2, 1], 0)

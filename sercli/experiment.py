@@ -74,11 +74,11 @@ def run_training(run: TrainRun) -> dict:
             log_file.flush()
 
         utterances = run.utterances
-        copies = sum(u.speed != 1 for u in utterances)
+        copies = sum(u.perturbed for u in utterances)
         log(f"{run.command or 'training'}: {len(utterances) - copies} utterances, "
             f"{len({u.speaker for u in utterances})} speakers"
-            + (f", {copies} speed-perturbed copies" if copies else ""))
-        plain = _build_by_speed(utterances, run.features, run.cache_dir, log, pool if run.workers > 1 else None)
+            + (f", {copies} speed or channel copies" if copies else ""))
+        plain = _build_by_copy(utterances, run.features, run.cache_dir, log, pool if run.workers > 1 else None)
         log(f"{len(plain.labels)} segments")
         # each speaker's segments standardised over the speaker's speech; by utterance, that
         # needs each split's prior, so it is done per split
@@ -98,15 +98,15 @@ def run_training(run: TrainRun) -> dict:
     return results
 
 
-def _build_by_speed(utterances: list[Utterance], features: FeatureConfig, cache_dir: Path | None, log,
-                    pool: FeaturisingPool | None) -> SegmentSet:
-    """build_segments of the utterances, the recorded ones and each speed's perturbed copies
-    (Utterance.speed) built and cached apart, so that a run with copies reuses the recorded
-    speech's cache and one without them is cut and keyed as before."""
-    speeds = sorted({u.speed for u in utterances}, key=lambda speed: (speed != 1, speed))
+def _build_by_copy(utterances: list[Utterance], features: FeatureConfig, cache_dir: Path | None, log,
+                   pool: FeaturisingPool | None) -> SegmentSet:
+    """build_segments of the utterances, the recorded ones and each speed's or channel's copies
+    (Utterance.speed, .channel) built and cached apart, so that a run with copies reuses the
+    recorded speech's cache and each copy's, and one without them is cut and keyed as before."""
+    kinds = sorted({(u.speed, u.channel) for u in utterances}, key=lambda k: (k != (1.0, ""), k))
     parts = []
-    for speed in speeds:
-        index = [i for i, u in enumerate(utterances) if u.speed == speed]
+    for kind in kinds:
+        index = [i for i, u in enumerate(utterances) if (u.speed, u.channel) == kind]
         part = build_segments([utterances[i] for i in index], features, cache_dir, log, pool=pool)
         parts.append(SegmentSet(part.spectrograms, part.n_frames, torch.tensor(index)[part.utterance], part.labels))
     if len(parts) == 1:
@@ -121,7 +121,7 @@ def _train_split(run: TrainRun, split: Split, plain: SegmentSet, data: SegmentSe
     plain: the segments before context normalisation, data: as the network sees them."""
     name, fold_dir, device = split.name, run.out_dir / split.name, run.device
     speakers = np.array([u.speaker for u in run.utterances])
-    copies = np.array([u.speed != 1 for u in run.utterances])
+    copies = np.array([u.perturbed for u in run.utterances])
     rate = run.features.context_rate
     prior = _training_prior(plain, speakers, split, rate, copies) if run.features.context_norm else None
     voices = _training_voices(plain, run.utterances, split, rate) if run.features.context_voices else None
@@ -172,6 +172,7 @@ def _meta(run: TrainRun, split: Split, speakers: np.ndarray, info: dict, metrics
     """The checkpoint's meta: how it was trained, on whom, its context prior and its scores."""
     config, training_speakers = run.model_config, sorted(set(speakers.tolist()) - split.valid - split.test)
     speeds = sorted({u.speed for u in run.utterances} - {1.0})
+    channels = sorted({u.channel for u in run.utterances} - {""})
     meta = {
         "name": (f"egemaps-{split.name}" if run.features.kind == "egemaps" else
                  f"{'two-step' if run.two_step else config.topology}-{config.grid_hz}hz-{split.name}"),
@@ -184,7 +185,8 @@ def _meta(run: TrainRun, split: Split, speakers: np.ndarray, info: dict, metrics
                      "test_fold": split.fold,
                      "config": asdict(run.train_config), "best_epoch": info["best_epoch"],
                      **({"noise_augmentation": asdict(run.augmentation)} if run.augmentation is not None else {}),
-                     **({"speed_augmentation": speeds} if speeds else {})},
+                     **({"speed_augmentation": speeds} if speeds else {}),
+                     **({"channel_augmentation": channels} if channels else {})},
     }
     if prior is not None:  # the moments of the training speakers' speech
         meta["context_prior"] = {"mean": prior[0].tolist(), "variance": prior[1].tolist()}
@@ -210,7 +212,7 @@ def _group_ids(run: TrainRun, speakers: np.ndarray) -> torch.Tensor | None:
 def _training_prior(plain: SegmentSet, speakers: np.ndarray, split: Split, rate: float,
                     copies: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, float]:
     """The prior of a split's contexts: the per-bin moments of its training speakers' recorded
-    speech (the checkpoint's context_prior; not their speed-perturbed `copies`), weighted as
+    speech (the checkpoint's context_prior; not their speed or channel `copies`), weighted as
     CONTEXT_PRIOR_S of speech at `rate` (the features' context_rate), as analysis weighs it."""
     members = ~np.isin(speakers, sorted(split.valid | split.test))
     if copies is not None:
@@ -230,7 +232,7 @@ def _training_voices(plain: SegmentSet, utterances: list[Utterance], split: Spli
         raise CorpusError(f"{split.name}: voice-typed contexts (context_voices) learn from each training speaker's "
                           f"gender, which the corpus does not give for {', '.join(unlabelled[:5])} (a manifest's "
                           "gender column: female or male)")
-    training = torch.from_numpy(np.array([u.speaker not in held_out and u.speed == 1
+    training = torch.from_numpy(np.array([u.speaker not in held_out and not u.perturbed
                                           for u in utterances]))[plain.utterance]
     rows = torch.nonzero(training).squeeze(1)
     female = np.array([utterances[i].voice == "female" for i in plain.utterance[rows].tolist()])
@@ -357,7 +359,7 @@ def _noisy_copy(utterances: list[Utterance], split: Split, features: FeatureConf
     training = [u for u in utterances if u.speaker not in split.valid | split.test]
     talkers = None
     if "babble" in augmentation.sources:
-        recorded = [u for u in training if u.speed == 1]  # babble of the recorded voices
+        recorded = [u for u in training if not u.perturbed]  # babble of the recorded voices
         if len(recorded) < BABBLE_TALKERS[0]:
             raise CorpusError(f"{split.name}: babble needs at least {BABBLE_TALKERS[0]} training utterances, "
                               f"there are {len(recorded)}")
@@ -366,7 +368,8 @@ def _noisy_copy(utterances: list[Utterance], split: Split, features: FeatureConf
         if source != "babble":
             cached_noise(source)  # a missing or empty folder fails here, in the caller's process
     key = json.dumps([asdict(augmentation), split.name, sorted({u.speaker for u in training})]
-                     + ([sorted({u.speed for u in training})] if any(u.speed != 1 for u in training) else []))
+                     + ([sorted({u.speed for u in training})] if any(u.speed != 1 for u in training) else [])
+                     + ([sorted({u.channel for u in training})] if any(u.channel for u in training) else []))
     corrupt = NoisyUtterances([u.key for u in training], augmentation.sources, augmentation.snr_db, augmentation.seed,
                               "augment", talkers)
     noisy = build_segments(training, features, cache_dir, log, corrupt, f"augment:{key}", clean=decoded, pool=pool)

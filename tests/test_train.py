@@ -872,14 +872,14 @@ def test_speed_copies_train_as_voices_of_their_own_and_never_validate_or_test(co
 
     from sercli.corpora import Split
     from sercli.dataset import build_segments, split_sets
-    from sercli.experiment import _build_by_speed
+    from sercli.experiment import _build_by_copy
     from sercli.features import FeatureConfig
 
     utterances = read_manifest(corpus / "manifest.csv")
     fast = [replace(u, speed=1.25) for u in utterances]
     assert fast[0].key != utterances[0].key and fast[0].talker == "s1@speed=1.25" and utterances[0].talker == "s1"
     everyone = utterances + fast
-    both = _build_by_speed(everyone, FeatureConfig(), None, lambda _: None, None)
+    both = _build_by_copy(everyone, FeatureConfig(), None, lambda _: None, None)
     played = both.utterance >= len(utterances)
     assert torch.equal(both.utterance[~played], build_segments(utterances, FeatureConfig(), None,
                                                                log=lambda _: None).utterance)

@@ -3,6 +3,7 @@ out, handed to sercli.experiment.run_training."""
 
 from __future__ import annotations
 
+import importlib.util
 import shlex
 import sys
 from pathlib import Path
@@ -132,6 +133,12 @@ def _train_config(ctx: click.Context, path: Path | None) -> None:
                    "(e.g. 0.9 and 1.1: tempo and pitch move together, as a shorter or longer vocal tract and "
                    "another speaking rate would). Each copy counts as a speaker of its own in the speaker "
                    "contexts; validation and test speech, and the context prior, stay as recorded.")
+@click.option("--augment-channel", "augment_channels", multiple=True, metavar="SPEC",
+              help="Also train on a copy of the training speech as a channel delivers it, repeatable: mp3:KBPS, "
+                   "aac:KBPS or opus:KBPS (encoded and decoded by ffmpeg, e.g. aac:48), or room:LOW-HIGH (a room "
+                   "with that reverberation time in seconds, e.g. room:0.3-0.8; needs pyroomacoustics, the "
+                   "train extra). Each copy counts as a speaker of its own in the speaker contexts; validation "
+                   "and test speech, and the context prior, stay as recorded.")
 @click.option("--epochs", type=click.IntRange(min=1), default=16, show_default=True,
               help="Most epochs per run (constant learning rate after a one-epoch warm-up).")
 @click.option("--average-from", type=click.IntRange(min=0), default=4, show_default=True,
@@ -172,8 +179,8 @@ def _train_config(ctx: click.Context, path: Path | None) -> None:
                    "in both taking the value given here.")
 def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validation, topology, first_step, grid,
           window, denoise, context_norm, context, augment_noises, augment_snr, augment_share, augment_speeds,
-          epochs, average_from, patience, batch_size, lr, oversample, balance, seed, settings, device, out_dir,
-          cache_dir, workers) -> None:
+          augment_channels, epochs, average_from, patience, batch_size, lr, oversample, balance, seed, settings, device,
+          out_dir, cache_dir, workers) -> None:
     """Train and cross-validate a model on labelled speech.
 
     Each utterance is cut into segments of at most 3 s as at analysis time; utterance scores
@@ -239,11 +246,13 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
 
         features = replace(features, context_window_s=0.0)
     augmentation = _augmentation(augment_noises, augment_snr, augment_share, seed)
-    if augment_speeds:  # after the splits: a copy trains exactly when its speaker does
+    channels = _channels(augment_channels)
+    if augment_speeds or channels:  # after the splits: a copy trains exactly when its speaker does
         from dataclasses import replace
 
         speeds = sorted(set(augment_speeds) - {1.0})
-        utterances = utterances + [replace(u, speed=speed) for speed in speeds for u in utterances]
+        utterances = (utterances + [replace(u, speed=speed) for speed in speeds for u in utterances]
+                      + [replace(u, channel=channel) for channel in channels for u in utterances])
     run = TrainRun(utterances, splits, model_config, train_config, features, target, out_dir,
                    cache_dir or out_dir / "cache", command=resolved_command(click.get_current_context(),
                                                                             fold=fold or "all",
@@ -292,6 +301,24 @@ def _configs(settings, topology: str, grid_hz: int, window_ms: int, denoise: boo
                          pairs))
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--set") from None
+
+
+def _channels(given) -> list[str]:
+    """The distinct channels of --augment-channel, canonical and in the order given."""
+    from ..channels import parse_channel
+
+    channels = []
+    for text in given:
+        try:
+            channel = parse_channel(text)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--augment-channel") from None
+        if channel.startswith("room:") and importlib.util.find_spec("pyroomacoustics") is None:
+            raise click.BadParameter(f"{text!r} needs pyroomacoustics: pip install 'sercli[train]'",
+                                     param_hint="--augment-channel")
+        if channel not in channels:
+            channels.append(channel)
+    return channels
 
 
 def _augmentation(augment_noises, augment_snr: str, share: float, seed: int):

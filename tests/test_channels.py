@@ -1,0 +1,108 @@
+"""Channel copies of training speech: codecs through ffmpeg, rooms from pyroomacoustics, and
+sercli train --augment-channel."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from sercli.audio import SAMPLE_RATE, load_audio
+from sercli.channels import apply_channel, parse_channel
+from sercli.cli import main
+from sercli.corpora import read_manifest
+from sercli.weights import load_model
+
+
+def _lag_and_match(dry: np.ndarray, wet: np.ndarray) -> tuple[int, float]:
+    """The delay of `wet` behind `dry` (samples) and their correlation once aligned."""
+    n = min(len(dry), len(wet))
+    lags = np.correlate(wet[:n], dry[:n], "full")
+    lag = int(lags.argmax()) - (n - 1)
+    a, b = (dry[: n - lag], wet[lag:n]) if lag >= 0 else (dry[-lag:n], wet[: n + lag])
+    return lag, float(np.corrcoef(a, b)[0, 1])
+
+
+def test_channel_specs_are_checked_and_made_canonical():
+    assert parse_channel("MP3:32k") == "mp3:32"
+    assert parse_channel(" aac:48 ") == "aac:48"
+    assert parse_channel("room:0.30-0.8") == "room:0.3-0.8"
+    assert parse_channel("room:0.5") == "room:0.5-0.5"
+    for bad, why in [("flac:32", "not a channel"), ("mp3:fast", "bit rate"), ("opus:4", "8 to 320"),
+                     ("room:0.8-0.3", "rise"), ("room:x", "seconds"), ("room:0.2-5", "at most")]:
+        with pytest.raises(ValueError, match=why):
+            parse_channel(bad)
+
+
+@pytest.mark.parametrize("codec", ["mp3:32", "aac:48", "opus:24"])
+def test_a_codec_copy_is_the_same_speech_a_little_late_and_changed(example, codec):
+    dry = load_audio(str(example))[: 5 * SAMPLE_RATE]
+    wet = apply_channel(dry, codec, "any")
+    assert abs(len(wet) - len(dry)) < 0.1 * SAMPLE_RATE  # encoder priming at most
+    lag, match = _lag_and_match(dry, wet)
+    assert 0 <= lag < 0.05 * SAMPLE_RATE and match > 0.9
+    assert not np.allclose(wet[lag:lag + len(dry) // 2], dry[: len(dry) // 2], atol=1e-3)  # a lossy copy
+    assert np.array_equal(wet, apply_channel(dry, codec, "other"))  # the same on every call
+
+
+def test_a_room_copy_is_reverberant_at_the_dry_level_and_fixed_per_utterance(example):
+    dry = load_audio(str(example))[: 5 * SAMPLE_RATE]
+    wet = apply_channel(dry, "room:0.6-0.9", "a.wav")
+    assert len(wet) == len(dry)
+    assert np.sqrt(np.mean(wet ** 2)) == pytest.approx(np.sqrt(np.mean(dry ** 2)), rel=1e-3)
+    assert np.array_equal(wet, apply_channel(dry, "room:0.6-0.9", "a.wav"))
+    names = [f"{n}.wav" for n in range(12)]
+    assert len({apply_channel(dry, "room:0.6-0.9", name)[:4000].tobytes() for name in names}) > 1  # rooms vary
+
+    def tail(signal: np.ndarray) -> float:
+        """The energy of the 300 ms after each loud 10 ms frame's onset, relative to that frame's:
+        speech smeared by a room keeps more of it."""
+        frames = signal[: len(signal) // 160 * 160].reshape(-1, 160)
+        energy = (frames.astype(np.float64) ** 2).sum(axis=1)
+        loud = np.flatnonzero(energy > 0.3 * energy.max())
+        loud = loud[loud + 31 < len(energy)]
+        return float(np.mean([energy[i + 20:i + 31].sum() / energy[i] for i in loud]))
+
+    dry_room = apply_channel(dry, "room:0.15-0.2", "a.wav")
+    assert tail(wet) > tail(dry_room)  # longer reverberation times ring longer
+    # a room's direct sound still carries the voice
+    assert _lag_and_match(dry, dry_room)[1] > 0.3
+
+
+def test_train_with_channel_copies_tests_the_same_speech_and_records_them(corpus, tmp_path):
+    cache = tmp_path / "cache"
+    args = ["train", "--corpus", f"manifest={corpus / 'manifest.csv'}", "--folds", str(corpus / "folds.csv"),
+            "--fold", "1", "--epochs", "1", "--device", "cpu", "--cache", str(cache), "--workers", "1"]
+    runner = CliRunner()
+    plain = runner.invoke(main, args + ["--out", str(tmp_path / "plain")])
+    assert plain.exit_code == 0, plain.output
+    result = runner.invoke(main, args + ["--out", str(tmp_path / "coded"), "--augment-channel", "aac:48",
+                                         "--augment-channel", "room:0.3-0.5", "--augment-channel", "AAC:48k",
+                                         "--augment-speed", "1.1"])
+    assert result.exit_code == 0, result.output
+    assert "24 speed or channel copies" in result.output  # 8 utterances x (one speed + two channels)
+    meta = load_model(tmp_path / "coded" / "fold1" / "model.pt", device="cpu").meta
+    assert meta["training"]["channel_augmentation"] == ["aac:48", "room:0.3-0.5"]
+    assert meta["training"]["speed_augmentation"] == [1.1]
+    # the recorded speech's cache is reused; the speed and each channel add one
+    assert len(list(cache.glob("segments-*.pt"))) == 4
+    tested = [np.array(__import__("json").loads((tmp_path / run / "fold1" / "metrics.json").read_text())
+                       ["test"]["segment"]["confusion"]) for run in ("plain", "coded")]
+    assert tested[0].sum() == tested[1].sum()  # the same test segments: no copies among them
+    plain_prior = load_model(tmp_path / "plain" / "fold1" / "model.pt", device="cpu").meta["context_prior"]
+    assert np.allclose(meta["context_prior"]["mean"], plain_prior["mean"])  # the prior: recorded speech only
+    for bad in ("wav:32", "room:3-4"):
+        refused = runner.invoke(main, args + ["--out", str(tmp_path / "bad"), "--augment-channel", bad])
+        assert refused.exit_code == 2 and "--augment-channel" in refused.output
+        assert "Traceback" not in refused.output
+
+
+def test_a_channel_copy_is_a_talker_of_its_own(corpus):
+    from dataclasses import replace
+
+    utterance = read_manifest(corpus / "manifest.csv")[0]
+    coded = replace(utterance, channel="mp3:32")
+    both = replace(utterance, channel="mp3:32", speed=0.9)
+    assert coded.perturbed and both.perturbed and not utterance.perturbed
+    assert coded.talker == "s1@mp3:32" and both.talker == "s1@speed=0.9@mp3:32"
+    assert len({utterance.key, coded.key, both.key}) == 3
