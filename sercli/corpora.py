@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import re
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,27 +34,47 @@ class Utterance:
     voice: str | None = None  # the speaker's voice type, "female" or "male", where the corpus says (VOICES)
     speed: float = 1.0  # a speed-perturbed training copy (sercli train --augment-speed): tempo and pitch times this
     channel: str = ""  # a channel copy (sercli train --augment-channel): the speech through this codec or room
+    then: tuple[str, str] | None = None  # a pair copy (sercli train --augment-pairs): (path, label) played after it
 
     @property
     def perturbed(self) -> bool:
-        """Whether this is a training copy (another speed or channel), not the recording itself."""
-        return self.speed != 1 or bool(self.channel)
+        """Whether this is a training copy (another speed or channel, or a pair), not the recording itself."""
+        return self.speed != 1 or bool(self.channel) or self.then is not None
 
     @property
     def _copy(self) -> str:
-        return (f"@speed={self.speed:g}" if self.speed != 1 else "") + (f"@{self.channel}" if self.channel else "")
+        return ((f"@speed={self.speed:g}" if self.speed != 1 else "") + (f"@{self.channel}" if self.channel else "")
+                + ("@pairs" if self.then is not None else ""))
 
     @property
     def key(self) -> str:
-        """What names the audio as heard: the path, with the speed or channel of a copy."""
-        return self.path + self._copy
+        """What names the audio as heard: the path, with the speed or channel of a copy, or the
+        utterance a pair copy plays after it."""
+        return self.path + self._copy + (f"+{self.then[0]}" if self.then is not None else "")
 
     @property
     def talker(self) -> str:
         """The voice a speaker context pools: the speaker, or a copy's speaker at that speed
         (who sounds like another person: lower or higher, slower or faster) or through that
-        channel (as a film's context is all one channel)."""
+        channel (as a film's context is all one channel); a speaker's pair copies pool apart."""
         return self.speaker + self._copy
+
+
+def pair_copies(utterances: list[Utterance]) -> list[Utterance]:
+    """A pair copy of each recorded utterance (Utterance.then): the utterance followed by another
+    of its speaker's, the partner drawn by a hash of the two paths, so that the pairs are the same
+    on every run, whatever the order of the manifest. A speaker with one utterance has no pairs."""
+    recorded = [u for u in utterances if not u.perturbed]
+    by_speaker: dict[str, list[Utterance]] = {}
+    for utterance in recorded:
+        by_speaker.setdefault(utterance.speaker, []).append(utterance)
+    pairs = []
+    for utterance in recorded:
+        others = [u for u in by_speaker[utterance.speaker] if u.path != utterance.path]
+        if others:
+            partner = min(others, key=lambda u: hashlib.sha256(f"{utterance.path}\n{u.path}".encode()).digest())
+            pairs.append(replace(utterance, then=(partner.path, partner.label)))
+    return pairs
 
 
 VOICES = ("male", "female")  # the voice types a voice-typed context tells apart (sercli.context.Voices)

@@ -68,6 +68,23 @@ def utterance_segments(samples: np.ndarray, regions: list[tuple[int, int]], max_
             for segment in region_segments(samples[a:b], a, round(max_s * SAMPLE_RATE), pitch)]
 
 
+def pair_label(first: str, second: str, start: float, end: float, seam: float) -> str:
+    """The label of a pair copy's segment [start, end) (samples) that may straddle the seam
+    between its two utterances: that of the one it overlaps more, except that an emotion heard
+    for at least a third of the segment outweighs a neutral rest (as in CopyPaste, Pappagari et
+    al. 2021: emotional speech next to neutral speech stays emotional)."""
+    length = max(end - start, 1.0)
+    shares = {first: 0.0, second: 0.0}
+    shares[first] += max(0.0, min(end, seam) - start) / length
+    shares[second] += max(0.0, end - max(start, seam)) / length
+    if first == second:
+        return first
+    emotional = [label for label in (first, second) if label != "neutral" and shares[label] >= 1 / 3]
+    if "neutral" in shares and len(emotional) == 1:
+        return emotional[0]
+    return first if shares[first] >= shares[second] else second
+
+
 Corruption = Callable[[int, np.ndarray], np.ndarray]  # (utterance index, clean samples) -> heard samples
 Clean = dict[str, tuple[np.ndarray, list[tuple[int, int]]]]  # Utterance.key -> (decoded samples, speech regions)
 
@@ -92,7 +109,8 @@ def _featurise(utterances: list[Utterance], first: int, last: int, features: Fea
 
     for i in range(first, last):
         utterance = utterances[i]
-        known = clean.get(utterance.key) if clean is not None else None
+        known = clean.get(utterance.key) if clean is not None and utterance.then is None else None
+        seam = None  # a pair copy's first sample of its second utterance
         if known is not None:
             audio, regions = known
         else:
@@ -104,17 +122,24 @@ def _featurise(utterances: list[Utterance], first: int, last: int, features: Fea
                     from .channels import apply_channel
 
                     audio = apply_channel(audio, utterance.channel, utterance.path)
+                if utterance.then is not None:  # the speaker's next utterance right after, pause and all
+                    seam = len(audio)
+                    audio = np.concatenate([audio, load_audio(utterance.then[0])])
             except AudioError as exc:
                 raise CorpusError(f"{utterance.path}: {exc}") from exc
             vad = vad or SpeechProbabilities()
             regions = speech_regions(audio, vad)
-            if keep_clean:
+            if keep_clean and seam is None:
                 decoded[utterance.key] = (audio, regions)
         heard = corrupt(i, audio) if corrupt is not None else audio
         for segment in utterance_segments(heard, regions, pitch=pitch):
             pending.append(segment)
             owner.append(i)
-            labels.append(LABELS.index(utterance.label))
+            label = utterance.label
+            if seam is not None:
+                label = pair_label(utterance.label, utterance.then[1], segment.start_s * SAMPLE_RATE,
+                                   segment.end_s * SAMPLE_RATE, seam)
+            labels.append(LABELS.index(label))
         if len(pending) >= 64:
             flush()
     flush()
@@ -182,7 +207,7 @@ def build_segments(utterances: list[Utterance], features: FeatureConfig, cache_d
         del spectrogram["compress_tails"]
     # FEATURISATION names the cutting and pitch tracking, so that caches of an older way are not reused.
     heard = [(u.path, u.label) + ((u.speed,) if u.speed != 1 else ()) + ((u.channel,) if u.channel else ())
-             for u in utterances]
+             + (tuple(u.then) if u.then is not None else ()) for u in utterances]
     described = [spectrogram, heard, FEATURISATION] + ([corrupt_key] if corrupt else [])
     if features.kind == "egemaps":
         described.append(FUNCTIONALS_INPUT)

@@ -77,7 +77,7 @@ def run_training(run: TrainRun) -> dict:
         copies = sum(u.perturbed for u in utterances)
         log(f"{run.command or 'training'}: {len(utterances) - copies} utterances, "
             f"{len({u.speaker for u in utterances})} speakers"
-            + (f", {copies} speed or channel copies" if copies else ""))
+            + (f", {copies} speed, channel or pair copies" if copies else ""))
         plain = _build_by_copy(utterances, run.features, run.cache_dir, log, pool if run.workers > 1 else None)
         log(f"{len(plain.labels)} segments")
         # each speaker's segments standardised over the speaker's speech; by utterance, that
@@ -101,12 +101,13 @@ def run_training(run: TrainRun) -> dict:
 def _build_by_copy(utterances: list[Utterance], features: FeatureConfig, cache_dir: Path | None, log,
                    pool: FeaturisingPool | None) -> SegmentSet:
     """build_segments of the utterances, the recorded ones and each speed's or channel's copies
-    (Utterance.speed, .channel) built and cached apart, so that a run with copies reuses the
+    and the pair copies (Utterance.speed, .channel, .then) built and cached apart, so that a run with copies reuses the
     recorded speech's cache and each copy's, and one without them is cut and keyed as before."""
-    kinds = sorted({(u.speed, u.channel) for u in utterances}, key=lambda k: (k != (1.0, ""), k))
+    kinds = sorted({(u.speed, u.channel, u.then is not None) for u in utterances},
+                   key=lambda k: (k != (1.0, "", False), k))
     parts = []
     for kind in kinds:
-        index = [i for i, u in enumerate(utterances) if (u.speed, u.channel) == kind]
+        index = [i for i, u in enumerate(utterances) if (u.speed, u.channel, u.then is not None) == kind]
         part = build_segments([utterances[i] for i in index], features, cache_dir, log, pool=pool)
         parts.append(SegmentSet(part.spectrograms, part.n_frames, torch.tensor(index)[part.utterance], part.labels))
     if len(parts) == 1:
@@ -173,6 +174,7 @@ def _meta(run: TrainRun, split: Split, speakers: np.ndarray, info: dict, metrics
     config, training_speakers = run.model_config, sorted(set(speakers.tolist()) - split.valid - split.test)
     speeds = sorted({u.speed for u in run.utterances} - {1.0})
     channels = sorted({u.channel for u in run.utterances} - {""})
+    pairs = sum(u.then is not None for u in run.utterances)
     meta = {
         "name": (f"egemaps-{split.name}" if run.features.kind == "egemaps" else
                  f"{'two-step' if run.two_step else config.topology}-{config.grid_hz}hz-{split.name}"),
@@ -186,7 +188,8 @@ def _meta(run: TrainRun, split: Split, speakers: np.ndarray, info: dict, metrics
                      "config": asdict(run.train_config), "best_epoch": info["best_epoch"],
                      **({"noise_augmentation": asdict(run.augmentation)} if run.augmentation is not None else {}),
                      **({"speed_augmentation": speeds} if speeds else {}),
-                     **({"channel_augmentation": channels} if channels else {})},
+                     **({"channel_augmentation": channels} if channels else {}),
+                     **({"pair_augmentation": pairs} if pairs else {})},
     }
     if prior is not None:  # the moments of the training speakers' speech
         meta["context_prior"] = {"mean": prior[0].tolist(), "variance": prior[1].tolist()}

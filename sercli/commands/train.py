@@ -139,6 +139,12 @@ def _train_config(ctx: click.Context, path: Path | None) -> None:
                    "with that reverberation time in seconds, e.g. room:0.3-0.8; needs pyroomacoustics, the "
                    "train extra). Each copy counts as a speaker of its own in the speaker contexts; validation "
                    "and test speech, and the context prior, stay as recorded.")
+@click.option("--augment-pairs", is_flag=True,
+              help="Also train on pair copies: each training utterance followed by another of its speaker's "
+                   "(drawn once, the same for every run), cut into segments as one recording, so that some "
+                   "straddle the two, as in a film; a segment takes the label of the utterance it overlaps "
+                   "more, an emotion heard for a third of it outweighing a neutral rest. A speaker's pairs "
+                   "are standardised as a talker of their own.")
 @click.option("--epochs", type=click.IntRange(min=1), default=16, show_default=True,
               help="Most epochs per run (constant learning rate after a one-epoch warm-up).")
 @click.option("--average-from", type=click.IntRange(min=0), default=4, show_default=True,
@@ -179,7 +185,7 @@ def _train_config(ctx: click.Context, path: Path | None) -> None:
                    "in both taking the value given here.")
 def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validation, topology, first_step, grid,
           window, denoise, context_norm, context, augment_noises, augment_snr, augment_share, augment_speeds,
-          augment_channels, epochs, average_from, patience, batch_size, lr, oversample, balance, seed, settings, device,
+          augment_channels, augment_pairs, epochs, average_from, patience, batch_size, lr, oversample, balance, seed, settings, device,
           out_dir, cache_dir, workers) -> None:
     """Train and cross-validate a model on labelled speech.
 
@@ -247,12 +253,15 @@ def train(corpora, include_scripted, excited_as_happy, folds_path, fold, validat
         features = replace(features, context_window_s=0.0)
     augmentation = _augmentation(augment_noises, augment_snr, augment_share, seed)
     channels = _channels(augment_channels)
-    if augment_speeds or channels:  # after the splits: a copy trains exactly when its speaker does
+    if augment_speeds or channels or augment_pairs:  # after the splits: a copy trains exactly when its speaker does
         from dataclasses import replace
+
+        from ..corpora import pair_copies
 
         speeds = sorted(set(augment_speeds) - {1.0})
         utterances = (utterances + [replace(u, speed=speed) for speed in speeds for u in utterances]
-                      + [replace(u, channel=channel) for channel in channels for u in utterances])
+                      + [replace(u, channel=channel) for channel in channels for u in utterances]
+                      + (pair_copies(utterances) if augment_pairs else []))
     run = TrainRun(utterances, splits, model_config, train_config, features, target, out_dir,
                    cache_dir or out_dir / "cache", command=resolved_command(click.get_current_context(),
                                                                             fold=fold or "all",

@@ -1,16 +1,20 @@
-"""Channel copies of training speech: codecs through ffmpeg, rooms from pyroomacoustics, and
-sercli train --augment-channel."""
+"""Copies of training speech: channels (codecs through ffmpeg, rooms from pyroomacoustics;
+sercli train --augment-channel) and pairs of utterances (--augment-pairs)."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
 
 from sercli.audio import SAMPLE_RATE, load_audio
 from sercli.channels import apply_channel, parse_channel
 from sercli.cli import main
 from sercli.corpora import read_manifest
+from sercli.model import LABELS
 from sercli.weights import load_model
 
 
@@ -80,13 +84,13 @@ def test_train_with_channel_copies_tests_the_same_speech_and_records_them(corpus
                                          "--augment-channel", "room:0.3-0.5", "--augment-channel", "AAC:48k",
                                          "--augment-speed", "1.1"])
     assert result.exit_code == 0, result.output
-    assert "24 speed or channel copies" in result.output  # 8 utterances x (one speed + two channels)
+    assert "24 speed, channel or pair copies" in result.output  # 8 utterances x (one speed + two channels)
     meta = load_model(tmp_path / "coded" / "fold1" / "model.pt", device="cpu").meta
     assert meta["training"]["channel_augmentation"] == ["aac:48", "room:0.3-0.5"]
     assert meta["training"]["speed_augmentation"] == [1.1]
     # the recorded speech's cache is reused; the speed and each channel add one
     assert len(list(cache.glob("segments-*.pt"))) == 4
-    tested = [np.array(__import__("json").loads((tmp_path / run / "fold1" / "metrics.json").read_text())
+    tested = [np.array(json.loads((tmp_path / run / "fold1" / "metrics.json").read_text())
                        ["test"]["segment"]["confusion"]) for run in ("plain", "coded")]
     assert tested[0].sum() == tested[1].sum()  # the same test segments: no copies among them
     plain_prior = load_model(tmp_path / "plain" / "fold1" / "model.pt", device="cpu").meta["context_prior"]
@@ -106,3 +110,61 @@ def test_a_channel_copy_is_a_talker_of_its_own(corpus):
     assert coded.perturbed and both.perturbed and not utterance.perturbed
     assert coded.talker == "s1@mp3:32" and both.talker == "s1@speed=0.9@mp3:32"
     assert len({utterance.key, coded.key, both.key}) == 3
+
+
+def test_a_pair_segment_takes_the_label_it_mostly_hears_and_an_emotion_outweighs_neutral():
+    from sercli.dataset import pair_label
+
+    seam = 100.0
+    assert pair_label("sad", "happy", 0, 90, seam) == "sad" and pair_label("sad", "happy", 110, 200, seam) == "happy"
+    assert pair_label("sad", "happy", 40, 130, seam) == "sad"  # 60 of 90 before the seam
+    assert pair_label("sad", "happy", 80, 170, seam) == "happy"
+    assert pair_label("neutral", "angry", 20, 120, seam) == "neutral"  # angry for a fifth
+    assert pair_label("neutral", "angry", 30, 120, seam) == "neutral"  # angry for 20 of 90: less than a third
+    assert pair_label("neutral", "angry", 50, 140, seam) == "angry"  # for 40 of 90: the lesser part, but a third
+    assert pair_label("angry", "neutral", 40, 130, seam) == "angry" and pair_label("neutral", "angry", 40, 130, seam) == "angry"
+    assert pair_label("neutral", "neutral", 40, 130, seam) == "neutral"
+
+
+def test_pair_copies_join_two_utterances_of_one_speaker_the_same_way_every_time(corpus):
+    from sercli.corpora import pair_copies
+    from sercli.dataset import build_segments
+    from sercli.experiment import _build_by_copy
+    from sercli.features import FeatureConfig
+
+    utterances = read_manifest(corpus / "manifest.csv")
+    pairs = pair_copies(utterances)
+    assert len(pairs) == len(utterances)  # every speaker has two utterances
+    for pair in pairs:
+        assert pair.then[0] != pair.path and pair.perturbed and pair.talker == f"{pair.speaker}@pairs"
+        partner = next(u for u in utterances if u.path == pair.then[0])
+        assert partner.speaker == pair.speaker and partner.label == pair.then[1]
+    assert pair_copies(utterances[::-1]) == pair_copies(utterances)[::-1]  # not the manifest's order
+    everyone = utterances + pairs
+    both = _build_by_copy(everyone, FeatureConfig(), None, lambda _: None, None)
+    alone = build_segments(utterances, FeatureConfig(), None, log=lambda _: None)
+    paired = both.utterance >= len(utterances)
+    # a pair is both utterances' speech, cut by the same rules: about as many frames as the two
+    for k, pair in enumerate(pairs):
+        rows = both.utterance == len(utterances) + k
+        parts = [i for i, u in enumerate(utterances) if u.path in (pair.path, pair.then[0])]
+        frames = sum(int(alone.n_frames[alone.utterance == i].sum()) for i in parts)
+        assert 0.85 < int(both.n_frames[rows].sum()) / frames < 1.15
+        # its segments are labelled with one of the two labels
+        assert set(both.labels[rows].tolist()) <= {LABELS.index(pair.label), LABELS.index(pair.then[1])}
+    assert paired.sum() > 0 and torch.equal(both.utterance[~paired], alone.utterance)
+
+
+def test_train_with_pair_copies_records_them_and_tests_the_same_speech(corpus, tmp_path):
+    args = ["train", "--corpus", f"manifest={corpus / 'manifest.csv'}", "--folds", str(corpus / "folds.csv"),
+            "--fold", "1", "--epochs", "1", "--device", "cpu", "--cache", str(tmp_path / "cache"), "--workers", "1"]
+    runner = CliRunner()
+    plain = runner.invoke(main, args + ["--out", str(tmp_path / "plain")])
+    result = runner.invoke(main, args + ["--out", str(tmp_path / "pairs"), "--augment-pairs"])
+    assert plain.exit_code == 0 and result.exit_code == 0, result.output
+    assert "8 speed, channel or pair copies" in result.output
+    meta = load_model(tmp_path / "pairs" / "fold1" / "model.pt", device="cpu").meta
+    assert meta["training"]["pair_augmentation"] == 8
+    tested = [np.array(json.loads((tmp_path / run / "fold1" / "metrics.json").read_text())["test"]["segment"]
+                       ["confusion"]) for run in ("plain", "pairs")]
+    assert tested[0].sum() == tested[1].sum()
