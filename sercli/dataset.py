@@ -122,11 +122,15 @@ def _featurise(utterances: list[Utterance], first: int, last: int, features: Fea
                     from .channels import apply_channel
 
                     audio = apply_channel(audio, utterance.channel, utterance.path)
-                if utterance.then is not None:  # the speaker's next utterance right after, pause and all
-                    seam = len(audio)
-                    audio = np.concatenate([audio, load_audio(utterance.then[0])])
             except AudioError as exc:
                 raise CorpusError(f"{utterance.path}: {exc}") from exc
+            if utterance.then is not None:  # the speaker's next utterance right after, pause and all
+                try:
+                    after = load_audio(utterance.then[0])
+                except AudioError as exc:
+                    raise CorpusError(f"{utterance.then[0]}: {exc}") from exc
+                seam = len(audio)
+                audio = np.concatenate([audio, after])
             vad = vad or SpeechProbabilities()
             regions = speech_regions(audio, vad)
             if keep_clean and seam is None:
