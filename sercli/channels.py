@@ -73,15 +73,14 @@ def _codec(audio: np.ndarray, codec: str, kbps: int) -> np.ndarray:
     encode = ffmpeg + ["-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0", "-c:a", encoder,
                        "-b:a", f"{kbps}k", "-ar", str(rate), "-f", muxer, "pipe:1"]
     decode = ffmpeg + ["-f", demuxer, "-i", "pipe:0", "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1"]
-    coded = subprocess.run(encode, input=np.ascontiguousarray(audio, dtype=np.float32).tobytes(),
-                           capture_output=True)
-    if coded.returncode == 0:
-        decoded = subprocess.run(decode, input=coded.stdout, capture_output=True)
-    if coded.returncode != 0 or decoded.returncode != 0:
-        failed = coded if coded.returncode != 0 else decoded
-        reason = failed.stderr.decode("utf-8", "replace").strip().splitlines()
-        raise AudioError(f"{codec} at {kbps} kbit/s: {reason[-1] if reason else 'ffmpeg failed'}")
-    return np.frombuffer(decoded.stdout, dtype=np.float32).copy()
+    data = np.ascontiguousarray(audio, dtype=np.float32).tobytes()
+    for command in (encode, decode):
+        result = subprocess.run(command, input=data, capture_output=True)
+        if result.returncode != 0:
+            reason = result.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise AudioError(f"{codec} at {kbps} kbit/s: {reason[-1] if reason else 'ffmpeg failed'}")
+        data = result.stdout
+    return np.frombuffer(data, dtype=np.float32).copy()
 
 
 @functools.lru_cache(maxsize=4)

@@ -73,16 +73,15 @@ def pair_label(first: str, second: str, start: float, end: float, seam: float) -
     between its two utterances: that of the one it overlaps more, except that an emotion heard
     for at least a third of the segment outweighs a neutral rest (as in CopyPaste, Pappagari et
     al. 2021: emotional speech next to neutral speech stays emotional)."""
-    length = max(end - start, 1.0)
-    shares = {first: 0.0, second: 0.0}
-    shares[first] += max(0.0, min(end, seam) - start) / length
-    shares[second] += max(0.0, end - max(start, seam)) / length
     if first == second:
         return first
-    emotional = [label for label in (first, second) if label != "neutral" and shares[label] >= 1 / 3]
-    if "neutral" in shares and len(emotional) == 1:
-        return emotional[0]
-    return first if shares[first] >= shares[second] else second
+    length = max(end - start, 1.0)
+    heard = {first: max(0.0, min(end, seam) - start) / length, second: max(0.0, end - max(start, seam)) / length}
+    if "neutral" in heard:
+        emotion = second if first == "neutral" else first
+        if heard[emotion] >= 1 / 3:
+            return emotion
+    return first if heard[first] >= heard[second] else second
 
 
 Corruption = Callable[[int, np.ndarray], np.ndarray]  # (utterance index, clean samples) -> heard samples
