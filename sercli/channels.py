@@ -7,7 +7,13 @@ A channel is named by a short spec:
 - `room:0.3-0.8`: convolved with the impulse response of a shoebox room whose reverberation time
   (RT60, seconds) lies in that range, from pyroomacoustics' image-source model; each utterance
   gets one of ROOMS rooms, chosen by its path, the room's size and both positions drawn from a
-  fixed seed, so a copy is the same on every run and machine.
+  fixed seed, so a copy is the same on every run and machine;
+- `eq:6`: through an equaliser that tilts the spectrum, as microphones, mixing desks and
+  loudspeakers colour a voice: a low shelf below 300 Hz and a high shelf above 3 kHz (ffmpeg's
+  biquad filters), each raised or lowered by up to that many dB, drawn per utterance from its path.
+
+A plain gain needs no copy: each segment is scaled to one loudness before its functionals
+(sercli/functionals.py), so a copy at another level would give the same features.
 """
 
 from __future__ import annotations
@@ -25,8 +31,11 @@ CODECS = {"mp3": ("libmp3lame", "mp3", "mp3", 44100), "aac": ("aac", "adts", "aa
           "opus": ("libopus", "ogg", "ogg", 48000)}
 KBPS = (8, 320)  # the bit rates a codec spec may ask for
 RT60_S = (0.1, 2.0)  # the reverberation times a room spec may ask for
+EQ_DB = (1.0, 12.0)  # the shelf gains an equaliser spec may ask for
+EQ_SHELVES_HZ = (300, 3000)  # the low shelf's and the high shelf's corner frequencies
 ROOMS = 48  # rooms per room spec; an utterance gets one of them
 ROOM_SEED = 20171  # the rooms' draw
+EQ_SEED = 20172  # the equalisers' draws
 CHANNEL_COPIES = "channels-1"  # in the feature cache's key: change it when a channel's copies change
 
 
@@ -51,7 +60,16 @@ def parse_channel(text: str) -> str:
             raise ValueError(f"{text!r}: the reverberation times must rise from {RT60_S[0]:g} to at most "
                              f"{RT60_S[1]:g} s")
         return f"room:{low_s:g}-{high_s:g}"
-    raise ValueError(f"{text!r}: not a channel; use {', '.join(f'{c}:KBPS' for c in CODECS)} or room:LOW-HIGH")
+    if kind == "eq":
+        try:
+            db = float(value.removesuffix("db"))
+        except ValueError:
+            raise ValueError(f"{text!r}: give the largest shelf gain in dB, e.g. eq:6") from None
+        if not EQ_DB[0] <= db <= EQ_DB[1]:
+            raise ValueError(f"{text!r}: the shelf gain must be {EQ_DB[0]:g} to {EQ_DB[1]:g} dB")
+        return f"eq:{db:g}"
+    raise ValueError(f"{text!r}: not a channel; use {', '.join(f'{c}:KBPS' for c in CODECS)}, room:LOW-HIGH "
+                     "or eq:DB")
 
 
 def apply_channel(audio: np.ndarray, spec: str, name: str) -> np.ndarray:
@@ -60,27 +78,46 @@ def apply_channel(audio: np.ndarray, spec: str, name: str) -> np.ndarray:
     kind, _, value = spec.partition(":")
     if kind in CODECS:
         return _codec(audio, kind, int(value))
+    draw = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
+    if kind == "eq":
+        gains = np.random.default_rng([EQ_SEED, draw]).uniform(-float(value), float(value), size=2)
+        return _equalise(audio, gains)
     low, high = (float(v) for v in value.split("-"))
     rooms = _room_bank(low, high)
-    pick = int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little") % len(rooms)
-    return _reverberate(audio, rooms[pick])
+    return _reverberate(audio, rooms[draw % len(rooms)])
+
+
+def _ffmpeg(command: list[str], data: bytes, what: str) -> bytes:
+    """ffmpeg's output for `data` on its input; AudioError naming `what` and ffmpeg's last word if it fails."""
+    result = subprocess.run([ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-nostdin"] + command,
+                            input=data, capture_output=True)
+    if result.returncode != 0:
+        reason = result.stderr.decode("utf-8", "replace").strip().splitlines()
+        raise AudioError(f"{what}: {reason[-1] if reason else 'ffmpeg failed'}")
+    return result.stdout
 
 
 def _codec(audio: np.ndarray, codec: str, kbps: int) -> np.ndarray:
     """Encode and decode `audio` with ffmpeg, as a file in that codec would carry it."""
     encoder, muxer, demuxer, rate = CODECS[codec]
-    ffmpeg = [ffmpeg_binary(), "-hide_banner", "-loglevel", "error", "-nostdin"]
-    encode = ffmpeg + ["-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0", "-c:a", encoder,
-                       "-b:a", f"{kbps}k", "-ar", str(rate), "-f", muxer, "pipe:1"]
-    decode = ffmpeg + ["-f", demuxer, "-i", "pipe:0", "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1"]
+    encode = ["-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1", "-i", "pipe:0", "-c:a", encoder,
+              "-b:a", f"{kbps}k", "-ar", str(rate), "-f", muxer, "pipe:1"]
+    decode = ["-f", demuxer, "-i", "pipe:0", "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "pipe:1"]
     data = np.ascontiguousarray(audio, dtype=np.float32).tobytes()
     for command in (encode, decode):
-        result = subprocess.run(command, input=data, capture_output=True)
-        if result.returncode != 0:
-            reason = result.stderr.decode("utf-8", "replace").strip().splitlines()
-            raise AudioError(f"{codec} at {kbps} kbit/s: {reason[-1] if reason else 'ffmpeg failed'}")
-        data = result.stdout
+        data = _ffmpeg(command, data, f"{codec} at {kbps} kbit/s")
     return np.frombuffer(data, dtype=np.float32).copy()
+
+
+def _equalise(audio: np.ndarray, gains: np.ndarray) -> np.ndarray:
+    """`audio` through ffmpeg's low and high shelving filters (EQ_SHELVES_HZ) with these `gains` (dB),
+    at its own RMS level, as _reverberate keeps it."""
+    (low_hz, high_hz), (low_db, high_db) = EQ_SHELVES_HZ, gains
+    shelves = f"lowshelf=f={low_hz}:g={low_db:.2f},highshelf=f={high_hz}:g={high_db:.2f}"
+    raw = ["-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1"]
+    data = _ffmpeg(raw + ["-i", "pipe:0", "-af", shelves] + raw + ["pipe:1"],
+                   np.ascontiguousarray(audio, dtype=np.float32).tobytes(), f"equaliser {shelves}")
+    return _at_level(np.frombuffer(data, dtype=np.float32).astype(np.float64), audio)
 
 
 @functools.lru_cache(maxsize=4)
@@ -119,7 +156,12 @@ def _reverberate(audio: np.ndarray, response: np.ndarray) -> np.ndarray:
     n = len(audio) + len(response) - 1
     size = 1 << (n - 1).bit_length()
     wet = np.fft.irfft(np.fft.rfft(audio, size) * np.fft.rfft(response, size), size)[:len(audio)]
-    dry_rms, wet_rms = np.sqrt(np.mean(audio.astype(np.float64) ** 2)), np.sqrt(np.mean(wet ** 2))
+    return _at_level(wet, audio)
+
+
+def _at_level(wet: np.ndarray, dry: np.ndarray) -> np.ndarray:
+    """`wet` (float64) scaled to the RMS level of `dry`, as float32."""
+    dry_rms, wet_rms = np.sqrt(np.mean(dry.astype(np.float64) ** 2)), np.sqrt(np.mean(wet ** 2))
     if wet_rms > 0:
-        wet *= dry_rms / wet_rms
+        wet = wet * (dry_rms / wet_rms)
     return wet.astype(np.float32)

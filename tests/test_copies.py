@@ -11,7 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from sercli.audio import SAMPLE_RATE, load_audio
-from sercli.channels import apply_channel, parse_channel
+from sercli.channels import _equalise, apply_channel, parse_channel
 from sercli.cli import main
 from sercli.corpora import read_manifest
 from sercli.model import LABELS
@@ -32,8 +32,10 @@ def test_channel_specs_are_checked_and_made_canonical():
     assert parse_channel(" aac:48 ") == "aac:48"
     assert parse_channel("room:0.30-0.8") == "room:0.3-0.8"
     assert parse_channel("room:0.5") == "room:0.5-0.5"
+    assert parse_channel("EQ:6dB") == "eq:6"
     for bad, why in [("flac:32", "not a channel"), ("mp3:fast", "bit rate"), ("opus:4", "8 to 320"),
-                     ("room:0.8-0.3", "rise"), ("room:x", "seconds"), ("room:0.2-5", "at most")]:
+                     ("room:0.8-0.3", "rise"), ("room:x", "seconds"), ("room:0.2-5", "at most"),
+                     ("eq:loud", "in dB"), ("eq:20", "1 to 12")]:
         with pytest.raises(ValueError, match=why):
             parse_channel(bad)
 
@@ -71,6 +73,30 @@ def test_a_room_copy_is_reverberant_at_the_dry_level_and_fixed_per_utterance(exa
     assert tail(wet) > tail(dry_room)  # longer reverberation times ring longer
     # a room's direct sound still carries the voice
     assert _lag_and_match(dry, dry_room)[1] > 0.3
+
+
+def _band_db(wet: np.ndarray, dry: np.ndarray, low_hz: float, high_hz: float) -> float:
+    """How much louder `wet` is than `dry` between these frequencies, in dB."""
+    frequency = np.fft.rfftfreq(len(dry), 1 / SAMPLE_RATE)
+    band = (frequency >= low_hz) & (frequency < high_hz)
+    power = [np.sum(np.abs(np.fft.rfft(x.astype(np.float64))[band]) ** 2) for x in (wet, dry)]
+    return float(10 * np.log10(power[0] / power[1]))
+
+
+def test_an_equaliser_copy_tilts_the_spectrum_at_the_dry_level(example):
+    dry = load_audio(str(example))[: 5 * SAMPLE_RATE]
+    wet = _equalise(dry, np.array([6.0, -6.0]))  # bass up, treble down
+    assert len(wet) == len(dry)
+    assert np.sqrt(np.mean(wet ** 2)) == pytest.approx(np.sqrt(np.mean(dry ** 2)), rel=1e-3)
+    tilt = _band_db(wet, dry, 50, 200) - _band_db(wet, dry, 5000, 7500)
+    assert 9 < tilt < 13  # about 12 dB between the shelves, less what their slopes leave out
+    flipped = _equalise(dry, np.array([-6.0, 6.0]))
+    assert _band_db(flipped, dry, 50, 200) - _band_db(flipped, dry, 5000, 7500) == pytest.approx(-tilt, abs=1)
+    # each utterance gets its own equaliser, the same on every call
+    copies = [apply_channel(dry, "eq:6", f"{n}.wav") for n in range(6)]
+    assert np.array_equal(copies[0], apply_channel(dry, "eq:6", "0.wav"))
+    tilts = [_band_db(c, dry, 50, 200) - _band_db(c, dry, 5000, 7500) for c in copies]
+    assert max(tilts) - min(tilts) > 3 and all(abs(t) < 13 for t in tilts)
 
 
 def test_train_with_channel_copies_tests_the_same_speech_and_records_them(corpus, tmp_path):

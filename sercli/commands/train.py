@@ -137,7 +137,8 @@ def _train_config(ctx: click.Context, path: Path | None) -> None:
               help="Also train on a copy of the training speech as a channel delivers it, repeatable: mp3:KBPS, "
                    "aac:KBPS or opus:KBPS (encoded and decoded by ffmpeg, e.g. aac:48), or room:LOW-HIGH (a room "
                    "with that reverberation time in seconds, e.g. room:0.3-0.8; needs pyroomacoustics, the "
-                   "train extra). Each copy counts as a speaker of its own in the speaker contexts; validation "
+                   "train extra), or eq:DB (low and high shelves raised or lowered by up to DB dB, e.g. eq:6). "
+                   "Each copy counts as a speaker of its own in the speaker contexts; validation "
                    "and test speech, and the context prior, stay as recorded.")
 @click.option("--augment-pairs", is_flag=True,
               help="Also train on pair copies: each training utterance followed by another of its speaker's "
