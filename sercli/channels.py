@@ -74,7 +74,7 @@ def parse_channel(text: str) -> str:
 
 def apply_channel(audio: np.ndarray, spec: str, name: str) -> np.ndarray:
     """16 kHz mono `audio` as the channel `spec` (canonical, see parse_channel) delivers it; `name`
-    (the utterance's path) picks its room. Raises AudioError where ffmpeg fails."""
+    (the utterance's path) picks its room or its equaliser. Raises AudioError where ffmpeg fails."""
     kind, _, value = spec.partition(":")
     if kind in CODECS:
         return _codec(audio, kind, int(value))
