@@ -1,0 +1,86 @@
+"""train/recipe_views.py: a recipe's seeds per fold, merged, scored in the three views."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _module():
+    spec = importlib.util.spec_from_file_location("recipe_views", ROOT / "train" / "recipe_views.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _dry_run(tmp_path: Path, *args: str, train: tuple[str, ...] = ()) -> list[str]:
+    """The commands recipe_views.py prints for `args` (and `train`, the options after --), on three folds."""
+    folds = tmp_path / "folds.csv"
+    folds.write_text("speaker,fold\na,1\nb,2\nc,3\n")
+    result = subprocess.run([sys.executable, str(ROOT / "train" / "recipe_views.py"), *args, "--folds", str(folds),
+                             "--data", str(tmp_path / "data"), "--runs", str(tmp_path / "runs"), "--dry-run",
+                             *(("--", *train) if train else ())],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return [line.removeprefix("$ ") for line in result.stdout.splitlines()]
+
+
+def test_a_sweep_trains_each_seed_merges_each_fold_and_scores_three_views(tmp_path):
+    runs = tmp_path / "runs"
+    commands = _dry_run(tmp_path, "pairs", "--seeds", "2", train=("--config", "train/egemaps-mlp.toml", "--augment-pairs"))
+    trains = [c for c in commands if c.startswith("sercli train")]
+    assert len(trains) == 2 and all(c.endswith("--config train/egemaps-mlp.toml --augment-pairs") for c in trains)
+    assert [f"--seed {s} --out {runs}/pairs-s{s}" in c for s, c in enumerate(trains)] == [True, True]
+    assert all("--fold all" in c and f"--folds {tmp_path}/folds.csv" in c for c in trains)
+    merges = [c for c in commands if "ship_model.py" in c]
+    assert len(merges) == 3  # one merged checkpoint per fold, of both seeds
+    assert f"{runs}/pairs-s0/fold2/model.pt fold2 --weights {runs}/pairs-merged --merge {runs}/pairs-s1/fold2/model.pt" \
+        in merges[1]
+    scores = [c for c in commands if c.startswith("sercli evaluate")]
+    assert len(scores) == 4  # programmes per fold, then the clips of all folds at once
+    assert all(f"--model '{runs}/pairs-merged/{{run}}.pt'" in c for c in scores)
+    assert "--fold 3" in scores[2] and "--programmes 2 --programme-minutes 15" in scores[2]
+    assert "--fold all" in scores[3] and "--context utterance" in scores[3]
+    assert commands.index(merges[-1]) < commands.index(scores[0]) and commands.index(trains[-1]) < commands.index(merges[0])
+
+
+def test_finished_steps_are_skipped_and_earlier_runs_can_be_rescored(tmp_path):
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        (runs / f"chan-s{seed}" / "fold3").mkdir(parents=True)
+        (runs / f"chan-s{seed}" / "fold3" / "model.pt").write_bytes(b"")
+    (runs / "chan-merged").mkdir()
+    (runs / "chan-merged" / "fold1.pt").write_bytes(b"")
+    commands = _dry_run(tmp_path, "chan", "--seeds", "2")
+    assert not any(c.startswith("sercli train") for c in commands)
+    assert sum("ship_model.py" in c for c in commands) == 2  # folds 2 and 3 still to merge
+    zero = _dry_run(tmp_path, "chan-0db", "--runs-of", "chan", "--seeds", "2", "--zero-db")
+    assert not any(c.startswith("sercli train") for c in zero)
+    scores = [c for c in zero if c.startswith("sercli evaluate")]
+    assert len(scores) == 3 and all("--programme-snr 0 --programme-music-share 1" in c for c in scores)
+    assert all(f"'{runs}/chan-merged/{{run}}.pt'" in c and f"{runs}/ev/chan-0db/" in c for c in scores)
+    one = _dry_run(tmp_path, "single", "--seeds", "1", train=("--topology", "cnn5"))
+    assert not any("ship_model.py" in c for c in one)  # one seed: its fold models are scored as they are
+    assert f"--model '{runs}/single-s0/{{run}}/model.pt'" in [c for c in one if c.startswith("sercli evaluate")][0]
+
+
+def test_the_clips_of_all_folds_are_split_into_one_file_per_fold(tmp_path):
+    whole = {"model": "m", "context": "utterance", "mean": {"ua": 0.5},
+             "runs": {"fold1": {"utterance": {"ua": 0.6}}, "fold2": {"utterance": {"ua": 0.4}}}}
+    path = tmp_path / "all-clips.json"
+    path.write_text(json.dumps(whole))
+    written = _module().split_clips(path)
+    assert [p.name for p in written] == ["fold1-clips.json", "fold2-clips.json"] and not path.exists()
+    second = json.loads(written[1].read_text())
+    assert second == {"model": "m", "context": "utterance", "runs": {"fold2": {"utterance": {"ua": 0.4}}}}
+
+
+def test_a_missing_folds_file_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, str(ROOT / "train" / "recipe_views.py"), "x", "--data", str(tmp_path)],
+                            capture_output=True, text=True, cwd=tmp_path)
+    assert result.returncode == 2 and "no folds file" in result.stderr and "Traceback" not in result.stderr
