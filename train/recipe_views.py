@@ -25,7 +25,8 @@ import sys
 from pathlib import Path
 
 TRAIN = Path(__file__).resolve().parent
-SHARED = TRAIN.parent.parent / "shared" / "data"
+SHARED = Path("../shared/data")  # from the repository root, as every command in the docs names it (and the
+# feature cache keys utterances by path: an absolute spelling of the same files misses the cache)
 PROGRAMMES = ["--programmes", "2", "--programme-minutes", "15"]
 ZERO_DB = ["--programme-snr", "0", "--programme-music-share", "1"]
 
