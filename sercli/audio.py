@@ -251,12 +251,19 @@ def load_audio(path: str, audio_stream: int = 0) -> np.ndarray:
 
 def resample(samples: np.ndarray, sample_rate: int) -> np.ndarray:
     """Resample a mono float32 signal to 16 kHz with ffmpeg's resampler."""
-    samples = np.ascontiguousarray(samples, dtype=np.float32)
     if sample_rate == SAMPLE_RATE:
-        return samples
+        return np.ascontiguousarray(samples, dtype=np.float32)
+    return filter_audio(samples, sample_rate=sample_rate)
+
+
+def filter_audio(samples: np.ndarray, audio_filter: str | None = None, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """A mono float32 signal at `sample_rate` through ffmpeg: its filter graph `audio_filter`
+    (e.g. "lowshelf=f=300:g=3", None: none), then resampled to 16 kHz."""
+    samples = np.ascontiguousarray(samples, dtype=np.float32)
+    filters = {"af": audio_filter} if audio_filter else {}
     command = (
         ffmpeg.input("pipe:", format="f32le", ac=1, ar=sample_rate)
-        .output("pipe:", format="f32le", ac=1, ar=SAMPLE_RATE, loglevel="error")
+        .output("pipe:", format="f32le", ac=1, ar=SAMPLE_RATE, loglevel="error", **filters)
         .compile(cmd=ffmpeg_binary())
     )
     result = subprocess.run(command, input=samples.tobytes(), capture_output=True)

@@ -24,7 +24,7 @@ import subprocess
 
 import numpy as np
 
-from .audio import SAMPLE_RATE, AudioError, ffmpeg_binary
+from .audio import SAMPLE_RATE, AudioError, ffmpeg_binary, filter_audio
 
 # codec name: (ffmpeg encoder, container written, container read, sample rate it is encoded at)
 CODECS = {"mp3": ("libmp3lame", "mp3", "mp3", 44100), "aac": ("aac", "adts", "aac", 48000),
@@ -43,33 +43,33 @@ def parse_channel(text: str) -> str:
     """A channel spec in its canonical form (`mp3:32`, `room:0.3-0.8`), or ValueError saying why not."""
     kind, _, value = text.strip().lower().partition(":")
     if kind in CODECS:
-        try:
-            kbps = int(value.removesuffix("k"))
-        except ValueError:
-            raise ValueError(f"{text!r}: give the bit rate in kbit/s, e.g. {kind}:32") from None
+        kbps = _number(text, value.removesuffix("k"), int, f"give the bit rate in kbit/s, e.g. {kind}:32")
         if not KBPS[0] <= kbps <= KBPS[1]:
             raise ValueError(f"{text!r}: the bit rate must be {KBPS[0]} to {KBPS[1]} kbit/s")
         return f"{kind}:{kbps}"
     if kind == "room":
         low, _, high = value.partition("-")
-        try:
-            low_s, high_s = float(low), float(high or low)
-        except ValueError:
-            raise ValueError(f"{text!r}: give the reverberation time range in seconds, e.g. room:0.3-0.8") from None
+        hint = "give the reverberation time range in seconds, e.g. room:0.3-0.8"
+        low_s, high_s = _number(text, low, float, hint), _number(text, high or low, float, hint)
         if not RT60_S[0] <= low_s <= high_s <= RT60_S[1]:
             raise ValueError(f"{text!r}: the reverberation times must rise from {RT60_S[0]:g} to at most "
                              f"{RT60_S[1]:g} s")
         return f"room:{low_s:g}-{high_s:g}"
     if kind == "eq":
-        try:
-            db = float(value.removesuffix("db"))
-        except ValueError:
-            raise ValueError(f"{text!r}: give the largest shelf gain in dB, e.g. eq:6") from None
+        db = _number(text, value.removesuffix("db"), float, "give the largest shelf gain in dB, e.g. eq:6")
         if not EQ_DB[0] <= db <= EQ_DB[1]:
             raise ValueError(f"{text!r}: the shelf gain must be {EQ_DB[0]:g} to {EQ_DB[1]:g} dB")
         return f"eq:{db:g}"
     raise ValueError(f"{text!r}: not a channel; use {', '.join(f'{c}:KBPS' for c in CODECS)}, room:LOW-HIGH "
                      "or eq:DB")
+
+
+def _number(text: str, value: str, parse: type, hint: str) -> int | float:
+    """`value`, a number in the spec `text`, parsed by `parse` (int or float); ValueError with `hint` if it is not one."""
+    try:
+        return parse(value)
+    except ValueError:
+        raise ValueError(f"{text!r}: {hint}") from None
 
 
 def apply_channel(audio: np.ndarray, spec: str, name: str) -> np.ndarray:
@@ -114,10 +114,11 @@ def _equalise(audio: np.ndarray, gains: np.ndarray) -> np.ndarray:
     at its own RMS level, as _reverberate keeps it."""
     (low_hz, high_hz), (low_db, high_db) = EQ_SHELVES_HZ, gains
     shelves = f"lowshelf=f={low_hz}:g={low_db:.2f},highshelf=f={high_hz}:g={high_db:.2f}"
-    raw = ["-f", "f32le", "-ar", str(SAMPLE_RATE), "-ac", "1"]
-    data = _ffmpeg(raw + ["-i", "pipe:0", "-af", shelves] + raw + ["pipe:1"],
-                   np.ascontiguousarray(audio, dtype=np.float32).tobytes(), f"equaliser {shelves}")
-    return _at_level(np.frombuffer(data, dtype=np.float32).astype(np.float64), audio)
+    try:
+        equalised = filter_audio(audio, shelves)
+    except AudioError as exc:
+        raise AudioError(f"equaliser {shelves}: {exc}") from None
+    return _at_level(equalised.astype(np.float64), audio)
 
 
 @functools.lru_cache(maxsize=4)
