@@ -31,11 +31,10 @@ PROGRAMMES = ["--programmes", "2", "--programme-minutes", "15"]
 ZERO_DB = ["--programme-snr", "0", "--programme-music-share", "1"]
 
 
-def data_options(data: Path, folds_csv: Path | None) -> list[str]:
-    """The corpora and folds of the shared data, as every accuracy figure uses them."""
+def data_options(data: Path, folds_csv: Path) -> list[str]:
+    """The corpora of the shared data and the speaker folds, as every accuracy figure uses them."""
     return ["--corpus", f"manifest={data / 'ravdess' / 'manifest.csv'}",
-            "--corpus", f"manifest={data / 'nemo' / 'manifest.csv'}",
-            "--folds", str(folds_csv or data / "folds.csv")]
+            "--corpus", f"manifest={data / 'nemo' / 'manifest.csv'}", "--folds", str(folds_csv)]
 
 
 def fold_numbers(folds_csv: Path) -> list[int]:
@@ -115,7 +114,7 @@ def main() -> None:
     folds_csv = args.folds or args.data / "folds.csv"
     if not folds_csv.is_file():
         parser.error(f"{folds_csv}: no folds file (the shared data is not in a user's clone)")
-    steps = plan(args.name, train_options, data_options(args.data, args.folds), fold_numbers(folds_csv),
+    steps = plan(args.name, train_options, data_options(args.data, folds_csv), fold_numbers(folds_csv),
                  args.seeds, args.runs, args.cache or args.runs / "cache", args.zero_db, args.runs_of)
     for done, command in steps:
         if done.exists():
