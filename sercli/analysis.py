@@ -54,19 +54,23 @@ def _pipeline(run: AnalyzeRun):
     """The loaded models and their Pipeline; a one-line error and exit 2 if they cannot be had."""
     from .predict import Pipeline
     from .segment import SegmentationConfig
-    from .weights import DEFAULT_DENOISE_MODEL, DENOISE_MODEL, ModelError, load_models, require_denoising
+    from .weights import (DEFAULT_ANALYSIS_MODEL, DEFAULT_DENOISE_MODEL, DENOISE_MODEL, VOICES_MODEL, ModelError,
+                          is_routed, load_models, require_denoising)
 
     model_name = run.model_name
     try:
         if model_name is None and run.denoise:  # --ray runs one model: the modified one alone
             model_name = DENOISE_MODEL if run.ray_address is not None else DEFAULT_DENOISE_MODEL
+        elif model_name is None:  # --ray: the films model of the default pair, for a cluster's long files
+            model_name = VOICES_MODEL if run.ray_address is not None else DEFAULT_ANALYSIS_MODEL
         models = load_models(model_name, device=run.device, precision=run.precision)
         if run.denoise:
             require_denoising(models, model_name)
         if run.ray_address is not None and len(models) > 1:
-            raise ModelError(f"{model_name}: --ray runs one model, not an ensemble")
+            raise ModelError(f"{model_name}: --ray runs one model, not an ensemble or a routed pair")
         segmenting = SegmentationConfig(mode=run.segmentation, max_segment_s=run.max_segment_s)
-        pipeline = Pipeline(models, segmenting, run.batch_size, run.audio_stream, run.context, run.context_window_s)
+        pipeline = Pipeline(models, segmenting, run.batch_size, run.audio_stream, run.context, run.context_window_s,
+                            route=is_routed(model_name))
     except (ModelError, ValueError) as exc:
         say(None, "error", str(exc))
         sys.exit(EXIT_USAGE)
@@ -144,13 +148,15 @@ def analyze(path_or_array: str | np.ndarray, model: Model | Sequence[Model] | st
             denoise: bool = False, context: str = "file", context_window_s: float | None = None,
             merge_gap_s: float = MERGE_GAP_S,
             audio_stream: int = 0, batch_size: int = 32, device: str = "auto", precision: str = "auto",
-            name: str = "<array>") -> FileResult:
+            name: str = "<array>", route: bool = False) -> FileResult:
     """Per-segment emotions of one file or one mono signal, as `sercli analyze` finds them.
 
     path_or_array: a media file path, or a 1-D float array at `sample_rate` Hz (resampled to
     16 kHz with ffmpeg). model: a loaded Model, several (an ensemble: their posteriors are
-    averaged), an installed model's name or a checkpoint path, or such names joined by '+'
-    (None: the default model). The keywords mean what the options of the same names do:
+    averaged), an installed model's name or a checkpoint path, or such names joined by '+' (an
+    ensemble) or two joined by '|' (a routed pair: the first for segments whose context holds
+    under 10 s of speech, the second for the rest; loaded Models are routed with route=True).
+    None: the default, the routed pair egemaps-mlp|egemaps-mlp-voices. The keywords mean what the options of the same names do:
     denoise=True without a model runs the default (denoising) model and the plain network
     (cnn-lstm-10hz) together, and
     with one needs a model trained on rebuilt speech among them; context="all" normalises a
@@ -169,12 +175,13 @@ def analyze(path_or_array: str | np.ndarray, model: Model | Sequence[Model] | st
     from .audio import resample
     from .predict import Pipeline
     from .segment import SegmentationConfig
-    from .weights import DEFAULT_DENOISE_MODEL, Model, load_models, require_denoising
+    from .weights import DEFAULT_ANALYSIS_MODEL, DEFAULT_DENOISE_MODEL, Model, is_routed, load_models, require_denoising
 
     spec = model
-    if model is None and denoise:
-        model = DEFAULT_DENOISE_MODEL
-    if model is None or isinstance(model, str) or hasattr(model, "__fspath__"):
+    if model is None:
+        model = DEFAULT_DENOISE_MODEL if denoise else DEFAULT_ANALYSIS_MODEL
+    if isinstance(model, str) or hasattr(model, "__fspath__"):
+        route = route or is_routed(model)
         model = load_models(model, device=device, precision=precision)
     if denoise:
         models = [model] if isinstance(model, Model) else list(model)
@@ -190,7 +197,7 @@ def analyze(path_or_array: str | np.ndarray, model: Model | Sequence[Model] | st
         if signal.ndim != 1:
             raise AnalysisError(f"{name}: expected a mono 1-D signal, got shape {signal.shape}")
         source = (name, resample(signal, sample_rate))
-    (result,) = Pipeline(model, config, batch_size, audio_stream, context, context_window_s).run([source])
+    (result,) = Pipeline(model, config, batch_size, audio_stream, context, context_window_s, route).run([source])
     if isinstance(result, FileFailure):
         raise AnalysisError(f"{result.file}: {result.error}")
     result.merge_gap_s = merge_gap_s

@@ -20,6 +20,16 @@ from .audio import FRAMES_PER_S
 from .features import FeatureConfig
 
 CONTEXT_PRIOR_S = 10.0  # weight of the training speech's moments in a context's, in seconds of speech
+# A routed pair of models (sercli.weights.ROUTE_SEPARATOR, CLIPS|FILMS): FILMS scores a segment
+# whose context holds at least this much speech, where the context's own moments outweigh the
+# prior's; CLIPS scores the rest (a clip analysed alone, a short file).
+ROUTE_SPEECH_S = CONTEXT_PRIOR_S
+
+
+def routes_to_films(columns, features: FeatureConfig):
+    """Whether a routed pair's second model scores a segment whose context holds `columns`
+    columns of speech (a number or an array; see FeatureConfig.context_rate) in `features`."""
+    return np.asarray(columns) >= ROUTE_SPEECH_S * features.context_rate - 1e-9
 
 
 def context_prior(meta: dict, seconds: float = CONTEXT_PRIOR_S) -> tuple[np.ndarray, np.ndarray, float] | None:
@@ -164,8 +174,16 @@ class ContextStats:
 
     def moments(self, first_s: float = -np.inf, last_s: float = np.inf) -> tuple[np.ndarray, np.ndarray]:
         """(mean, std) per bin over the segments starting within [first_s, last_s]."""
-        lo, hi = np.searchsorted(self.starts, first_s, "left"), np.searchsorted(self.starts, last_s, "right")
+        lo, hi = self._rows(first_s, last_s)
         return moments_with_prior(*(self.cumulative[hi] - self.cumulative[lo]), self.prior)
+
+    def columns(self, first_s: float = -np.inf, last_s: float = np.inf) -> float:
+        """The columns of speech of the segments starting within [first_s, last_s], the prior's not counted."""
+        lo, hi = self._rows(first_s, last_s)
+        return float(self.cumulative[hi, 0, 0] - self.cumulative[lo, 0, 0])
+
+    def _rows(self, first_s: float, last_s: float) -> tuple[int, int]:
+        return int(np.searchsorted(self.starts, first_s, "left")), int(np.searchsorted(self.starts, last_s, "right"))
 
 
 def moments_with_prior(count, total: np.ndarray, squares: np.ndarray,
@@ -220,18 +238,24 @@ class ContextWindow:
         self.stats_by_voice[voice].add(start_s if windowed else 0.0, x)
         self.held.append((key, start_s, spectrogram, voice))
 
-    def release(self, featurised_to_s: float = -np.inf, ended: bool = False
-                ) -> list[tuple[Hashable, torch.Tensor, np.ndarray, np.ndarray]]:
+    def release(self, featurised_to_s: float = -np.inf, ended: bool = False, with_columns: bool = False
+                ) -> list[tuple]:
         """(key, valid frames, mean (F,), std (F,)) of the held segments whose window is complete:
         every segment starting up to half a window after theirs is featurised (featurised_to_s:
-        the start of the latest featurised segment), or the context has ended. In start order."""
+        the start of the latest featurised segment), or the context has ended. In start order.
+        with_columns: each tuple ends with the columns of speech in the segment's window, every
+        voice type's (what routes_to_films decides by)."""
         ready, kept = [], []
         half = self.half_window_s
         for key, start, x, voice in self.held:
             if ended or start + half < featurised_to_s:
                 stats = self.stats_by_voice[voice]
-                mean, std = stats.moments(start - half, start + half) if not np.isinf(half) else stats.moments()
-                ready.append((key, x, mean, std))
+                span = (start - half, start + half) if not np.isinf(half) else (-np.inf, np.inf)
+                mean, std = stats.moments(*span)
+                if with_columns:
+                    ready.append((key, x, mean, std, sum(s.columns(*span) for s in self.stats_by_voice)))
+                else:
+                    ready.append((key, x, mean, std))
             else:
                 kept.append((key, start, x, voice))
         self.held = kept

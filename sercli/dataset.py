@@ -289,17 +289,32 @@ def normalise_contexts(data: SegmentSet, utterances: list[Utterance], by: str = 
     speaker's (by="speaker", as in training) or its own utterance's (by="utterance", as when
     short files are analysed one by one). prior: see ContextStats; voices: within a context, over
     the segments of the segment's own voice type, with its prior (as analysis does, see Voices)."""
-    if by not in ("speaker", "utterance"):
-        raise ValueError(f"context must be speaker or utterance, not {by!r}")
-    keys = [u.talker if by == "speaker" else i for i, u in enumerate(utterances)]
-    index = {key: i for i, key in enumerate(dict.fromkeys(keys))}
-    groups = torch.tensor([index[key] for key in keys])[data.utterance]
+    groups = _context_groups(data, utterances, by)
     out = torch.zeros_like(data.spectrograms)
     for group in torch.unique(groups):
         members = torch.nonzero(groups == group).squeeze(1)
         out[members] = normalise_segments(data.spectrograms[members], data.n_frames[members], prior,
                                           voices=voices).to(out.dtype)
     return SegmentSet(out, data.n_frames, data.utterance, data.labels)
+
+
+def _context_groups(data: SegmentSet, utterances: list[Utterance], by: str) -> torch.Tensor:
+    """Each segment's context (see normalise_contexts) as a group number."""
+    if by not in ("speaker", "utterance"):
+        raise ValueError(f"context must be speaker or utterance, not {by!r}")
+    keys = [u.talker if by == "speaker" else i for i, u in enumerate(utterances)]
+    index = {key: i for i, key in enumerate(dict.fromkeys(keys))}
+    return torch.tensor([index[key] for key in keys], dtype=torch.long)[data.utterance]
+
+
+def context_columns(data: SegmentSet, utterances: list[Utterance], by: str = "speaker") -> torch.Tensor:
+    """The columns of speech (valid frames; one per segment for functionals) in each segment's
+    context, by="speaker" or "utterance" as normalise_contexts groups them: what a routed pair
+    of models decides by (sercli.context.routes_to_films)."""
+    groups = _context_groups(data, utterances, by)
+    totals = torch.zeros(int(groups.max()) + 1 if len(groups) else 0, dtype=torch.float64)
+    totals.index_add_(0, groups, data.n_frames.double())
+    return totals[groups]
 
 
 def split_sets(data: SegmentSet, speakers: np.ndarray, split: Split,

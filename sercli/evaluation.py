@@ -12,9 +12,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .context import CONTEXT_PRIOR_S, context_prior, voice_context
+from .context import CONTEXT_PRIOR_S, context_prior, routes_to_films, voice_context
 from .corpora import Split, Utterance
-from .dataset import FeaturisingPool, SegmentSet, build_segments, normalise_contexts, split_sets
+from .dataset import FeaturisingPool, SegmentSet, build_segments, context_columns, normalise_contexts, split_sets
 from .metrics import conditions_table, evaluate, evaluation_table, mean_row, utterance_scores_by
 from .noise import NoisyUtterances, babble_pool, cached_noise
 from .train import predict_segments
@@ -63,7 +63,9 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
                    context: str = "speaker", context_prior_s: float = CONTEXT_PRIOR_S,
                    scored_segments: dict | None = None, pool: FeaturisingPool | None = None) -> dict:
     """Score a checkpoint (or, with "{run}" in `model`, each split's own checkpoint; or, with
-    A+B, an ensemble: the mean of its models' segment posteriors) on the test speakers of each
+    A+B, an ensemble: the mean of its models' segment posteriors; or, with A|B, a routed pair:
+    B's posteriors where a segment's context holds 10 s of speech or more, A's elsewhere, as
+    analysis routes them) on the test speakers of each
     split; with no splits, on every utterance. Each condition (clean, or a noise
     at an SNR) is scored separately: {"model", "conditions": {label: {"runs", "mean"}}}; the clean
     condition's runs and mean are also at the top level.
@@ -80,7 +82,7 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
     with the utterance and label of each segment, per condition and split (and an ensemble's
     mean under its models' paths joined by '+'), so that scoring A, B and A+B runs each model
     once."""
-    from .weights import load_model, model_names
+    from .weights import is_routed, load_model, model_names
 
     speakers = np.array([u.speaker for u in utterances])
     corpora = np.array([u.corpus for u in utterances])
@@ -105,14 +107,14 @@ def run_evaluation(utterances: list[Utterance], splits: list[Split], model: str 
                     loaded = models[spec]
                     memo_key = (str(loaded.path), condition.label, split.name, context, context_prior_s)
                     if memo_key not in scored_segments:  # else scored here already, alone or in an ensemble
-                        test_set = tests.of(loaded, condition, split)
+                        test_set, columns = tests.of(loaded, condition, split)
                         scored_segments[memo_key] = (predict_segments(loaded.net, test_set, loaded.device,
                                                                       loaded.precision == "bf16"),
-                                                     test_set.utterance, test_set.labels)
+                                                     test_set.utterance, test_set.labels, columns)
                     members.append((loaded, *scored_segments[memo_key]))
                 scored["runs"][split.name] = _score_run(members, model, condition, split,
                                                         (context, context_prior_s), results, scored_segments, log,
-                                                        corpora)
+                                                        corpora, route=is_routed(model))
             if len(scored["runs"]) > 1:
                 _, scored["mean"] = mean_row("mean", [{"test": r} for r in scored["runs"].values()])
             results["conditions"][condition.label] = scored
@@ -137,7 +139,8 @@ class _TestSets:
     datasets: dict = field(default_factory=dict)
     noises: dict = field(default_factory=dict)  # babble's talkers per split
 
-    def of(self, loaded, condition: Condition, split: Split) -> SegmentSet:
+    def of(self, loaded, condition: Condition, split: Split) -> tuple[SegmentSet, torch.Tensor]:
+        """The model's test set, standardised as it wants, and the columns of speech in each segment's context."""
         features, prior = loaded.features, context_prior(loaded.meta, self.context_prior_s)
         # a clip alone is typed as analysis types it; a speaker's whole speech is one voice
         voices = voice_context(loaded.meta, self.context_prior_s) if self.context == "utterance" else None
@@ -147,33 +150,42 @@ class _TestSets:
                 self.datasets[key] = build_segments(self.utterances, features, self.cache_dir, self.log,
                                                     clean=self.clean, pool=self.pool)
             test_set = split_sets(self.datasets[key], self.speakers, split)[2]
+            columns = context_columns(test_set, self.utterances, self.context)
             # standardised with this model's own prior (and voice types): each fold model's comes
             # from its own training speakers, never from another fold's, whose include these
-            return normalise_contexts(test_set, self.utterances, self.context, prior, voices) \
-                if features.context_norm else test_set
+            return (normalise_contexts(test_set, self.utterances, self.context, prior, voices)
+                    if features.context_norm else test_set), columns
         heard = [u for u in self.utterances if u.speaker in split.test]  # noisy: this split's test speech only
         corrupt, corrupt_key = _corruption(condition, self.utterances, split, heard, self.noises, self.clean)
         test_set = build_segments(heard, features, self.cache_dir, self.log, corrupt, corrupt_key, clean=self.clean,
                                   pool=self.pool)
-        return normalise_contexts(test_set, heard, self.context, prior, voices) if features.context_norm else test_set
+        columns = context_columns(test_set, heard, self.context)
+        return (normalise_contexts(test_set, heard, self.context, prior, voices)
+                if features.context_norm else test_set), columns
 
 
 def _score_run(members: list, model: str | None, condition: Condition, split: Split, view: tuple,
-               results: dict, scored_segments: dict, log, corpora: np.ndarray) -> dict:
-    """One split's scores from its members' segment posteriors (their mean for an ensemble, kept
-    in scored_segments under the members' paths joined by '+' and `view`, the context and its
-    prior's weight); notes the model and context view in `results`. corpora: each utterance's
-    corpus; with several among the split's, "by_corpus" holds each one's utterance scores."""
+               results: dict, scored_segments: dict, log, corpora: np.ndarray, route: bool = False) -> dict:
+    """One split's scores from its members' segment posteriors (their mean for an ensemble, or
+    for a routed pair each segment's chosen one; kept in scored_segments under the members'
+    paths joined by '+' or '|' and `view`, the context and its prior's weight); notes the model
+    and context view in `results`. corpora: each utterance's corpus; with several among the
+    split's, "by_corpus" holds each one's utterance scores."""
     from .weights import ModelError
 
-    _, _, utterance, labels = members[0]
-    if any(not torch.equal(other, utterance) for _, _, other, _ in members[1:]):
+    _, _, utterance, labels, columns = members[0]
+    if any(not torch.equal(other, utterance) for _, _, other, _, _ in members[1:]):
         raise ModelError(f"{model}: the models cut the speech into different segments "
                          "(different maximum lengths?), so their posteriors cannot be averaged")
-    segment_posteriors = sum(p for _, p, _, _ in members) / len(members)
-    joined = "+".join(str(m.path) for m, *_ in members)
+    if route:
+        (clips, clip_posteriors, *_), (_, film_posteriors, *_) = members
+        films = torch.from_numpy(np.asarray(routes_to_films(columns.numpy(), clips.features)))
+        segment_posteriors = torch.where(films[:, None], film_posteriors, clip_posteriors)
+    else:
+        segment_posteriors = sum(p for _, p, *_ in members) / len(members)
+    joined = ("|" if route else "+").join(str(m.path) for m, *_ in members)
     if len(members) > 1:
-        scored_segments[(joined, condition.label, split.name, *view)] = (segment_posteriors, utterance, labels)
+        scored_segments[(joined, condition.label, split.name, *view)] = (segment_posteriors, utterance, labels, columns)
     results["model"] = model or str(members[0][0].path)
     if not any(m.features.context_norm for m, *_ in members):
         results["context"] = None  # the view does not apply: nothing is context-normalised

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from .audio import SAMPLE_RATE, AudioError, DecodeReport, stream_audio
-from .context import ContextWindow, context_prior, standardise_frames, voice_context
-from .features import featurise, pitch_settings, pitch_tracker
+from .context import ContextWindow, context_prior, routes_to_films, standardise_frames, voice_context
+from .features import FeatureConfig, featurise, pitch_settings, pitch_tracker
 from .segment import PitchTracker, Segment, SegmentationConfig, SpeechProbabilities, Segmenter
 from .results import (AnalysisError, DeviceOutOfMemory, FileFailure, FileResult, SegmentResult,  # noqa: F401
                       Summary)
@@ -47,7 +47,7 @@ class _Pending:
     unfeaturised: int = 0
     progress_s: float = -np.inf  # start of the latest featurised segment
     # An ensemble's segments scored by some of its models: result index -> (sum of their
-    # posteriors, how many have scored it).
+    # weighted posteriors, how many have scored it).
     partial: dict[int, tuple[np.ndarray, int]] = field(default_factory=dict)
 
     @property
@@ -169,13 +169,21 @@ def _produce(sources: Iterable[Source], config: SegmentationConfig, audio_stream
         put(_DONE)
 
 
+def _raw_features(features: FeatureConfig) -> FeatureConfig:
+    """What featurise's output depends on: models whose configs differ only in how their
+    contexts standardise (context normalisation, window, voice types) share their features."""
+    return replace(features, context_norm=False, context_window_s=FeatureConfig.context_window_s,
+                   context_voices=False)
+
+
 class Pipeline:
     """Classifies files (or arrays) with one model, or with several whose posteriors of each
-    segment are averaged (an ensemble), yielding results in input order."""
+    segment are averaged (an ensemble) or, for a routed pair, chosen by how much speech the
+    segment's context holds; yields results in input order."""
 
     def __init__(self, model: Model | Sequence[Model], segmentation: SegmentationConfig = SegmentationConfig(),
                  batch_size: int = 32, audio_stream: int = 0, context: str = "file",
-                 context_window_s: float | None = None) -> None:
+                 context_window_s: float | None = None, route: bool = False) -> None:
         """model: a Model, or a sequence of them, each fed its own features of the same segments
         (a normal and a denoising model can be combined). context: for a context-normalised
         model, what each segment is normalised over: the speech of its own file around it
@@ -183,7 +191,11 @@ class Pipeline:
         of the same voices; nothing is classified until every input is featurised, and every
         input's spectrograms are held until then). context_window_s: with "file", the seconds of
         the file around each segment (half on each side; 0: the segment alone) instead of each
-        model's own (its FeatureConfig.context_window_s)."""
+        model's own (its FeatureConfig.context_window_s). route: `model` is a routed pair of
+        context-normalised models, CLIPS and FILMS (sercli.weights.ROUTE_SEPARATOR): a segment
+        whose context holds ROUTE_SPEECH_S of speech or more (sercli.context.routes_to_films) is
+        scored by FILMS, any other by CLIPS. Models with the same features (bar their contexts)
+        featurise each segment once between them."""
         if batch_size < 1:
             raise ValueError("batch size must be at least 1")
         if context not in ("file", "all"):
@@ -204,7 +216,12 @@ class Pipeline:
         if len(trackers) > 1:
             raise ValueError("the denoising models of an ensemble must use the same pitch settings")
         self.pitch_features = next((m.features for m in self.models if m.features.denoise), None)
-        self.name = "+".join(m.name for m in self.models)
+        if route and (len(self.models) != 2 or not all(m.features.context_norm for m in self.models)
+                      or self.models[0].features.context_window_s != self.models[1].features.context_window_s):
+            raise ValueError("a routed pair is two context-normalised models with the same context window: "
+                             + ", ".join(m.name for m in self.models))
+        self.route = route
+        self.name = ("|" if route else "+").join(m.name for m in self.models)
         self.context = context
         max_samples = min(m.features.max_samples for m in self.models)
         if segmentation.max_segment_s * SAMPLE_RATE > max_samples:
@@ -302,37 +319,44 @@ class Pipeline:
             pending.unfeaturised -= 1
         live = [(pending, i, seg) for pending, i, seg in batch if pending.failure is None]
         live.sort(key=lambda item: len(item[2].samples))
-        for member, model in enumerate(self.models):
-            held: dict[int, torch.Tensor] = {}
-            blocks = self._blocks[member]
-            for first in range(0, len(live), self.batch_size):
-                part = live[first : first + self.batch_size]
+        held: list[dict[int, torch.Tensor]] = [{} for _ in self.models]
+        for first in range(0, len(live), self.batch_size):
+            part = live[first : first + self.batch_size]
+            shared: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # this part's features, by config and device
+            for member, model in enumerate(self.models):
                 with _out_of_memory_hint(model.device, len(part)):
-                    spectrograms, n_frames = featurise([seg for _, _, seg in part], model.features, model.device)
+                    key = (_raw_features(model.features), model.device)
+                    if key not in shared:
+                        shared[key] = featurise([seg for _, _, seg in part], model.features, model.device)
+                    spectrograms, n_frames = shared[key]
                     if model.features.context_norm:
+                        blocks = self._blocks[member]
                         for (_, _, seg), x, n in zip(part, spectrograms, n_frames):
                             block = blocks.pop() if blocks else torch.empty(x.shape, dtype=torch.float16)
                             block[:, :n] = x[:, :n]
-                            held[id(seg)] = block[:, :n]
+                            held[member][id(seg)] = block[:, :n]
                         continue
                     posteriors = model.posteriors(spectrograms, n_frames).numpy()
                 for (pending, i, seg), p in zip(part, posteriors):
                     self._scored(pending, i, seg.start_s, seg.end_s, p)
+        for member, kept in enumerate(held):
             for pending, i, seg in batch:  # in time order, as the context windows want them
-                if id(seg) in held:
-                    pending.windows[member].add((pending, i, seg.start_s, seg.end_s), seg.start_s, held[id(seg)])
+                if id(seg) in kept:
+                    pending.windows[member].add((pending, i, seg.start_s, seg.end_s), seg.start_s, kept[id(seg)])
         for pending, _, seg in live:
             pending.progress_s = max(pending.progress_s, seg.start_s)
 
-    def _scored(self, pending: _Pending, i: int, start_s: float, end_s: float, posteriors: np.ndarray) -> None:
-        """One model's posteriors of segment i; the segment's result once every model's are in."""
+    def _scored(self, pending: _Pending, i: int, start_s: float, end_s: float, posteriors: np.ndarray,
+                weight: float | None = None) -> None:
+        """One model's posteriors of segment i; the segment's result once every model's are in:
+        their mean, or with `weight` (a routed pair's: 1 for the model chosen, else 0) their weighted sum."""
         if len(self.models) > 1:
             total, count = pending.partial.pop(i, (0.0, 0))
-            total, count = total + posteriors, count + 1
+            total, count = total + (posteriors if weight is None else weight * posteriors), count + 1
             if count < len(self.models):
                 pending.partial[i] = (total, count)
                 return
-            posteriors = total / count
+            posteriors = total if weight is not None else total / count
         pending.results[i] = SegmentResult.scored(start_s, end_s, posteriors, self.labels)
         pending.unscored -= 1
         if self._on_progress is not None:
@@ -356,33 +380,36 @@ class Pipeline:
                 continue
             ended = everything or (pending.report is not None and pending.unfeaturised == 0)
             if self.context == "file":
-                ready += window.release(pending.progress_s, ended)
+                ready += window.release(pending.progress_s, ended, with_columns=True)
         if everything and self.context == "all":
             for window in windows.values():
-                ready += window.release(ended=True)
+                ready += window.release(ended=True, with_columns=True)
         for key, x, *_ in [item for item in ready if item[0][0].failure is not None]:
             blocks.append(x._base if x._base is not None else x)
         ready = [item for item in ready if item[0][0].failure is None]
         ready.sort(key=lambda item: item[1].shape[1])
         for first in range(0, len(ready), self.batch_size):
             part = ready[first : first + self.batch_size]
-            n_frames = torch.tensor([x.shape[1] for _, x, _, _ in part])
+            n_frames = torch.tensor([x.shape[1] for _, x, *_ in part])
             buffer = self._buffers[member]
             if buffer is None or len(buffer) < len(part):
                 buffer = self._buffers[member] = torch.empty(self.batch_size, model.features.n_bins,
                                                              model.features.n_frames)
             x = buffer[: len(part)].zero_()
-            for k, (_, spectrogram, _, _) in enumerate(part):
+            for k, (_, spectrogram, *_) in enumerate(part):
                 x[k, :, : spectrogram.shape[1]] = spectrogram.float()
-            mean = torch.from_numpy(np.stack([m for _, _, m, _ in part])).float()
-            std = torch.from_numpy(np.stack([s for _, _, _, s in part])).float()
+            mean = torch.from_numpy(np.stack([m for _, _, m, _, _ in part])).float()
+            std = torch.from_numpy(np.stack([s for _, _, _, s, _ in part])).float()
             with _out_of_memory_hint(model.device, len(part)):
                 x = standardise_frames(x.to(model.device), n_frames, mean.to(model.device), std.to(model.device),
                                        in_place=True)
                 posteriors = model.posteriors(x, n_frames).numpy()
-            blocks += [spectrogram._base for _, spectrogram, _, _ in part]
-            for ((pending, i, start, end), *_), p in zip(part, posteriors):
-                self._scored(pending, i, start, end, p)
+            blocks += [spectrogram._base for _, spectrogram, *_ in part]
+            for ((pending, i, start, end), *_, columns), p in zip(part, posteriors):
+                weight = None
+                if self.route:
+                    weight = float(bool(routes_to_films(columns, model.features)) == (member == 1))
+                self._scored(pending, i, start, end, p, weight)
 
     def _finish(self, pending: _Pending) -> FileResult | FileFailure:
         if pending.failure is not None:

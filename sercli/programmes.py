@@ -227,7 +227,7 @@ def score_programmes(utterances: Sequence[Utterance], splits: Sequence, model: s
     "minutes", "music_snr_db", "music_share", "context_window_s", "runs": {run: {wa, ua, count, detected,
     confusion}}, "mean" (with several runs)}."""
     from .predict import FileFailure, Pipeline
-    from .weights import load_model, model_names
+    from .weights import is_routed, load_model, model_names
 
     built = built if built is not None else {}
     loaded_models = loaded_models if loaded_models is not None else {}
@@ -251,7 +251,8 @@ def score_programmes(utterances: Sequence[Utterance], splits: Sequence, model: s
             if spec not in loaded_models:
                 loaded_models[spec] = load_model(spec, device=device, precision=precision)
             models.append(loaded_models[spec])
-        pipeline = Pipeline(models, context_window_s=context_window_s)  # sercli analyze's segmentation, batch, context
+        # sercli analyze's segmentation, batch, context and routing
+        pipeline = Pipeline(models, context_window_s=context_window_s, route=is_routed(model))
         programmes = [built[f"{split.name}-{i}"] for i in range(1, count + 1)]
         truth, predicted, corpora = [], [], []
         for (path, placed), result in zip(programmes, pipeline.run([str(path) for path, _ in programmes])):
@@ -266,7 +267,7 @@ def score_programmes(utterances: Sequence[Utterance], splits: Sequence, model: s
             scores["by_corpus"] = {name: {k: v for k, v in programme_accuracies(
                 [t for t, c in zip(truth, corpora) if c == name], [p for p, c in zip(predicted, corpora) if c == name],
                 len(pipeline.labels)).items() if k != "confusion"} for name in sorted(set(corpora))}
-        results["runs"][split.name] = {"model": "+".join(str(m.path) for m in models),
+        results["runs"][split.name] = {"model": ("|" if pipeline.route else "+").join(str(m.path) for m in models),
                                        "test_speakers": sorted(split.test)} | scores
         log(f"programmes, {split.name}: WA {scores['wa']:.3f} UA {scores['ua']:.3f}, {scores['detected']:.1%} of "
             f"{scores['count']} utterances detected ({count} x {config.minutes:g} min)")

@@ -26,6 +26,12 @@ FUNCTIONALS_MODEL = "egemaps-mlp"  # five MLPs on each segment's eGeMAPS functio
 # films, on clips alone and across corpora over the five folds, and as fast on a film
 # (train/RESULTS.md, "Functionals in context"; bench/RESULTS.md, 2026-12-02).
 DEFAULT_MODEL = FUNCTIONALS_MODEL
+VOICES_MODEL = "egemaps-mlp-voices"  # the same MLPs trained and run with voice-typed contexts: for films
+# What `sercli analyze` and `sercli evaluate` run without --model: a routed pair (ROUTE_SEPARATOR),
+# the default MLPs for a segment whose context holds less speech than their prior stands for (a
+# clip alone) and the voice-typed ones for the rest (a film, a podcast), each of the pair the best
+# of the two on its view (train/RESULTS.md, "One model for clips, another for films").
+DEFAULT_ANALYSIS_MODEL = f"{DEFAULT_MODEL}|{VOICES_MODEL}"
 # --denoise without --model: the mean of both models' posteriors, ahead of the modified predictor
 # alone on films with music beds (train/RESULTS.md, "The --denoise recipe with --balance corpus").
 DEFAULT_DENOISE_MODEL = f"{PLAIN_MODEL}+{DENOISE_MODEL}"
@@ -326,17 +332,33 @@ def require_denoising(models: list[Model], spec: object) -> None:
 
 
 ENSEMBLE_SEPARATOR = "+"  # joins models whose posteriors are averaged: cnn-lstm-10hz+cnn-lstm-10hz-denoise
+# joins a routed pair, CLIPS|FILMS: each segment is scored by FILMS where its context holds at least
+# as much speech as CLIPS's prior stands for (sercli.context.routes_to_second), else by CLIPS
+ROUTE_SEPARATOR = "|"
 
 
 def model_names(spec: str | Path | None) -> list[str | Path | None]:
-    """The models a --model value names: A+B+... is an ensemble of A, B, ...; a path that exists
-    is one model even with a '+' in its name."""
-    if spec is None or isinstance(spec, Path) or ENSEMBLE_SEPARATOR not in spec or Path(spec).expanduser().exists():
+    """The models a --model value names: A+B+... is an ensemble of A, B, ...; A|B a routed pair
+    (is_routed); a path that exists is one model even with a '+' or '|' in its name."""
+    if spec is None or isinstance(spec, Path) or Path(spec).expanduser().exists():
+        return [spec]
+    if ROUTE_SEPARATOR in spec:
+        names = spec.split(ROUTE_SEPARATOR)
+        if len(names) != 2 or not all(names) or any(ENSEMBLE_SEPARATOR in n for n in names):
+            raise ModelError(f"{spec}: a routed pair is two names or paths joined by '{ROUTE_SEPARATOR}' "
+                             f"(clips, then films), neither an ensemble")
+        return names
+    if ENSEMBLE_SEPARATOR not in spec:
         return [spec]
     names = spec.split(ENSEMBLE_SEPARATOR)
     if not all(names):
         raise ModelError(f"{spec}: an ensemble is names or paths joined by '{ENSEMBLE_SEPARATOR}', none empty")
     return names
+
+
+def is_routed(spec: str | Path | None) -> bool:
+    """Whether `spec` names a routed pair, CLIPS|FILMS (see model_names), rather than one model or an ensemble."""
+    return isinstance(spec, str) and ROUTE_SEPARATOR in spec and len(model_names(spec)) == 2
 
 
 def load_models(spec: str | Path | None = None, device: str | torch.device = "auto",

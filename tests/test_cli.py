@@ -779,6 +779,7 @@ def test_models_lists_installed_models(monkeypatch, model_dir, tmp_path):
     # a fold model: its own test speakers' figures, labelled as one fold's, and its validation WA
     assert rows["tiny-fold3"][programmes:].split()[:8] == ["-", "-", "40.0", "/", "45.0", "(fold", "3", "only)"]
     assert rows["tiny-fold3"][programmes:].split()[8] == "50.0"
+    assert "Default: egemaps-mlp|egemaps-mlp-voices, a routed pair" in result.stdout
 
 
 def test_models_with_nothing_installed(no_default_model):

@@ -296,7 +296,7 @@ def test_evaluate_scores_an_ensemble_as_the_mean_of_its_models(corpus, model_dir
     assert len(kept) == 3 * len(conditions) * len(splits)
     for condition in conditions:
         for split in splits:
-            (p, utterance, _), (q, _, labels), (mean, *_) = (
+            (p, utterance, *_), (q, _, labels, _), (mean, *_) = (
                 kept[spec, condition.label, split.name, "speaker", 10.0] for spec in (a, b, f"{a}+{b}"))
             torch.testing.assert_close(mean, (p + q) / 2)
     alone = run_evaluation(utterances, splits, f"{a}+{b}", "cpu", "fp32", None, log=lambda _: None,

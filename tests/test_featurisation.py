@@ -133,7 +133,7 @@ def test_evaluating_each_clip_alone_is_analysing_each_clip(corpus, tmp_path):
     results = run_evaluation(utterances, [], str(tmp_path / "m.pt"), "cpu", "fp32", None, log=lambda _: None,
                              context="utterance", scored_segments=scored)
     assert results["context"] == "utterance"
-    ((posteriors, owner, _),) = scored.values()
+    ((posteriors, owner, *_),) = scored.values()
     model = load_model(tmp_path / "m.pt", device="cpu", precision="fp32")
     analysed = list(Pipeline(model).run([u.path for u in utterances]))
     for i, result in enumerate(analysed):
@@ -141,3 +141,41 @@ def test_evaluating_each_clip_alone_is_analysing_each_clip(corpus, tmp_path):
         assert len(result.segments) == len(mine) > 0
         got = np.array([[s.probs[label] for label in model.labels] for s in result.segments])
         np.testing.assert_allclose(got, mine, atol=1e-2)  # float16 held spectrograms; posteriors rounded to 4 places
+
+
+def test_evaluating_a_routed_pair_routes_as_analysis_does(corpus, tmp_path, monkeypatch):
+    """evaluate --model 'A|B': each segment scored by B where its context (its clip, or its
+    speaker's speech) holds ROUTE_SPEECH_S of speech or more, else by A; each clip alone as
+    `sercli analyze clip.wav -m 'A|B'` scores it."""
+    from sercli import context
+    from sercli.corpora import read_manifest
+    from sercli.evaluation import run_evaluation
+
+    features = FeatureConfig(context_norm=True)
+    prior = {"mean": np.full(features.n_bins, 1.0).tolist(), "variance": np.full(features.n_bins, 4.0).tolist()}
+    config = ModelConfig(lstm_hidden=8, dense=8)
+    for seed, name in enumerate(("a", "b")):
+        torch.manual_seed(seed)
+        save_checkpoint(tmp_path / f"{name}.pt", config, EmotionNet(config).state_dict(), features,
+                        {"name": name, "context_prior": prior})
+    a, b = str(tmp_path / "a.pt"), str(tmp_path / "b.pt")
+    utterances = read_manifest(corpus / "manifest.csv")
+    speech = []  # the most frames of speech a clip holds
+    for route_s in (10.0, 5.0):  # the clips hold 3-4.4 s of speech, the speakers 4-8 s
+        monkeypatch.setattr(context, "ROUTE_SPEECH_S", route_s)
+        for view in ("utterance", "speaker"):
+            scored: dict = {}
+            run_evaluation(utterances, [], f"{a}|{b}", "cpu", "fp32", None, log=lambda _: None, context=view,
+                           scored_segments=scored)
+            alone = {name: scored[name, "clean", "all", view, 10.0] for name in (a, b)}
+            routed, owner, _, columns = scored[f"{a}|{b}", "clean", "all", view, 10.0]
+            films = columns >= route_s * 100
+            assert films.any() == (view == "speaker" and route_s == 5.0) and not films.all()  # speakers: both
+            torch.testing.assert_close(routed, torch.where(films[:, None], alone[b][0], alone[a][0]))
+            if view == "utterance":
+                speech.append(float(columns.max()))
+                pair = [load_model(path, device="cpu", precision="fp32") for path in (a, b)]
+                for i, result in enumerate(Pipeline(pair, route=True).run([u.path for u in utterances])):
+                    got = np.array([[s.probs[label] for label in pair[0].labels] for s in result.segments])
+                    np.testing.assert_allclose(got, routed[owner == i].numpy(), atol=1e-2)
+    assert max(speech) < 500  # so the clips alone never reach even the 5 s

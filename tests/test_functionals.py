@@ -383,6 +383,29 @@ def test_training_with_voice_typed_contexts_needs_genders_and_analyses_with_them
     assert scored.exit_code == 0, scored.output
 
 
+def test_the_default_analysis_routes_clips_and_films_between_the_shipped_pair(example):
+    """sercli analyze without --model: each segment of the 21 s example (five segments, over the
+    10 s of speech) is the voice-typed model's; a 4 s clip of it (one segment) the default MLPs'.
+    Both models read the same features: openSMILE runs once per segment."""
+    import numpy as np
+
+    from sercli import analyze, predict
+    from sercli.audio import load_audio
+    from sercli.weights import DEFAULT_ANALYSIS_MODEL, load_model
+
+    assert DEFAULT_ANALYSIS_MODEL == "egemaps-mlp|egemaps-mlp-voices"
+    film, clip = str(example), load_audio(str(example))[16000 : 5 * 16000]
+    routed = [analyze(film, device="cpu"), analyze(clip, device="cpu")]
+    assert [r.model for r in routed] == [DEFAULT_ANALYSIS_MODEL] * 2
+    alone = [analyze(film, model=load_model("egemaps-mlp-voices", device="cpu")),
+             analyze(clip, model=load_model("egemaps-mlp", device="cpu"))]
+    for got, want in zip(routed, alone):
+        assert len(got.segments) == len(want.segments) > 0
+        for s, t in zip(got.segments, want.segments):
+            assert max(abs(s.probs[k] - t.probs[k]) for k in s.probs) < 1e-6
+    assert len(routed[0].segments) == 5 and len(routed[1].segments) == 1
+
+
 def test_shipped_voice_typed_model(example):
     from sercli import analyze
     from sercli.context import voice_context

@@ -234,6 +234,7 @@ def test_context_statistics_by_hand():
     mean, _ = stats.moments(4.0, 6.0)  # only the second segment: frame 5 and the prior
     assert mean[0] == pytest.approx(5 / 3)
     assert ContextStats(2).moments()[1].tolist() == [1e-3, 1e-3]  # empty: no division by zero
+    assert stats.columns() == 3 and stats.columns(4.0, 6.0) == 1 and stats.columns(6.0) == 0  # the prior's not counted
 
 
 def test_forgetting_old_segments_keeps_windowed_moments_exact():
@@ -333,6 +334,120 @@ def test_ensembles_by_name_and_their_errors(model_dir, example, tmp_path):
     swapped.labels = tuple(reversed(swapped.labels))
     with pytest.raises(ValueError, match="same classes"):
         Pipeline([lstm, swapped])
+
+
+@pytest.fixture(scope="module")
+def films_model(context_models, tmp_path_factory):
+    """A second random network beside context_models' 600 s one, with the same features and prior:
+    the films half of a routed pair whose clips half is context_models[600.0]."""
+    from sercli.features import FeatureConfig
+    from sercli.model import EmotionNet, ModelConfig
+    from sercli.weights import save_checkpoint
+
+    config = ModelConfig(lstm_hidden=16, dense=16)
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("films") / "films.pt"
+    save_checkpoint(path, config, EmotionNet(config).state_dict(), FeatureConfig(context_norm=True, context_window_s=600.0),
+                    {"name": "films", "context_prior": context_models[600.0].meta["context_prior"]})
+    return load_model(path, device="cpu", precision="fp32")
+
+
+def test_a_routed_pair_scores_each_segment_by_the_speech_around_it(context_models, films_model, example, monkeypatch):
+    """CLIPS|FILMS: a segment whose context holds ROUTE_SPEECH_S of speech or more gets FILMS's
+    posteriors, exactly as FILMS alone gives them; any other CLIPS's. The example's 21 s hold
+    about 11 s of speech (over the 10 s): FILMS; its first 8 s one 2.6 s segment: CLIPS."""
+    from sercli import context
+    from sercli.features import FeatureConfig
+    from sercli.segment import segment_audio
+
+    clips, films = context_models[600.0], films_model
+    samples = load_audio(str(example))
+    sources = [str(example), ("part", samples[: 8 * 16000])]
+    alone = {m.name: list(Pipeline(m).run(sources)) for m in (clips, films)}
+    routed = list(Pipeline([clips, films], route=True, batch_size=2).run(sources))
+    assert routed[0].model == "context|films"
+    np.testing.assert_allclose(_probs(routed[0], clips.labels), _probs(alone["films"][0], clips.labels), atol=1e-6)
+    np.testing.assert_allclose(_probs(routed[1], clips.labels), _probs(alone["context"][1], clips.labels), atol=1e-6)
+    assert np.abs(_probs(alone["films"][0], clips.labels) - _probs(alone["context"][0], clips.labels)).max() > 1e-3
+
+    # Within one file: 8 s windows, routed at 3.5 s of speech. Each segment goes by its own window.
+    monkeypatch.setattr(context, "ROUTE_SPEECH_S", 3.5)
+    segments = segment_audio(samples, SegmentationConfig())
+    frames = np.array([FeatureConfig().frames_for(len(s.samples)) for s in segments])
+    starts = np.array([s.start_s for s in segments])
+    to_films = [frames[np.abs(starts - start) <= 4.0].sum() >= 350 for start in starts]
+    assert 0 < sum(to_films) < len(segments)  # both halves at work
+    windowed = {m.name: next(Pipeline(m, context_window_s=8).run(sources[:1])) for m in (clips, films)}
+    (mixed,) = Pipeline([clips, films], context_window_s=8, route=True).run(sources[:1])
+    for k, films_here in enumerate(to_films):
+        want = windowed["films" if films_here else "context"].segments[k]
+        np.testing.assert_allclose(_probs(mixed, clips.labels)[k], [want.probs[label] for label in clips.labels],
+                                   atol=1e-6)
+
+
+def test_a_routed_pair_featurises_once_and_refuses_what_it_cannot_route(context_models, films_model, model,
+                                                                          example, monkeypatch):
+    from sercli import predict
+
+    calls = []
+    featurise = predict.featurise
+
+    def counted(segments, config, device="cpu"):
+        calls.append(len(segments))
+        return featurise(segments, config, device)
+
+    monkeypatch.setattr(predict, "featurise", counted)
+    list(Pipeline(context_models[600.0], batch_size=2).run([str(example)]))
+    once = list(calls)
+    calls.clear()
+    list(Pipeline([context_models[600.0], films_model], batch_size=2, route=True).run([str(example)]))
+    assert calls == once and sum(once) == 5  # the same features feed both: openSMILE or the STFT runs once
+    calls.clear()
+    list(Pipeline([context_models[600.0], context_models[4.0]], batch_size=2).run([str(example)]))
+    assert calls == once  # an ensemble of models that differ only in their contexts also shares
+    for members in ([context_models[600.0]], [model, films_model], [context_models[4.0], films_model],
+                    [context_models[600.0], films_model, films_model]):
+        with pytest.raises(ValueError, match="routed pair"):
+            Pipeline(members, route=True)
+
+
+def test_routed_pairs_by_name(context_models, films_model, example, tmp_path, monkeypatch):
+    from sercli import weights
+    from sercli.weights import ModelError, is_routed, model_names
+
+    assert model_names("a|b") == ["a", "b"] and is_routed("a|b") and not is_routed("a+b") and not is_routed(None)
+    for bad in ("a|b|c", "a|", "a+b|c"):
+        with pytest.raises(ModelError, match="routed pair"):
+            model_names(bad)
+    odd = tmp_path / "odd|name.pt"
+    odd.write_bytes(b"")
+    assert model_names(str(odd)) == [str(odd)] and not is_routed(str(odd))
+    spec = f"{context_models[600.0].path}|{films_model.path}"
+    result = sercli.analyze(str(example), model=spec, device="cpu", precision="fp32")
+    expected = next(Pipeline(films_model).run([str(example)]))
+    assert result.model == "context|films"
+    np.testing.assert_allclose(_probs(result, films_model.labels), _probs(expected, films_model.labels), atol=1e-6)
+    cli = CliRunner().invoke(main, ["analyze", str(example), "-m", spec, "-f", "json", "-q", "--device", "cpu",
+                                    "--precision", "fp32"])
+    assert cli.exit_code == 0, cli.output
+    assert json.loads(cli.stdout)["model"] == "context|films"
+    refused = CliRunner().invoke(main, ["analyze", str(example), "-m", spec, "--ray=local"])
+    assert refused.exit_code == 2 and "not an ensemble or a routed pair" in refused.output
+
+    asked = []
+
+    def fake_load_models(spec, device="auto", precision="auto"):  # the shipped pair, without loading it
+        asked.append(spec)
+        return [context_models[600.0], films_model]
+
+    monkeypatch.setattr(weights, "load_models", fake_load_models)
+    default = sercli.analyze(str(example))
+    assert asked == [weights.DEFAULT_ANALYSIS_MODEL] == ["egemaps-mlp|egemaps-mlp-voices"]
+    assert default.model == "context|films"
+    np.testing.assert_allclose(_probs(default, films_model.labels), _probs(expected, films_model.labels), atol=1e-6)
+    cli = CliRunner().invoke(main, ["analyze", str(example), "-f", "json", "-q"])  # the command's default too
+    assert cli.exit_code == 0, cli.output
+    assert asked[-1] == weights.DEFAULT_ANALYSIS_MODEL and json.loads(cli.stdout)["model"] == "context|films"
 
 
 def test_analyze_takes_the_options_of_the_command_line(model, context_models, model_dir, example, monkeypatch):

@@ -32,7 +32,9 @@ Examples:
 @click.argument("paths", nargs=-1, required=True, metavar="PATH...")
 @click.option("-m", "--model", "model_name", default=None, metavar="NAME|PATH",
               help="Installed model name (see `sercli models`) or checkpoint path; A+B averages the posteriors "
-                   "of several (an ensemble). Default: the shipped model.")
+                   "of several (an ensemble); 'A|B' routes each segment, to B where its context holds 10 s of "
+                   "speech or more, else to A. Default: 'egemaps-mlp|egemaps-mlp-voices', the first for clips "
+                   "alone, the second for films (with --ray: egemaps-mlp-voices).")
 @click.option("-f", "--format", "fmt", type=click.Choice([*FORMATS, "all"]), default=None,
               help="Output format [default: from -o's extension, else csv]. srt, vtt (subtitles), textgrid "
                    "(Praat) and audacity (labels) hold one input's emotion spans; all: every format, with "

@@ -22,10 +22,12 @@ Examples:
 
 @click.command(epilog=EVALUATE_EXAMPLES)
 @click.option("--model", "model_specs", multiple=True, metavar="NAME|PATH",
-              help="Checkpoint to score, repeatable (default: the installed default model). '{run}' in a path "
+              help="Checkpoint to score, repeatable (default: what `sercli analyze` runs, the routed pair "
+                   "egemaps-mlp|egemaps-mlp-voices). '{run}' in a path "
                    "stands for each run's folder name, so RUN/{run}/model.pt scores every fold model of a "
                    "training run on its own test speakers. A+B scores an ensemble: the mean of the models' "
-                   "posteriors of each segment.")
+                   "posteriors of each segment; 'A|B' a routed pair: B where the segment's context holds "
+                   "10 s of speech or more, A elsewhere.")
 @corpus_options("score on", "Score only the test speakers of these folds (all|N), with the same runs as "
                  "`sercli train`; without it every utterance is scored.")
 @click.option("--noise", "noises", multiple=True, metavar="DIR|babble",
@@ -95,7 +97,7 @@ def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_pat
     from ..evaluation import EvalRun, evaluate_models, results_tables
     from ..noise import NoiseError
     from ..programmes import ProgrammeError
-    from ..weights import ModelError
+    from ..weights import DEFAULT_ANALYSIS_MODEL, ModelError
 
     music = _music(programme_music) if programmes else []
     try:
@@ -106,7 +108,7 @@ def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_pat
         splits = plan_splits(utterances, fold, validation) if fold else []
         if any("{run}" in spec for spec in model_specs) and not splits:
             raise CorpusError("--model with {run} needs --fold (and --folds unless the corpus has its own)")
-        run = EvalRun(utterances, splits, model_specs or (None,), conditions, device, precision, cache_dir,
+        run = EvalRun(utterances, splits, model_specs or (DEFAULT_ANALYSIS_MODEL,), conditions, device, precision, cache_dir,
                       workers or default_workers(), context, context_prior_s, programmes, programme_minutes,
                       noise_seed, music, context_window_s, programme_snr_db, programme_music_share)
         results = evaluate_models(run, log=lambda line: click.echo(line, err=True))

@@ -15,7 +15,8 @@ def models() -> None:
     alone; SPEAKER: each test speaker normalised over all of their speech (an upper bound, not
     what a user gets). VALIDATION is the checkpoint's own selection set, not unseen speakers.
     """
-    from ..weights import DEFAULT_MODEL, ModelError, installed_models, model_dirs, read_checkpoint, recorded_scores
+    from ..weights import (DEFAULT_ANALYSIS_MODEL, ModelError, installed_models, model_dirs, model_names,
+                           read_checkpoint, recorded_scores)
 
     found = installed_models()
     if not found:
@@ -23,7 +24,8 @@ def models() -> None:
         return
     rows = [("MODEL", "KIND", "PROGRAMMES UA", "CLIPS UA", "SPEAKER UA/WA", "VALIDATION WA", "FILE")]
     for name, path in found.items():
-        label = name + (" (default)" if name == DEFAULT_MODEL else "")
+        roles = dict(zip(model_names(DEFAULT_ANALYSIS_MODEL), ("clips", "films")))
+        label = name + (f" (default: {roles[name]})" if name in roles else "")
         try:
             checkpoint = read_checkpoint(path)
         except ModelError as exc:
@@ -34,7 +36,9 @@ def models() -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
-    click.echo("\nUA/WA: % of utterances over five folds of unseen speakers (sercli evaluate; README, "
+    click.echo(f"\nDefault: {DEFAULT_ANALYSIS_MODEL}, a routed pair: each segment is scored by the first where "
+               "the speech around it is under 10 s (a clip alone), else by the second (a film, a podcast).")
+    click.echo("UA/WA: % of utterances over five folds of unseen speakers (sercli evaluate; README, "
                "'Training and evaluation'); - not measured.")
 
 
