@@ -84,3 +84,14 @@ def test_a_missing_folds_file_is_one_line(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "train" / "recipe_views.py"), "x", "--data", str(tmp_path)],
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2 and "no folds file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_routed_pair_of_two_sweeps_is_scored_without_training(tmp_path):
+    runs = tmp_path / "runs"
+    commands = _dry_run(tmp_path, "routed", "--route", "chan", "chanv")
+    assert all(c.startswith("sercli evaluate") for c in commands) and len(commands) == 4
+    assert all(f"--model '{runs}/chan-merged/{{run}}.pt|{runs}/chanv-merged/{{run}}.pt'" in c for c in commands)
+    assert all(f"-o {runs}/ev/routed/" in c for c in commands)
+    refused = subprocess.run([sys.executable, str(ROOT / "train" / "recipe_views.py"), "x", "--route", "a", "b",
+                              "--runs-of", "c", "--dry-run"], capture_output=True, text=True, cwd=tmp_path)
+    assert refused.returncode == 2 and "choose --runs-of or --route" in refused.stderr

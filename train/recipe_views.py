@@ -5,6 +5,7 @@ ships them), then the three views of train/views_table.py.
     python train/recipe_views.py chan -- --config train/egemaps-mlp.toml
     python train/recipe_views.py chanv -- --config train/egemaps-mlp.toml --set context_voices=true
     python train/recipe_views.py chanv-0db --runs-of chanv --zero-db
+    python train/recipe_views.py routed --route chan chanv
 
 Everything after `--` goes to `sercli train`. The runs go to RUNS/NAME-sS (S = 0.., one per
 seed), the merged fold models to RUNS/NAME-merged/foldN.pt, the evaluation files to
@@ -12,7 +13,9 @@ RUNS/ev/NAME/ (foldN-programmes.json: `sercli evaluate --fold N --programmes 2
 --programme-minutes 15`, the programmes and the speaker context; foldN-clips.json: `--context
 utterance`, clips alone), which is what train/evals/ keeps. A step whose output exists is
 skipped, so an interrupted sweep resumes where it stopped. --zero-db scores the programmes under
-a 0 dB music bed under every scene instead (and no clips). --dry-run prints the commands.
+a 0 dB music bed under every scene instead (and no clips). --route CLIPS FILMS scores two earlier
+sweeps' merged fold models as a routed pair, 'CLIPS|FILMS' (as `sercli analyze` runs its default
+pair), and trains nothing. --dry-run prints the commands.
 """
 
 from __future__ import annotations
@@ -44,10 +47,14 @@ def fold_numbers(folds_csv: Path) -> list[int]:
 
 
 def plan(name: str, train_options: list[str], data: list[str], folds: list[int], seeds: int, runs: Path,
-         cache: Path, zero_db: bool, runs_of: str | None) -> list[tuple[Path, list[str]]]:
+         cache: Path, zero_db: bool, runs_of: str | None, route: list[str] | None = None
+         ) -> list[tuple[Path, list[str]]]:
     """The steps, in order: (the file or folder a step leaves when done, its command)."""
     trained = runs_of or name
     steps = []
+    if route:
+        spec = "|".join(str(runs / f"{sweep}-merged" / "{run}.pt") for sweep in route)
+        return steps + _scoring(name, spec, data, folds, runs, cache, zero_db)
     if runs_of is None:
         for seed in range(seeds):
             out = runs / f"{name}-s{seed}"
@@ -65,6 +72,13 @@ def plan(name: str, train_options: list[str], data: list[str], folds: list[int],
         spec = str(merged / "{run}.pt")
     else:
         spec = str(runs / f"{trained}-s0" / "{run}" / "model.pt")
+    return steps + _scoring(name, spec, data, folds, runs, cache, zero_db)
+
+
+def _scoring(name: str, spec: str, data: list[str], folds: list[int], runs: Path, cache: Path,
+             zero_db: bool) -> list[tuple[Path, list[str]]]:
+    """The evaluation steps of the fold models `spec` names: programmes per fold, then clips alone."""
+    steps = []
     scored = runs / "ev" / name
     for n in folds:
         steps.append((scored / f"fold{n}-programmes.json",
@@ -105,17 +119,21 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=None, help="the feature cache [RUNS/cache]")
     parser.add_argument("--zero-db", action="store_true", help="programmes under 0 dB music beds, no clips")
     parser.add_argument("--runs-of", metavar="NAME", help="score the fold models of an earlier sweep, train nothing")
+    parser.add_argument("--route", nargs=2, metavar=("CLIPS", "FILMS"),
+                        help="score two earlier sweeps as a routed pair, CLIPS|FILMS; train nothing")
     parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be at least 1")
-    if args.runs_of and train_options:
-        parser.error("--runs-of trains nothing: drop the sercli train options")
+    if (args.runs_of or args.route) and train_options:
+        parser.error("--runs-of and --route train nothing: drop the sercli train options")
+    if args.runs_of and args.route:
+        parser.error("choose --runs-of or --route")
     folds_csv = args.folds or args.data / "folds.csv"
     if not folds_csv.is_file():
         parser.error(f"{folds_csv}: no folds file (the shared data is not in a user's clone)")
     steps = plan(args.name, train_options, data_options(args.data, folds_csv), fold_numbers(folds_csv),
-                 args.seeds, args.runs, args.cache or args.runs / "cache", args.zero_db, args.runs_of)
+                 args.seeds, args.runs, args.cache or args.runs / "cache", args.zero_db, args.runs_of, args.route)
     for done, command in steps:
         if done.exists():
             continue
