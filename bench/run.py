@@ -99,7 +99,9 @@ def bench_analyze(data: Path, rows: list[str]) -> None:
     seconds = _duration(programme)
     floor = min(decode_only(programme) for _ in range(2))
     rows.append(f"| ffmpeg decode + resample only | 60 min programme | {floor:.1f} s | {seconds / floor:.0f}x | | 1.0 |")
-    runs = {"`sercli analyze` (default: egemaps-mlp)": [], "`--denoise` (the two networks)": ["--denoise"],
+    runs = {"`sercli analyze` (default: egemaps-mlp|egemaps-mlp-voices, routed)": [],
+            "`-m egemaps-mlp` (the clips model alone, the default until 2026-12-03)": ["-m", "egemaps-mlp"],
+            "`--denoise` (the two networks)": ["--denoise"],
             "`-m cnn-lstm-10hz-denoise` (the noise-filtered network, the default until 2026-12-02)":
                 ["-m", "cnn-lstm-10hz-denoise"],
             "`-m cnn-lstm-10hz` (the plain network: no pitch tracks)": ["-m", "cnn-lstm-10hz"],
@@ -119,7 +121,8 @@ def bench_clips(data: Path, rows: list[str]) -> None:
     listing = MEDIA / "clips.txt"
     listing.write_text("\n".join(paths) + "\n")
     seconds = sum(_duration(Path(p)) for p in paths)
-    for name, options in {"500 short clips, one call (default: egemaps-mlp)": [],
+    for name, options in {"500 short clips, one call (default: egemaps-mlp|egemaps-mlp-voices)": [],
+                          "the same with `-m egemaps-mlp`": ["-m", "egemaps-mlp"],
                           "the same with `-m cnn-lstm-10hz-denoise`": ["-m", "cnn-lstm-10hz-denoise"],
                           "the same with `-m cnn-lstm-10hz-denoise+egemaps-mlp`":
                               ["-m", "cnn-lstm-10hz-denoise+egemaps-mlp"]}.items():
