@@ -53,9 +53,10 @@ Examples:
 @click.option("--segmentation", type=click.Choice(["speech", "fixed"]), default="speech", show_default=True,
               help="speech: voice-activity regions cut into near-equal parts; fixed: consecutive windows.")
 @click.option("--denoise", is_flag=True,
-              help="For speech under music, crowds or applause: the default model, which hears voiced speech "
-                   "rebuilt from its pitch (the paper's noise filter), together with the plain network on normal "
-                   "spectrograms (cnn-lstm-10hz), their posteriors averaged; about a third slower. With --model: "
+              help="For speech under music as loud as the voice: instead of the default pair, the network "
+                   "cnn-lstm-10hz-denoise, which hears voiced speech rebuilt from its pitch (the paper's noise "
+                   "filter), together with the plain network on normal spectrograms (cnn-lstm-10hz), their "
+                   "posteriors averaged; about a third slower. With --model: "
                    "needs a model trained on rebuilt speech (with --ray: cnn-lstm-10hz-denoise alone).")
 @click.option("--max-segment", type=click.FloatRange(0.5, 3.0), default=3.0, show_default=True,
               metavar="SECONDS", help="Longest segment (the paper's T).")

@@ -12,7 +12,7 @@ from .common import check_output, corpus_options, default_workers, load_corpora,
 EVALUATE_EXAMPLES = """
 \b
 Examples:
-  sercli evaluate --corpus manifest=my_calls.csv       the default model on every utterance
+  sercli evaluate --corpus manifest=my_calls.csv       the default pair on every utterance
   sercli evaluate --model 'runs/x/{run}/model.pt' --corpus manifest=data/ravdess/manifest.csv \\
       --folds data/folds.csv --fold all               each fold model on its own test speakers
   sercli evaluate --model a.pt --model b.pt --model a.pt+b.pt --corpus manifest=data/nemo/manifest.csv \\
