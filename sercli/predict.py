@@ -221,6 +221,7 @@ class Pipeline:
             raise ValueError("a routed pair is two context-normalised models with the same context window: "
                              + ", ".join(m.name for m in self.models))
         self.route = route
+        self._feature_keys = [(_raw_features(m.features), m.device) for m in self.models]
         self.name = ("|" if route else "+").join(m.name for m in self.models)
         self.context = context
         max_samples = min(m.features.max_samples for m in self.models)
@@ -325,10 +326,11 @@ class Pipeline:
             shared: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}  # this part's features, by config and device
             for member, model in enumerate(self.models):
                 with _out_of_memory_hint(model.device, len(part)):
-                    key = (_raw_features(model.features), model.device)
+                    key = self._feature_keys[member]
                     if key not in shared:
                         shared[key] = featurise([seg for _, _, seg in part], model.features, model.device)
-                    spectrograms, n_frames = shared[key]
+                    # held only while a later model reads the same features
+                    spectrograms, n_frames = shared[key] if key in self._feature_keys[member + 1:] else shared.pop(key)
                     if model.features.context_norm:
                         blocks = self._blocks[member]
                         for (_, _, seg), x, n in zip(part, spectrograms, n_frames):
