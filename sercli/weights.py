@@ -140,14 +140,15 @@ def model_dirs() -> list[Path]:
 SCORES_FILE = "scores.json"  # beside checkpoints: the five-fold figures of each one's recipe, by model name
 
 
-def recorded_scores(path: Path) -> dict | None:
+def recorded_scores(path: Path, name: str | None = None) -> dict | None:
     """The five-fold figures recorded for the checkpoint at `path` in the scores.json of its folder
-    (views "programmes", "clips", "speaker", each {"ua", "wa"} in % or None), or None."""
+    (views "programmes", "clips", "speaker", each {"ua", "wa"} in % or None), or None. name: the
+    entry to read instead of the file's own (a routed pair's, e.g. DEFAULT_ANALYSIS_MODEL)."""
     try:
         recorded = json.loads((path.parent / SCORES_FILE).read_text())
     except (OSError, ValueError):
         return None
-    entry = recorded.get(path.stem) if isinstance(recorded, dict) else None
+    entry = recorded.get(name or path.stem) if isinstance(recorded, dict) else None
     return entry if isinstance(entry, dict) else None
 
 

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 from types import SimpleNamespace
@@ -780,6 +781,7 @@ def test_models_lists_installed_models(monkeypatch, model_dir, tmp_path):
     assert rows["tiny-fold3"][programmes:].split()[:8] == ["-", "-", "40.0", "/", "45.0", "(fold", "3", "only)"]
     assert rows["tiny-fold3"][programmes:].split()[8] == "50.0"
     assert "Default: egemaps-mlp|egemaps-mlp-voices, a routed pair" in result.stdout
+    assert re.search(r"Programmes \d+\.\d, clips \d+\.\d UA\.", result.stdout)  # the pair's figures, from scores.json
 
 
 def test_models_with_nothing_installed(no_default_model):

@@ -22,9 +22,9 @@ def models() -> None:
     if not found:
         click.echo("no models installed (searched: " + ", ".join(str(d) for d in model_dirs()) + ")")
         return
+    roles = dict(zip(model_names(DEFAULT_ANALYSIS_MODEL), ("clips", "films")))
     rows = [("MODEL", "KIND", "PROGRAMMES UA", "CLIPS UA", "SPEAKER UA/WA", "VALIDATION WA", "FILE")]
     for name, path in found.items():
-        roles = dict(zip(model_names(DEFAULT_ANALYSIS_MODEL), ("clips", "films")))
         label = name + (f" (default: {roles[name]})" if name in roles else "")
         try:
             checkpoint = read_checkpoint(path)
@@ -36,8 +36,12 @@ def models() -> None:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(row, widths)) + "  " + row[-1])
+    pair = next((recorded_scores(found[name], DEFAULT_ANALYSIS_MODEL) for name in roles if name in found), None)
+    measured = ""
+    if pair and all((pair.get(view) or {}).get("ua") is not None for view in ("programmes", "clips")):
+        measured = f" Programmes {pair['programmes']['ua']:.1f}, clips {pair['clips']['ua']:.1f} UA."
     click.echo(f"\nDefault: {DEFAULT_ANALYSIS_MODEL}, a routed pair: each segment is scored by the first where "
-               "the speech around it is under 10 s (a clip alone), else by the second (a film, a podcast).")
+               "the speech around it is under 10 s (a clip alone), else by the second (a film, a podcast)." + measured)
     click.echo("UA/WA: % of utterances over five folds of unseen speakers (sercli evaluate; README, "
                "'Training and evaluation'); - not measured.")
 
