@@ -156,7 +156,8 @@ def analyze(path_or_array: str | np.ndarray, model: Model | Sequence[Model] | st
     averaged), an installed model's name or a checkpoint path, or such names joined by '+' (an
     ensemble) or two joined by '|' (a routed pair: the first for segments whose context holds
     under 10 s of speech, the second for the rest; loaded Models are routed with route=True).
-    None: the default, the routed pair egemaps-mlp|egemaps-mlp-voices. The keywords mean what the options of the same names do:
+    None: the default, the routed pair egemaps-mlp|egemaps-mlp-voices. The keywords mean what
+    the options of the same names do:
     denoise=True without a model runs the default (denoising) model and the plain network
     (cnn-lstm-10hz) together, and
     with one needs a model trained on rebuilt speech among them; context="all" normalises a

@@ -171,7 +171,7 @@ def _score_run(members: list, model: str | None, condition: Condition, split: Sp
     paths joined by '+' or '|' and `view`, the context and its prior's weight); notes the model
     and context view in `results`. corpora: each utterance's corpus; with several among the
     split's, "by_corpus" holds each one's utterance scores."""
-    from .weights import ModelError
+    from .weights import ModelError, spec_of
 
     _, _, utterance, labels, columns = members[0]
     if any(not torch.equal(other, utterance) for _, _, other, _, _ in members[1:]):
@@ -179,11 +179,11 @@ def _score_run(members: list, model: str | None, condition: Condition, split: Sp
                          "(different maximum lengths?), so their posteriors cannot be averaged")
     if route:
         (clips, clip_posteriors, *_), (_, film_posteriors, *_) = members
-        films = torch.from_numpy(np.asarray(routes_to_films(columns.numpy(), clips.features)))
+        films = torch.from_numpy(routes_to_films(columns.numpy(), clips.features))
         segment_posteriors = torch.where(films[:, None], film_posteriors, clip_posteriors)
     else:
         segment_posteriors = sum(p for _, p, *_ in members) / len(members)
-    joined = ("|" if route else "+").join(str(m.path) for m, *_ in members)
+    joined = spec_of((str(m.path) for m, *_ in members), route)
     if len(members) > 1:
         scored_segments[(joined, condition.label, split.name, *view)] = (segment_posteriors, utterance, labels, columns)
     results["model"] = model or str(members[0][0].path)

@@ -25,7 +25,7 @@ from .features import FeatureConfig, featurise, pitch_settings, pitch_tracker
 from .segment import PitchTracker, Segment, SegmentationConfig, SpeechProbabilities, Segmenter
 from .results import (AnalysisError, DeviceOutOfMemory, FileFailure, FileResult, SegmentResult,  # noqa: F401
                       Summary)
-from .weights import Model
+from .weights import Model, spec_of
 
 
 Source = Union[str, tuple[str, np.ndarray]]  # a path, or (name, 16 kHz samples)
@@ -222,7 +222,7 @@ class Pipeline:
                              + ", ".join(m.name for m in self.models))
         self.route = route
         self._feature_keys = [(_raw_features(m.features), m.device) for m in self.models]
-        self.name = ("|" if route else "+").join(m.name for m in self.models)
+        self.name = spec_of((m.name for m in self.models), route)
         self.context = context
         max_samples = min(m.features.max_samples for m in self.models)
         if segmentation.max_segment_s * SAMPLE_RATE > max_samples:

@@ -227,7 +227,7 @@ def score_programmes(utterances: Sequence[Utterance], splits: Sequence, model: s
     "minutes", "music_snr_db", "music_share", "context_window_s", "runs": {run: {wa, ua, count, detected,
     confusion}}, "mean" (with several runs)}."""
     from .predict import FileFailure, Pipeline
-    from .weights import is_routed, load_model, model_names
+    from .weights import is_routed, load_model, model_names, spec_of
 
     built = built if built is not None else {}
     loaded_models = loaded_models if loaded_models is not None else {}
@@ -267,7 +267,7 @@ def score_programmes(utterances: Sequence[Utterance], splits: Sequence, model: s
             scores["by_corpus"] = {name: {k: v for k, v in programme_accuracies(
                 [t for t, c in zip(truth, corpora) if c == name], [p for p, c in zip(predicted, corpora) if c == name],
                 len(pipeline.labels)).items() if k != "confusion"} for name in sorted(set(corpora))}
-        results["runs"][split.name] = {"model": ("|" if pipeline.route else "+").join(str(m.path) for m in models),
+        results["runs"][split.name] = {"model": spec_of((str(m.path) for m in models), pipeline.route),
                                        "test_speakers": sorted(split.test)} | scores
         log(f"programmes, {split.name}: WA {scores['wa']:.3f} UA {scores['ua']:.3f}, {scores['detected']:.1%} of "
             f"{scores['count']} utterances detected ({count} x {config.minutes:g} min)")

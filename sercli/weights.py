@@ -357,6 +357,11 @@ def model_names(spec: str | Path | None) -> list[str | Path | None]:
     return names
 
 
+def spec_of(names, route: bool = False) -> str:
+    """The --model value that names `names` (strings) together: an ensemble, or with route a routed pair."""
+    return (ROUTE_SEPARATOR if route else ENSEMBLE_SEPARATOR).join(names)
+
+
 def is_routed(spec: str | Path | None) -> bool:
     """Whether `spec` names a routed pair, CLIPS|FILMS (see model_names), rather than one model or an ensemble."""
     return isinstance(spec, str) and ROUTE_SEPARATOR in spec and len(model_names(spec)) == 2

@@ -108,8 +108,8 @@ def evaluate(model_specs, corpora, include_scripted, excited_as_happy, folds_pat
         splits = plan_splits(utterances, fold, validation) if fold else []
         if any("{run}" in spec for spec in model_specs) and not splits:
             raise CorpusError("--model with {run} needs --fold (and --folds unless the corpus has its own)")
-        run = EvalRun(utterances, splits, model_specs or (DEFAULT_ANALYSIS_MODEL,), conditions, device, precision, cache_dir,
-                      workers or default_workers(), context, context_prior_s, programmes, programme_minutes,
+        run = EvalRun(utterances, splits, model_specs or (DEFAULT_ANALYSIS_MODEL,), conditions, device, precision,
+                      cache_dir, workers or default_workers(), context, context_prior_s, programmes, programme_minutes,
                       noise_seed, music, context_window_s, programme_snr_db, programme_music_share)
         results = evaluate_models(run, log=lambda line: click.echo(line, err=True))
     except (CorpusError, ModelError, NoiseError) as exc:
