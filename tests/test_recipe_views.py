@@ -95,3 +95,25 @@ def test_a_routed_pair_of_two_sweeps_is_scored_without_training(tmp_path):
     refused = subprocess.run([sys.executable, str(ROOT / "train" / "recipe_views.py"), "x", "--route", "a", "b",
                               "--runs-of", "c", "--dry-run"], capture_output=True, text=True, cwd=tmp_path)
     assert refused.returncode == 2 and "choose --runs-of or --route" in refused.stderr
+
+
+def test_the_clip_copies_probe_averages_segments_then_copies(monkeypatch):
+    """train/clip_copies_probe.py: each utterance's posteriors are its segments' mean, and a
+    utterance a run did not test is left out of its UA."""
+    import torch
+
+    monkeypatch.syspath_prepend(str(ROOT / "train"))
+    spec = importlib.util.spec_from_file_location("clip_copies_probe", ROOT / "train" / "clip_copies_probe.py")
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    posteriors = torch.tensor([[0.9, 0.1], [0.1, 0.9], [0.2, 0.8], [0.6, 0.4]])
+    utterance, labels = torch.tensor([0, 0, 2, 3]), torch.tensor([0, 0, 1, 0])  # per segment; utterance 1 not tested
+    scored = {("model", "clean", "fold1", "utterance", 10.0): (posteriors, utterance, labels, None),
+              ("model", "clean", "fold2", "utterance", 10.0): (posteriors[:1], utterance[:1], labels[:1], None)}
+    means, truth = probe.utterance_posteriors(scored, "fold1", 4)
+    assert torch.allclose(means[0], torch.tensor([0.5, 0.5])) and truth.tolist() == [0, -1, 1, 0]
+    assert torch.equal(means[1], torch.zeros(2))
+    # utterance 0 ties (argmax takes class 0: right), 2 says class 1 (right), 3 says 0 (right)
+    assert probe.unweighted_accuracy(means, truth) == 1.0
+    # flipped: the tie stays class 0 (right), 3 turns wrong, 2 turns wrong: (1/2 + 0/1) / 2
+    assert probe.unweighted_accuracy(means.flip(1), truth) == 0.25
