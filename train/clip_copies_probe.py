@@ -39,9 +39,11 @@ def utterance_posteriors(scored: dict, run: str, count: int) -> tuple[torch.Tens
 
 
 def unweighted_accuracy(posteriors: torch.Tensor, truth: torch.Tensor) -> float:
+    """sercli.metrics' UA over the utterances the run tested (truth >= 0)."""
+    from sercli.metrics import accuracies
+
     tested = truth >= 0
-    predicted, truth = posteriors[tested].argmax(1), truth[tested]
-    return float(np.mean([(predicted[truth == c] == c).float().mean().item() for c in truth.unique()]))
+    return accuracies(truth[tested].numpy(), posteriors[tested].argmax(1).numpy())["ua"]
 
 
 def main() -> None:
@@ -55,17 +57,19 @@ def main() -> None:
 
     from sercli.commands.common import load_corpora
     from sercli.corpora import plan_splits
+    from sercli.dataset import FeaturisingPool
     from sercli.evaluation import run_evaluation
 
     utterances = load_corpora([f"manifest={args.data / c / 'manifest.csv'}" for c in ("ravdess", "nemo")],
                               False, False, args.data / "folds.csv")
     splits = plan_splits(utterances, "all", "auto")
     scored = {}
-    for copy in args.copies:
-        heard = [replace(u, channel=copy) if ":" in copy else replace(u, speed=float(copy)) for u in utterances]
-        scored[copy] = {}
-        run_evaluation(heard, splits, args.model, "cpu", "auto", args.cache, log=lambda line: None,
-                       context="utterance", scored_segments=scored[copy], workers=2)
+    with FeaturisingPool(2) as pool:  # one pair of processes for every copy
+        for copy in args.copies:
+            heard = [replace(u, channel=copy) if ":" in copy else replace(u, speed=float(copy)) for u in utterances]
+            scored[copy] = {}
+            run_evaluation(heard, splits, args.model, "cpu", "auto", args.cache, log=lambda line: None,
+                           context="utterance", scored_segments=scored[copy], workers=2, pool=pool)
     results = {"model": args.model, "copies": args.copies, "first": {}, "all": {}}
     for split in splits:
         alone = {c: utterance_posteriors(scored[c], split.name, len(utterances)) for c in args.copies}
